@@ -1,0 +1,153 @@
+"""The one place for the lab's facts: versions, chart coordinates, images and object names.
+
+Every component, check and script reads these constants instead of repeating a literal, so a version bump or a
+rename is a one-line change. Plain Python: no Pulumi import, so the verification and bootstrap code can use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# --- Versions --------------------------------------------------------------------------------------------------
+
+ISTIO_VERSION = "1.31.1"
+# 1.30.5 and 1.31.1 fix istio-cni flipping between iptables backends across restarts (istio/istio#61020).
+ISTIO_MINIMUM_VERSION = "1.30.5"
+ISTIO_CHART_REPOSITORY = "https://blob.istio.io/istio-release/charts"
+
+GATEWAY_API_VERSION = "v1.6.1"
+GATEWAY_API_MINIMUM_VERSION = "v1.6.0"  # istiod 1.31 ignores older CRDs (keyed on their bundle-version annotation)
+
+# kind v0.32.0's own default node image (Kubernetes 1.36), by tag and digest as kind's docs ask.
+KIND_NODE_IMAGE = (
+    "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"
+)
+KUBERNETES_MINOR_RANGE = (32, 36)  # what Istio 1.30/1.31 support: 1.32 to 1.36
+
+KIALI_VERSION = "2.31.0"
+KIALI_MINIMUM_VERSION = "2.27.0"  # first Kiali whose graph understands ambient waypoints well
+KIALI_CHART_REPOSITORY = "https://kiali.org/helm-charts"
+PROMETHEUS_CHART_VERSION = "28.13.0"
+PROMETHEUS_CHART_REPOSITORY = "https://prometheus-community.github.io/helm-charts"
+
+
+def gateway_api_crds_url(version: str) -> str:
+    """The standard-channel Gateway API CRD bundle published with a release."""
+    return f"https://github.com/kubernetes-sigs/gateway-api/releases/download/{version}/standard-install.yaml"
+
+
+# --- Names -----------------------------------------------------------------------------------------------------
+
+ISTIO_NAMESPACE = "istio-system"
+DEFAULT_APPS_NAMESPACE = "default"
+
+
+@dataclass(frozen=True)
+class IstioChart:
+    chart: str  # the chart's name in the Istio repository
+    release: str  # the Helm release name the Istio docs use
+
+
+ISTIO_BASE = IstioChart(chart="base", release="istio-base")
+ISTIOD = IstioChart(chart="istiod", release="istiod")
+ISTIO_CNI = IstioChart(chart="cni", release="istio-cni")
+ZTUNNEL = IstioChart(chart="ztunnel", release="ztunnel")
+ISTIO_CHARTS = (ISTIO_BASE, ISTIOD, ISTIO_CNI, ZTUNNEL)
+
+# Objects Istio's charts create that the checks look for.
+ZTUNNEL_DAEMONSET = "ztunnel"  # ztunnel's resources are always named ztunnel
+ZTUNNEL_POD_LABEL = "app=ztunnel"
+ZTUNNEL_ADMIN_PORT = 15000  # /config_dump; binds localhost only
+ISTIO_CNI_DAEMONSET = "istio-cni-node"
+ISTIOD_DEPLOYMENT = "istiod"
+
+AMBIENT_LABEL = "istio.io/dataplane-mode"
+AMBIENT_LABEL_VALUE = "ambient"
+USE_WAYPOINT_LABEL = "istio.io/use-waypoint"
+WAYPOINT_FOR_LABEL = "istio.io/waypoint-for"
+REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"
+
+BOOKINFO_SERVICES = ("details", "ratings", "reviews", "productpage")
+BOOKINFO_PORT = 9080
+PRODUCTPAGE = "productpage"
+SLEEP = "sleep"
+NOTSLEEP = "notsleep"
+CLIENT_PORT = 80
+# A curl pod in a namespace outside the mesh: the client STRICT mTLS must refuse.
+OUTSIDE_NAMESPACE = "mesh-outside"
+OUTSIDE_CLIENT = "outside-client"
+
+WAYPOINT_NAME = "productpage-waypoint"  # istiod names the waypoint's Deployment, Service and SA after the Gateway
+INGRESS_GATEWAY_NAME = "bookinfo-gateway"
+INGRESS_GATEWAY_WORKLOAD = "bookinfo-gateway-istio"  # istiod appends -istio for class "istio"
+INGRESS_NODE_PORT = 30080
+INGRESS_HOST_PORT = 8080  # kind maps 127.0.0.1:8080 to the node port above
+
+KIALI_PORT = 20001
+KIALI_WEB_ROOT = "/kiali"
+PROMETHEUS_SERVICE = "prometheus"
+PROMETHEUS_PORT = 9090
+
+TRUST_DOMAIN = "cluster.local"
+
+
+def spiffe_id(namespace: str, service_account: str) -> str:
+    """The SPIFFE identity Istio's CA writes into a workload's certificate."""
+    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
+
+
+def principal(namespace: str, service_account: str) -> str:
+    """The same identity as AuthorizationPolicy spells it (no scheme)."""
+    return f"{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
+
+
+# --- Images ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str  # repository, registry included
+    tag: str
+    digest: str | None = None  # sha256:..., where a digest has been checked against the registry
+
+    @property
+    def ref(self) -> str:
+        """The reference a pod spec uses: by digest where known, else by tag."""
+        return f"{self.name}:{self.tag}@{self.digest}" if self.digest else f"{self.name}:{self.tag}"
+
+
+BOOKINFO_IMAGE_TAG = "1.20.3"
+CURL_IMAGE = Image("docker.io/curlimages/curl", "8.16.0")
+
+# Bookinfo workloads: (deployment, service, version); the three reviews versions share one ServiceAccount.
+BOOKINFO_WORKLOADS = (
+    ("details-v1", "details", "v1"),
+    ("ratings-v1", "ratings", "v1"),
+    ("reviews-v1", "reviews", "v1"),
+    ("reviews-v2", "reviews", "v2"),
+    ("reviews-v3", "reviews", "v3"),
+    ("productpage-v1", "productpage", "v1"),
+)
+
+
+def bookinfo_image(service: str, version: str) -> Image:
+    return Image(f"docker.io/istio/examples-bookinfo-{service}-{version}", BOOKINFO_IMAGE_TAG)
+
+
+def istio_images(version: str = ISTIO_VERSION) -> list[Image]:
+    """Images the Istio charts run: istiod, the CNI agent, ztunnel, and proxyv2 for waypoints and gateways."""
+    return [Image(f"docker.io/istio/{name}", version) for name in ("pilot", "install-cni", "ztunnel", "proxyv2")]
+
+
+KIALI_IMAGE = Image("quay.io/kiali/kiali", f"v{KIALI_VERSION}")
+PROMETHEUS_IMAGE = Image("docker.io/prom/prometheus", "v3.10.0")
+
+
+def all_images(istio_version: str = ISTIO_VERSION, observability: bool = True) -> list[Image]:
+    """Every image a lab runs: what the offline preload pulls and what the tests hold pods to."""
+    images = istio_images(istio_version)
+    images += [bookinfo_image(service, version) for _, service, version in BOOKINFO_WORKLOADS]
+    images.append(CURL_IMAGE)
+    if observability:
+        images += [PROMETHEUS_IMAGE, KIALI_IMAGE]
+    return images
