@@ -1,0 +1,75 @@
+"""istio-ambient-lab: the Istio ambient-mode tutorial as one Pulumi program.
+
+Reads like the tutorial's table of contents; each step is a component under components/.
+"""
+
+import pulumi
+
+from components.bookinfo import Bookinfo, BookinfoArgs
+from components.clients import MeshClient, MeshClientArgs, OutsideClient, OutsideClientArgs
+from components.cluster import ExistingCluster, ExistingClusterArgs, KindCluster, KindClusterArgs
+from components.enrolment import AmbientNamespace, AmbientNamespaceArgs
+from components.ingress import BookinfoIngress, BookinfoIngressArgs
+from components.istio_ambient import IstioAmbient, IstioAmbientArgs
+from components.policies import MeshPolicies, MeshPoliciesArgs
+from components.settings import read_lab_config
+from components.waypoint import Waypoint, WaypointArgs
+from lab import catalog, kind_cluster, outputs
+
+cfg = read_lab_config()
+
+# Requirements: a cluster. kind by default (one control plane, two workers), or one the user already has.
+if cfg.target == "kind":
+    cluster = KindCluster("cluster", KindClusterArgs(
+        name=cfg.cluster_name, workers=cfg.workers, node_image=cfg.node_image,
+        ingress_host_port=cfg.ingress_host_port, adopt_existing=cfg.adopt_existing_cluster,
+        owner=kind_cluster.owner_label_value(pulumi.get_project(), pulumi.get_stack()),
+    ))
+    pulumi.export(outputs.KUBECONFIG, cluster.kubeconfig)
+else:
+    cluster = ExistingCluster("cluster", ExistingClusterArgs(context=cfg.kube_context, kubeconfig_path=cfg.kubeconfig_path))
+access = cluster.access
+
+# Installation: Istio in ambient mode.
+istio = IstioAmbient("istio", IstioAmbientArgs(
+    access=access, version=cfg.istio_version, chart_repository=cfg.chart_repository,
+    gateway_api_version=cfg.gateway_api_version, install_gateway_api_crds=cfg.install_gateway_api_crds,
+    platform=cfg.platform,
+))
+
+# Deploying the demo apps, enrolled in ambient before any of them starts.
+apps_namespace = AmbientNamespace("apps-namespace", AmbientNamespaceArgs(access, cfg.apps_namespace, istio.ready))
+in_mesh = [apps_namespace.namespace, *istio.ready]
+bookinfo = Bookinfo("bookinfo", BookinfoArgs(access, cfg.apps_namespace, in_mesh))
+sleep = MeshClient(catalog.SLEEP, MeshClientArgs(access, cfg.apps_namespace, in_mesh))
+notsleep = MeshClient(catalog.NOTSLEEP, MeshClientArgs(access, cfg.apps_namespace, in_mesh, avoid_app=catalog.PRODUCTPAGE))
+outside = OutsideClient("outside", OutsideClientArgs(access, istio.ready))
+ingress = BookinfoIngress("ingress", BookinfoIngressArgs(
+    access, cfg.apps_namespace, depends_on=[istio.istiod, *in_mesh],
+    node_port=catalog.INGRESS_NODE_PORT if cfg.target == "kind" else None, host_port=cfg.ingress_host_port,
+))
+
+# L7 processing: a waypoint for productpage (l7 stack only).
+waypoint = None
+if cfg.waypoint:
+    waypoint = Waypoint(catalog.WAYPOINT_NAME, WaypointArgs(
+        access, cfg.apps_namespace, catalog.PRODUCTPAGE, depends_on=[istio.istiod, bookinfo.productpage],
+    ))
+
+# L4 and L7 authorization, STRICT mTLS.
+policies = MeshPolicies("policies", MeshPoliciesArgs(
+    access, cfg.apps_namespace, waypoint=waypoint.name if waypoint else None, depends_on=[istio.base, *in_mesh],
+))
+
+pulumi.export(outputs.CLUSTER_NAME, cluster.cluster_name)
+pulumi.export(outputs.TARGET, cfg.target)
+pulumi.export(outputs.KUBE_CONTEXT, cfg.kube_context or f"kind-{cfg.cluster_name}")
+pulumi.export(outputs.ISTIO_VERSION, cfg.istio_version)
+pulumi.export(outputs.MESH_MODE, cfg.mesh_mode)
+pulumi.export(outputs.HELM_RELEASES, istio.release_statuses)
+pulumi.export(outputs.APPS_NAMESPACE, cfg.apps_namespace)
+pulumi.export(outputs.BOOKINFO_URL, ingress.url)
+if ingress.port_forward:
+    pulumi.export(outputs.BOOKINFO_PORT_FORWARD, ingress.port_forward)
+pulumi.export(outputs.WAYPOINT, waypoint.name if waypoint else None)
+pulumi.export(outputs.POLICIES, policies.in_force)

@@ -1,0 +1,118 @@
+"""Where the lab runs: a kind cluster the stack owns, or an existing cluster named by kubeconfig context."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+import pulumi_kubernetes as k8s
+
+from components.kube import TYPE_PREFIX, ClusterAccess
+from lab import kind_cluster
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def lab_python() -> str:
+    """The interpreter the lifecycle commands run with, relative to the project when it lives there.
+
+    Relative keeps the command text in the state the same on every checkout, so a second `up` sees no change.
+    """
+    executable = sys.executable
+    if executable.startswith(PROJECT_ROOT + os.sep):
+        executable = os.path.relpath(executable, PROJECT_ROOT)
+    return shlex.quote(executable)
+
+
+@dataclass(frozen=True)
+class KindClusterArgs:
+    name: str
+    workers: int
+    node_image: str
+    ingress_host_port: int
+    owner: str  # the owner label value: which project and stack created the cluster
+    adopt_existing: bool = False
+
+
+class KindCluster(pulumi.ComponentResource):
+    """A local kind cluster (one control plane + N workers) and the Kubernetes provider bound to it."""
+
+    def __init__(self, name: str, args: KindClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TYPE_PREFIX}:KindCluster", name, None, opts)
+        self.cluster_name = args.name
+        config = kind_cluster.kind_config(
+            args.name, args.workers, args.node_image, args.ingress_host_port, args.owner
+        )
+        self.config_yaml = kind_cluster.render_config(config)
+        self.cluster = self._create_cluster(args)
+        kubeconfig = self._read_kubeconfig(args)
+        self.kubeconfig = pulumi.Output.secret(kubeconfig)
+        self.provider = k8s.Provider(
+            "kind",
+            kubeconfig=self.kubeconfig,
+            context=f"kind-{args.name}",
+            # Stable across kubeconfig changes (new certificates), new when the cluster itself is new.
+            cluster_identifier=pulumi.Output.concat("kind-", args.name, "-", self.cluster.id),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.access = ClusterAccess(provider=self.provider, owner=self.cluster)
+        self.register_outputs({"cluster_name": args.name, "kubeconfig": self.kubeconfig})
+
+    def _create_cluster(self, args: KindClusterArgs) -> command.local.Command:
+        base = f"{lab_python()} -m lab.kind_cluster"
+        name_and_owner = f"--name {shlex.quote(args.name)} --owner {shlex.quote(args.owner)}"
+        adopt = " --adopt" if args.adopt_existing else ""
+        return command.local.Command(
+            "kind-cluster",
+            create=f"{base} create {name_and_owner}{adopt}",
+            delete=f"{base} delete {name_and_owner}",
+            stdin=self.config_yaml,
+            dir=PROJECT_ROOT,
+            # Anything that shapes the nodes needs a new cluster; the old one goes first (same name, same port).
+            triggers=[args.name, args.node_image, args.workers, args.ingress_host_port],
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                delete_before_replace=True,
+                custom_timeouts=pulumi.CustomTimeouts(create="15m", delete="5m"),
+            ),
+        )
+
+    def _read_kubeconfig(self, args: KindClusterArgs) -> pulumi.Output[str]:
+        # An invoke, not a resource: read on every up (certificates can change), never stored in plain text, and
+        # never logged. It waits for the cluster and is skipped while the cluster is still unknown in a preview.
+        result = command.local.run_output(
+            command=f"{lab_python()} -m lab.kind_cluster kubeconfig --name {shlex.quote(args.name)}",
+            dir=PROJECT_ROOT,
+            logging=command.local.Logging.NONE,
+            opts=pulumi.InvokeOutputOptions(depends_on=[self.cluster], parent=self),
+        )
+        return result.stdout
+
+
+@dataclass(frozen=True)
+class ExistingClusterArgs:
+    context: str
+    kubeconfig_path: str | None = None
+
+
+class ExistingCluster(pulumi.ComponentResource):
+    """A cluster the user already has: nothing is created, the provider is pinned to the named context."""
+
+    def __init__(self, name: str, args: ExistingClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TYPE_PREFIX}:ExistingCluster", name, None, opts)
+        self.cluster_name = args.context
+        self.kubeconfig_path = os.path.expanduser(args.kubeconfig_path) if args.kubeconfig_path else None
+        self.provider = k8s.Provider(
+            "existing",
+            # A path, not the file's content: nothing secret enters the state.
+            kubeconfig=self.kubeconfig_path,
+            context=args.context,
+            cluster_identifier=f"existing-{args.context}",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.access = ClusterAccess(provider=self.provider, owner=None)
+        self.register_outputs({"cluster_name": args.context})

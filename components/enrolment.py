@@ -1,0 +1,38 @@
+"""Ambient enrolment: the apps' namespace carries istio.io/dataplane-mode=ambient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.kube import TYPE_PREFIX, ClusterAccess
+from lab import catalog
+
+
+@dataclass(frozen=True)
+class AmbientNamespaceArgs:
+    access: ClusterAccess
+    name: str
+    depends_on: list[pulumi.Resource]  # the data plane: pods must not start before istio-cni can capture them
+
+
+class AmbientNamespace(pulumi.ComponentResource):
+    """Enrols a namespace in the ambient mesh.
+
+    `default` exists in every cluster and is not ours: it is patched (server-side apply owns only the label, and
+    destroy removes just that). Any other namespace is created by the lab, and destroy removes it whole.
+    """
+
+    def __init__(self, name: str, args: AmbientNamespaceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TYPE_PREFIX}:AmbientNamespace", name, None, opts)
+        metadata = {"name": args.name, "labels": {catalog.AMBIENT_LABEL: catalog.AMBIENT_LABEL_VALUE}}
+        options = args.access.options(self, depends_on=args.depends_on)
+        self.owned = args.name != "default"
+        if self.owned:
+            self.namespace = k8s.core.v1.Namespace(args.name, metadata=metadata, opts=options)
+        else:
+            self.namespace = k8s.core.v1.NamespacePatch(args.name, metadata=metadata, opts=options)
+        self.name = args.name
+        self.register_outputs({"name": args.name})

@@ -1,0 +1,110 @@
+"""Istio in ambient mode from the official Helm charts: base, istiod, the CNI agent and ztunnel.
+
+Dependency graph (istio.io ambient Helm install, each release waited for):
+
+    istio-system namespace ─┬─> istio-base ─┬─> istiod ──> ztunnel
+                            │               └─> istio-cni
+    Gateway API CRDs ───────┴────────────────> istiod
+
+- base carries Istio's CRDs and the validation webhook that istiod and every later Istio object rely on.
+- istiod needs the Gateway API CRDs present when it starts, or it will not serve waypoints and gateways.
+- ztunnel gets its workload certificates from istiod, so it cannot become ready before istiod.
+- istio-cni needs neither istiod nor ztunnel and installs beside them; apps wait for both cni and ztunnel
+  (`ready`), because a pod started before the CNI agent runs on its node escapes ambient capture.
+
+Real Helm releases (helm.v3.Release), not client-side rendering: istiod edits its own webhook configuration, which
+a server-side-applied render would fight over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.kube import TYPE_PREFIX, ClusterAccess
+from lab import catalog
+from lab import config as lab_config
+
+HELM_TIMEOUT_SECONDS = 900  # image pulls on a fresh kind cluster can take minutes
+
+
+@dataclass(frozen=True)
+class IstioAmbientArgs:
+    access: ClusterAccess
+    version: str
+    chart_repository: str
+    gateway_api_version: str
+    install_gateway_api_crds: bool
+    platform: str | None = None  # global.platform for existing clusters that need it (gke, eks, k3s, ...)
+
+
+def chart_values(chart: catalog.IstioChart, platform: str | None) -> dict:
+    """The values each chart gets: the ambient profile where Istio requires it, the platform where one is set."""
+    values: dict = {}
+    if chart in (catalog.ISTIOD, catalog.ISTIO_CNI):
+        # istiod: PILOT_ENABLE_AMBIENT; cni: cni.ambient.enabled. Not on ztunnel: there it picks the distroless
+        # image, which has no shell for debugging.
+        values["profile"] = "ambient"
+    if platform in lab_config.CHART_PLATFORMS and chart is not catalog.ISTIO_BASE:
+        values["global"] = {"platform": platform}
+    return values
+
+
+class IstioAmbient(pulumi.ComponentResource):
+    """The Istio control plane and ambient data plane (istio-cni + ztunnel) in istio-system."""
+
+    def __init__(self, name: str, args: IstioAmbientArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TYPE_PREFIX}:IstioAmbient", name, None, opts)
+        self._args = args
+        self.namespace = k8s.core.v1.Namespace(
+            catalog.ISTIO_NAMESPACE,
+            metadata={"name": catalog.ISTIO_NAMESPACE},
+            opts=args.access.options(self),
+        )
+        self.gateway_api_crds = self._create_gateway_api_crds()
+        crds = [self.gateway_api_crds] if self.gateway_api_crds else []
+
+        self.base = self._release(catalog.ISTIO_BASE, depends_on=[self.namespace])
+        self.istiod = self._release(catalog.ISTIOD, depends_on=[self.base, *crds])
+        self.cni = self._release(catalog.ISTIO_CNI, depends_on=[self.base])
+        self.ztunnel = self._release(catalog.ZTUNNEL, depends_on=[self.istiod])
+        self.releases = {
+            catalog.ISTIO_BASE.release: self.base,
+            catalog.ISTIOD.release: self.istiod,
+            catalog.ISTIO_CNI.release: self.cni,
+            catalog.ZTUNNEL.release: self.ztunnel,
+        }
+        # What workloads must wait for before they start: the whole data plane on every node.
+        self.ready: list[pulumi.Resource] = [self.cni, self.ztunnel]
+        self.release_statuses = pulumi.Output.all(
+            **{name: release.status.apply(lambda s: s.status if s else None) for name, release in self.releases.items()}
+        )
+        self.register_outputs({"version": args.version, "releases": self.release_statuses})
+
+    def _create_gateway_api_crds(self) -> k8s.yaml.v2.ConfigFile | None:
+        if not self._args.install_gateway_api_crds:
+            return None
+        return k8s.yaml.v2.ConfigFile(
+            "gateway-api-crds",
+            file=catalog.gateway_api_crds_url(self._args.gateway_api_version),
+            opts=self._args.access.options(self),
+        )
+
+    def _release(self, chart: catalog.IstioChart, depends_on: list[pulumi.Resource]) -> k8s.helm.v3.Release:
+        repository = self._args.chart_repository
+        oci = repository.startswith("oci://")
+        return k8s.helm.v3.Release(
+            chart.release,
+            name=chart.release,
+            chart=f"{repository}/{chart.chart}" if oci else chart.chart,
+            repository_opts=None if oci else k8s.helm.v3.RepositoryOptsArgs(repo=repository),
+            version=self._args.version,
+            namespace=catalog.ISTIO_NAMESPACE,
+            values=chart_values(chart, self._args.platform),
+            timeout=HELM_TIMEOUT_SECONDS,
+            # A failed install is rolled back, so the next `up` starts from a clean release.
+            cleanup_on_fail=True,
+            opts=self._args.access.options(self, depends_on=depends_on),
+        )

@@ -1,0 +1,29 @@
+"""How every Kubernetes resource reaches its cluster: one explicit provider, and what the resource dies with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+TYPE_PREFIX = "istio-ambient-lab:index"
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    """The provider bound to the lab's cluster, and the resource whose deletion removes the whole cluster.
+
+    `owner` is the kind cluster when the stack owns it: resources inside it are then not deleted one by one on
+    destroy (they die with the cluster). On an existing cluster `owner` is None and destroy removes each resource.
+    """
+
+    provider: k8s.Provider
+    owner: pulumi.Resource | None
+
+    def options(
+        self, parent: pulumi.Resource, depends_on: list[pulumi.Resource] | None = None, **extra
+    ) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(
+            parent=parent, provider=self.provider, depends_on=depends_on or [], deleted_with=self.owner, **extra
+        )

@@ -1,0 +1,209 @@
+"""kind cluster lifecycle for the KindCluster component: create, delete and kubeconfig, each idempotent.
+
+The component runs `python -m lab.kind_cluster <action> ...` through pulumi-command, so everything that decides
+(is the cluster there, is it ours, may we delete it) lives here, in plain Python that tests drive with a fake `kind`
+and `kubectl` on PATH.
+
+Ownership is a label on the control-plane node, written by kind itself at creation (or by `create --adopt`): a
+cluster of the same name that carries another owner, or none, is never reused or deleted without the user's say.
+kind is always given a throwaway `--kubeconfig` so the user's kubeconfig and current context are never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import yaml
+
+from lab import catalog
+
+OWNER_LABEL = "istio-ambient-lab/owner"
+KEEP_FAILED_ENV = "LAB_KEEP_FAILED_CLUSTER"  # set to 1 to keep a half-created cluster for debugging
+
+
+class KindError(RuntimeError):
+    """A lifecycle step that cannot go on; the message says what to do."""
+
+
+def owner_label_value(project: str, stack: str) -> str:
+    """The node label value naming the stack that owns a cluster (a label value: at most 63 characters)."""
+    return f"{project}.{stack}"[:63].strip("-_.")
+
+
+def kind_config(name: str, workers: int, node_image: str, ingress_host_port: int, owner: str) -> dict:
+    """The kind cluster configuration: everything listens on 127.0.0.1, every node runs the pinned image.
+
+    The ingress node port is mapped from the control-plane node only; kube-proxy answers a NodePort on every node.
+    """
+    control_plane = {
+        "role": "control-plane",
+        "image": node_image,
+        "labels": {OWNER_LABEL: owner},
+        "extraPortMappings": [
+            {
+                "containerPort": catalog.INGRESS_NODE_PORT,
+                "hostPort": ingress_host_port,
+                "listenAddress": "127.0.0.1",
+                "protocol": "TCP",
+            }
+        ],
+    }
+    return {
+        "kind": "Cluster",
+        "apiVersion": "kind.x-k8s.io/v1alpha4",
+        "name": name,
+        "networking": {"apiServerAddress": "127.0.0.1"},
+        "nodes": [control_plane] + [{"role": "worker", "image": node_image} for _ in range(workers)],
+    }
+
+
+def _run(args: Sequence[str], *, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
+    try:
+        result = subprocess.run(list(args), capture_output=True, text=True, input=input_text)
+    except FileNotFoundError:
+        raise KindError(f"`{args[0]}` was not found on PATH; install it or run the lab through ./lab up.") from None
+    if check and result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise KindError(f"`{' '.join(args[:3])}` failed: {detail[-1] if detail else 'exit ' + str(result.returncode)}")
+    return result
+
+
+def existing_clusters() -> list[str]:
+    """Names of the kind clusters on this machine: whole lines of `kind get clusters`, never substrings."""
+    out = _run(["kind", "get", "clusters"]).stdout
+    return [line.strip() for line in out.splitlines() if line.strip() and not line.startswith("No kind clusters")]
+
+
+def cluster_owner(name: str) -> str | None:
+    """The owner label of the cluster's control-plane node, or None when it has none (or cannot be read)."""
+    with _temporary_kubeconfig(name) as kubeconfig:
+        result = _run(
+            ["kubectl", "--kubeconfig", kubeconfig, "get", "node", f"{name}-control-plane", "-o", "json"], check=False
+        )
+    if result.returncode != 0:
+        return None
+    try:
+        return json.loads(result.stdout)["metadata"].get("labels", {}).get(OWNER_LABEL)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class _temporary_kubeconfig:
+    """A kubeconfig for one cluster in a 0600 temp file, removed on exit; its content is never printed."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.path = ""
+
+    def __enter__(self) -> str:
+        fd, self.path = tempfile.mkstemp(prefix="lab-kubeconfig-", suffix=".yaml")
+        os.close(fd)  # mkstemp creates it 0600
+        content = _run(["kind", "get", "kubeconfig", "--name", self.name]).stdout
+        with open(self.path, "w", encoding="utf-8") as handle:
+            handle.write(content)
+        return self.path
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.path and os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def _clash_message(name: str, owner: str | None) -> str:
+    whose = f"belongs to {owner}" if owner else "was not created by this stack"
+    return (
+        f"kind cluster '{name}' already exists and {whose}; adopt it with "
+        f"`pulumi config set istio-ambient-lab:adoptExistingCluster true` or remove it with "
+        f"`kind delete cluster --name {name}`, then run pulumi up again."
+    )
+
+
+def create(name: str, owner: str, config_yaml: str, adopt: bool = False) -> str:
+    """Creates the cluster, or reuses it when this stack already owns it. Returns what was done, for the log."""
+    if name in existing_clusters():
+        current = cluster_owner(name)
+        if current == owner:
+            return f"kind cluster '{name}' already exists and belongs to this stack; reusing it."
+        if not adopt:
+            raise KindError(_clash_message(name, current))
+        with _temporary_kubeconfig(name) as kubeconfig:
+            _run(["kubectl", "--kubeconfig", kubeconfig, "label", "node", f"{name}-control-plane",
+                  f"{OWNER_LABEL}={owner}", "--overwrite"])
+        return f"adopted kind cluster '{name}'; pulumi destroy will delete it."
+
+    with tempfile.TemporaryDirectory(prefix="lab-kind-") as scratch:
+        config_path = os.path.join(scratch, "kind-config.yaml")
+        with open(config_path, "w", encoding="utf-8") as handle:
+            handle.write(config_yaml)
+        # A throwaway kubeconfig: kind would otherwise add a context to the user's and switch to it.
+        throwaway = os.path.join(scratch, "kubeconfig")
+        result = _run(
+            ["kind", "create", "cluster", "--name", name, "--config", config_path, "--kubeconfig", throwaway,
+             "--wait", "180s"],
+            check=False,
+        )
+        if result.returncode != 0:
+            if os.environ.get(KEEP_FAILED_ENV) != "1":
+                _run(["kind", "delete", "cluster", "--name", name, "--kubeconfig", throwaway], check=False)
+            tail = (result.stderr or result.stdout).strip().splitlines()
+            raise KindError(
+                f"kind could not create cluster '{name}' ({tail[-1] if tail else 'no output'}); "
+                f"run ./lab preflight to check Docker and the host, then pulumi up again."
+            )
+    return f"created kind cluster '{name}'."
+
+
+def delete(name: str, owner: str) -> str:
+    """Deletes the cluster if this stack owns it; a cluster already gone is fine, someone else's is left alone."""
+    if name not in existing_clusters():
+        return f"kind cluster '{name}' is already gone."
+    current = cluster_owner(name)
+    if current is not None and current != owner:
+        return f"kind cluster '{name}' now belongs to {current}; left it alone."
+    with tempfile.TemporaryDirectory(prefix="lab-kind-") as scratch:
+        _run(["kind", "delete", "cluster", "--name", name, "--kubeconfig", os.path.join(scratch, "kubeconfig")])
+    return f"deleted kind cluster '{name}'."
+
+
+def kubeconfig(name: str) -> str:
+    """The cluster's kubeconfig, for the Kubernetes provider only; the caller keeps it secret."""
+    if name not in existing_clusters():
+        raise KindError(
+            f"kind cluster '{name}' is recorded in the stack but no longer exists; run `pulumi destroy` and then "
+            f"`pulumi up` to build it again."
+        )
+    return _run(["kind", "get", "kubeconfig", "--name", name]).stdout
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.kind_cluster", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("create", "delete", "kubeconfig"))
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--owner", default="")
+    parser.add_argument("--adopt", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "create":
+            # The config arrives on stdin so that the command line stays short and stable in the state.
+            print(create(args.name, args.owner, sys.stdin.read(), adopt=args.adopt))
+        elif args.action == "delete":
+            print(delete(args.name, args.owner))
+        else:
+            sys.stdout.write(kubeconfig(args.name))
+    except KindError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def render_config(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Runs the whole Pulumi program (__main__.py) under Pulumi mocks and records the resource graph it registers.
+
+Config comes from the real Pulumi.yaml defaults merged with the real stack file, as the CLI merges them. Each
+registration keeps what the engine would see: type, name, parent, inputs, dependencies, provider, options, and
+which inputs travel as secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi.runtime
+import yaml
+from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.settings import get_root_resource
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(ROOT, "__main__.py")
+PROJECT = "istio-ambient-lab"
+STACKS = ("l4-only", "l7")
+
+# What `kind get kubeconfig` would print: a key inside, so the tests can prove it never leaks.
+FAKE_KUBECONFIG = (
+    "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://127.0.0.1:40000\n  name: kind-x\n"
+    "users:\n- name: kind-x\n  user:\n    client-key-data: RkFLRS1QUklWQVRFLUtFWQ==\n"
+)
+
+
+def _config_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def project_file() -> dict:
+    with open(os.path.join(ROOT, "Pulumi.yaml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def stack_file(stack: str) -> dict:
+    with open(os.path.join(ROOT, "stacks", f"Pulumi.{stack}.yaml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def merged_config(stack: str) -> dict[str, str]:
+    """Project defaults overlaid by the stack's values, keys fully qualified, values as the CLI passes them."""
+    merged: dict[str, str] = {}
+    for key, spec in (project_file().get("config") or {}).items():
+        full_key = key if ":" in key else f"{PROJECT}:{key}"
+        if "value" in spec:
+            merged[full_key] = _config_string(spec["value"])
+        elif "default" in spec:
+            merged[full_key] = _config_string(spec["default"])
+    for key, value in ((stack_file(stack).get("config")) or {}).items():
+        merged[key] = _config_string(value)
+    return merged
+
+
+@dataclass
+class Registration:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    remote: bool
+    inputs: dict
+    secret_inputs: set[str]
+    dependencies: list[str]
+    property_dependencies: dict[str, list[str]]
+    provider: str
+    deleted_with: str
+    delete_before_replace: bool
+    custom_timeouts: dict
+    additional_secret_outputs: list[str]
+    order: int
+
+
+@dataclass
+class Invocation:
+    token: str
+    args: dict
+    order: int
+
+
+@dataclass
+class ProgramRun:
+    stack: str
+    resources: dict[str, Registration]
+    invokes: list[Invocation]
+    outputs: dict[str, Any]
+    secret_outputs: set[str] = field(default_factory=set)
+
+    def of_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.resources.values() if r.type == type_]
+
+    def named(self, type_: str, name: str) -> Registration:
+        found = [r for r in self.of_type(type_) if r.name == name]
+        assert len(found) == 1, f"expected one {type_} named {name}, found {[r.urn for r in found]}"
+        return found[0]
+
+    def kubernetes(self) -> list[Registration]:
+        """Every resource the Kubernetes provider manages (custom resources, not components or providers)."""
+        return [r for r in self.resources.values() if r.type.startswith("kubernetes:") and r.type != "pulumi:providers:kubernetes"]
+
+    def depends_on(self, resource: Registration, other: Registration) -> bool:
+        return other.urn in resource.dependencies
+
+
+def _secret_keys(properties) -> set[str]:
+    """Top-level input keys that the SDK sent wrapped as secrets."""
+    secret = set()
+    for key, value in properties.fields.items():
+        if value.HasField("struct_value"):
+            fields = value.struct_value.fields
+            if fields.get(rpc._special_sig_key) and fields[rpc._special_sig_key].string_value == rpc._special_secret_sig:
+                secret.add(key)
+    return secret
+
+
+class LabMocks(pulumi.runtime.Mocks):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = dict(args.inputs)
+        if args.typ == "kubernetes:helm.sh/v3:Release":
+            outputs["status"] = {"name": args.inputs.get("name"), "status": "deployed", "version": args.inputs.get("version")}
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "command:local:run":
+            return {"stdout": FAKE_KUBECONFIG, "stderr": "", "command": args.args.get("command")}
+        return {}
+
+
+class RecordingMonitor(MockMonitor):
+    def __init__(self, mocks: pulumi.runtime.Mocks):
+        super().__init__(mocks)
+        self.registrations: dict[str, Registration] = {}
+        self.invocations: list[Invocation] = []
+        self._order = 0
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self._order += 1
+            self.registrations[response.urn] = Registration(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                custom=request.custom,
+                remote=request.remote,
+                inputs=rpc.deserialize_properties(request.object),
+                secret_inputs=_secret_keys(request.object),
+                dependencies=list(request.dependencies),
+                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+                provider=request.provider,
+                deleted_with=request.deletedWith,
+                delete_before_replace=request.deleteBeforeReplace,
+                custom_timeouts={
+                    "create": request.customTimeouts.create,
+                    "update": request.customTimeouts.update,
+                    "delete": request.customTimeouts.delete,
+                },
+                additional_secret_outputs=list(request.additionalSecretOutputs),
+                order=self._order,
+            )
+        return response
+
+    def Invoke(self, request):
+        self._order += 1
+        self.invocations.append(Invocation(request.tok, rpc.deserialize_properties(request.args), self._order))
+        return super().Invoke(request)
+
+
+def run_program(stack: str, overrides: dict[str, str] | None = None, preview: bool = False) -> ProgramRun:
+    """Evaluates __main__.py for one stack under mocks and returns what it registered and exported."""
+    config = merged_config(stack)
+    for key, value in (overrides or {}).items():
+        config[f"{PROJECT}:{key}"] = value
+    mocks = LabMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.reset_options(project=PROJECT, stack=stack, preview=preview)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    pulumi.runtime.set_all_config(config)
+    outputs: dict[str, Any] = {}
+    secret_outputs: set[str] = set()
+
+    @pulumi.runtime.test
+    def evaluate():
+        runpy.run_path(MAIN, run_name="__main__")
+        exported = dict(get_root_resource().outputs)
+
+        def collect(name: str, value: Any):
+            outputs[name] = value
+
+        async def is_secret(name: str, value: Any):
+            if isinstance(value, pulumi.Output) and await value.is_secret():
+                secret_outputs.add(name)
+
+        for name, value in exported.items():
+            pulumi.Output.from_input(value).apply(lambda v, n=name: collect(n, v))
+            pulumi.Output.from_input(is_secret(name, value))
+        return pulumi.Output.all(*exported.values())
+
+    evaluate()
+    return ProgramRun(stack, monitor.registrations, monitor.invocations, outputs, secret_outputs)

@@ -1,0 +1,202 @@
+"""The lab foundation under mocks: cluster, provider, Istio releases, secrets, for both stacks."""
+
+import pytest
+import yaml
+
+from lab import catalog, outputs
+from lab.kind_cluster import OWNER_LABEL
+from tests.harness import FAKE_KUBECONFIG, STACKS, run_program
+
+COMMAND = "command:local:Command"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+PROVIDER = "pulumi:providers:kubernetes"
+COMPONENT_PREFIX = "istio-ambient-lab:index:"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_components_and_their_children(runs, stack):
+    run = runs[stack]
+    components = {r.name: r.type.removeprefix(COMPONENT_PREFIX) for r in run.resources.values()
+                  if r.type.startswith(COMPONENT_PREFIX)}
+    assert components["cluster"] == "KindCluster"
+    assert components["istio"] == "IstioAmbient"
+    assert components["bookinfo"] == "Bookinfo"
+    assert components["policies"] == "MeshPolicies"
+    component_urns = {r.urn for r in run.resources.values() if r.type.startswith(COMPONENT_PREFIX)}
+    for resource in run.resources.values():
+        if not resource.type.startswith(COMPONENT_PREFIX):
+            # parent=self everywhere: nothing but components hangs directly off the stack.
+            assert resource.parent in component_urns, f"{resource.urn} has parent {resource.parent!r}"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_kubernetes_resource_uses_the_kind_provider_and_dies_with_the_cluster(runs, stack):
+    run = runs[stack]
+    provider = run.named(PROVIDER, "kind")
+    cluster = run.named(COMMAND, "kind-cluster")
+    for resource in run.kubernetes():
+        assert resource.provider.startswith(provider.urn + "::"), f"{resource.urn} uses provider {resource.provider!r}"
+        assert resource.deleted_with == cluster.urn, f"{resource.urn} is deleted one by one"
+    assert len(run.kubernetes()) > 30
+
+
+def test_urns_are_unique(runs):
+    for run in runs.values():
+        urns = [r.urn for r in run.resources.values()]
+        assert len(urns) == len(set(urns))
+        assert len(run.resources) == run_program_count(run)
+
+
+def run_program_count(run):
+    # RecordingMonitor numbers every registration; a duplicate URN would have overwritten one, leaving a gap.
+    return max(r.order for r in run.resources.values()) - len(run.invokes)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kind_cluster_command_and_config(runs, stack):
+    run = runs[stack]
+    cluster = run.named(COMMAND, "kind-cluster")
+    name = f"ambient-{stack}"
+    owner = f"istio-ambient-lab.{stack}"
+    assert cluster.inputs["create"] == f"venv/bin/python -m lab.kind_cluster create --name {name} --owner {owner}"
+    assert cluster.inputs["delete"] == f"venv/bin/python -m lab.kind_cluster delete --name {name} --owner {owner}"
+    assert cluster.delete_before_replace, "a new cluster of the same name needs the old one gone first"
+    assert cluster.inputs["triggers"][:2] == [name, catalog.KIND_NODE_IMAGE]
+    config = yaml.safe_load(cluster.inputs["stdin"])
+    assert config["name"] == name
+    assert config["networking"]["apiServerAddress"] == "127.0.0.1"
+    roles = [node["role"] for node in config["nodes"]]
+    assert roles == ["control-plane", "worker", "worker"]
+    assert {node["image"] for node in config["nodes"]} == {catalog.KIND_NODE_IMAGE}
+    assert "@sha256:" in catalog.KIND_NODE_IMAGE
+    mappings = [m for node in config["nodes"] for m in node.get("extraPortMappings", [])]
+    assert mappings and all(m["listenAddress"] == "127.0.0.1" for m in mappings)
+    host_port = 8080 if stack == "l4-only" else 8081
+    assert mappings == [{"containerPort": catalog.INGRESS_NODE_PORT, "hostPort": host_port,
+                         "listenAddress": "127.0.0.1", "protocol": "TCP"}]
+    assert config["nodes"][0]["labels"] == {OWNER_LABEL: owner}
+
+
+def test_worker_count_and_adoption_reach_the_cluster():
+    run = run_program("l4-only", {"workers": "4", "adoptExistingCluster": "true", "clusterName": "mylab"})
+    cluster = run.named(COMMAND, "kind-cluster")
+    config = yaml.safe_load(cluster.inputs["stdin"])
+    assert [n["role"] for n in config["nodes"]] == ["control-plane"] + ["worker"] * 4
+    assert cluster.inputs["create"].endswith("--name mylab --owner istio-ambient-lab.l4-only --adopt")
+    assert run.outputs[outputs.CLUSTER_NAME] == "mylab"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kubeconfig_is_secret_everywhere_and_never_logged(runs, stack):
+    run = runs[stack]
+    provider = run.named(PROVIDER, "kind")
+    assert "kubeconfig" in provider.secret_inputs
+    assert provider.inputs["context"] == f"kind-ambient-{stack}"
+    assert provider.inputs["clusterIdentifier"].startswith(f"kind-ambient-{stack}-")
+    assert outputs.KUBECONFIG in run.secret_outputs
+    [invoke] = [i for i in run.invokes if i.token == "command:local:run"]
+    assert invoke.args["logging"] == "none"
+    assert "kubeconfig --name" in invoke.args["command"]
+    # The key inside the kubeconfig appears nowhere but in the secret-wrapped inputs.
+    for resource in run.resources.values():
+        for key, value in resource.inputs.items():
+            if key not in resource.secret_inputs:
+                assert "RkFLRS1QUklWQVRFLUtFWQ" not in str(value), f"{resource.urn}.{key} carries the key in plain text"
+    for name, value in run.outputs.items():
+        if name not in run.secret_outputs:
+            assert FAKE_KUBECONFIG not in str(value)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_istio_helm_releases(runs, stack):
+    run = runs[stack]
+    releases = {r.name: r for r in run.of_type(RELEASE) if r.name in {c.release for c in catalog.ISTIO_CHARTS}}
+    assert set(releases) == {"istio-base", "istiod", "istio-cni", "ztunnel"}
+    for chart in catalog.ISTIO_CHARTS:
+        release = releases[chart.release]
+        assert release.inputs["name"] == chart.release, "explicit release names, never generated ones"
+        assert release.inputs["chart"] == chart.chart
+        assert release.inputs["version"] == "1.31.1"
+        assert release.inputs["namespace"] == "istio-system"
+        assert release.inputs["repositoryOpts"] == {"repo": "https://blob.istio.io/istio-release/charts"}
+        assert release.inputs["timeout"] >= 600
+        assert not release.inputs.get("skipAwait")
+    assert releases["istiod"].inputs["values"] == {"profile": "ambient"}
+    assert releases["istio-cni"].inputs["values"] == {"profile": "ambient"}
+    assert releases["ztunnel"].inputs["values"] == {}, "profile ambient would switch ztunnel to distroless"
+    assert releases["istio-base"].inputs["values"] == {}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_istio_dependency_graph(runs, stack):
+    run = runs[stack]
+    base, istiod = run.named(RELEASE, "istio-base"), run.named(RELEASE, "istiod")
+    cni, ztunnel = run.named(RELEASE, "istio-cni"), run.named(RELEASE, "ztunnel")
+    crds = run.named("kubernetes:yaml/v2:ConfigFile", "gateway-api-crds")
+    namespace = run.named("kubernetes:core/v1:Namespace", "istio-system")
+    assert crds.inputs["file"] == (
+        "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.6.1/standard-install.yaml"
+    )
+    assert run.depends_on(base, namespace)
+    assert run.depends_on(istiod, base) and run.depends_on(istiod, crds)
+    assert run.depends_on(cni, base) and not run.depends_on(cni, istiod)
+    assert run.depends_on(ztunnel, istiod)
+
+
+def test_chart_repository_and_versions_come_from_config():
+    run = run_program("l4-only", {"istioVersion": "1.30.5", "chartRepository": "oci://ghcr.io/istio/release/charts",
+                                  "gatewayApiVersion": "v1.6.0"})
+    istiod = run.named(RELEASE, "istiod")
+    assert istiod.inputs["chart"] == "oci://ghcr.io/istio/release/charts/istiod"
+    assert "repositoryOpts" not in istiod.inputs or not istiod.inputs["repositoryOpts"]
+    assert istiod.inputs["version"] == "1.30.5"
+    assert run.named("kubernetes:yaml/v2:ConfigFile", "gateway-api-crds").inputs["file"].endswith(
+        "/v1.6.0/standard-install.yaml")
+    assert run.outputs[outputs.ISTIO_VERSION] == "1.30.5"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_foundation_outputs(runs, stack):
+    out = runs[stack].outputs
+    assert out[outputs.CLUSTER_NAME] == f"ambient-{stack}"
+    assert out[outputs.TARGET] == "kind"
+    assert out[outputs.KUBE_CONTEXT] == f"kind-ambient-{stack}"
+    assert out[outputs.ISTIO_VERSION] == "1.31.1"
+    assert out[outputs.MESH_MODE] == stack
+    assert out[outputs.HELM_RELEASES] == {
+        "istio-base": "deployed", "istiod": "deployed", "istio-cni": "deployed", "ztunnel": "deployed",
+    }
+
+
+def test_existing_cluster_creates_no_cluster_and_pins_the_context(existing_run):
+    run = existing_run
+    assert not run.of_type(COMMAND)
+    assert not [r for r in run.resources.values() if r.type.endswith(":KindCluster")]
+    provider = run.named(PROVIDER, "existing")
+    assert provider.inputs["context"] == "gke_proj_europe-west1_lab"
+    assert provider.inputs["clusterIdentifier"] == "existing-gke_proj_europe-west1_lab"
+    assert "kubeconfig" not in provider.secret_inputs and not provider.inputs.get("kubeconfig")
+    for resource in run.kubernetes():
+        assert resource.provider.startswith(provider.urn + "::"), resource.urn
+        assert not resource.deleted_with, f"{resource.urn} must be deleted one by one on an existing cluster"
+    assert run.named(RELEASE, "istiod").inputs["values"] == {"profile": "ambient", "global": {"platform": "gke"}}
+    assert run.named(RELEASE, "ztunnel").inputs["values"] == {"global": {"platform": "gke"}}
+    assert run.named(RELEASE, "istio-base").inputs["values"] == {}
+    assert run.outputs[outputs.KUBE_CONTEXT] == "gke_proj_europe-west1_lab"
+    assert outputs.KUBECONFIG not in run.outputs
+
+
+def test_eks_needs_no_chart_platform():
+    run = run_program("l4-only", {"target": "existing", "kubeContext": "eks-lab", "platform": "eks"})
+    assert run.named(RELEASE, "istiod").inputs["values"] == {"profile": "ambient"}
+
+
+def test_gateway_api_crds_can_be_left_to_the_cluster():
+    run = run_program("l4-only", {"installGatewayApiCrds": "false"})
+    assert not run.of_type("kubernetes:yaml/v2:ConfigFile")
+    assert run.named(RELEASE, "istiod").dependencies == [run.named(RELEASE, "istio-base").urn]
+
+
+def test_bad_config_stops_the_program_before_any_resource():
+    with pytest.raises(Exception, match=r"istio-ambient-lab:meshMode is 'l8', but it must be one of: l4-only, l7\."):
+        run_program("l4-only", {"meshMode": "l8"})
