@@ -1,0 +1,231 @@
+"""The kind lifecycle module against fake `kind` and `kubectl` executables on PATH."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from lab import kind_cluster
+from tests.harness import ROOT
+
+OWNER = "istio-ambient-lab.l4-only"
+
+FAKE_KIND = textwrap.dedent(
+    """\
+    #!/usr/bin/env python3
+    import json, os, sys
+    state_file = os.environ["FAKE_STATE"]
+    state = json.load(open(state_file))
+    args = sys.argv[1:]
+    with open(state_file + ".log", "a") as log:
+        log.write(" ".join(args) + "\\n")
+    def save():
+        json.dump(state, open(state_file, "w"))
+    def flag(name):
+        return args[args.index(name) + 1]
+    if args[:2] == ["get", "clusters"]:
+        print("\\n".join(state["clusters"]) if state["clusters"] else "No kind clusters found.")
+    elif args[:2] == ["get", "kubeconfig"]:
+        print("apiVersion: v1\\nclient-key-data: SECRET-" + flag("--name"))
+    elif args[:2] == ["create", "cluster"]:
+        if state.get("create_fails"):
+            state["clusters"].append(flag("--name")); save()
+            sys.stderr.write("ERROR: failed to create cluster: boom\\n"); sys.exit(1)
+        import yaml
+        config = yaml.safe_load(open(flag("--config")))
+        state["clusters"].append(flag("--name"))
+        state["owners"][flag("--name")] = config["nodes"][0].get("labels", {}).get("istio-ambient-lab/owner")
+        state["kubeconfig_flag"] = flag("--kubeconfig")
+        save()
+    elif args[:2] == ["delete", "cluster"]:
+        state["clusters"].remove(flag("--name")); save()
+    else:
+        sys.exit(99)
+    """
+)
+
+FAKE_KUBECTL = textwrap.dedent(
+    """\
+    #!/usr/bin/env python3
+    import json, os, sys
+    state_file = os.environ["FAKE_STATE"]
+    state = json.load(open(state_file))
+    args = sys.argv[1:]
+    assert args[0] == "--kubeconfig" and os.path.exists(args[1]), "kubectl must get the temporary kubeconfig"
+    assert oct(os.stat(args[1]).st_mode & 0o777) == "0o600"
+    node = args[4]
+    name = node.removesuffix("-control-plane")
+    if args[2:4] == ["get", "node"]:
+        owner = state["owners"].get(name)
+        print(json.dumps({"metadata": {"labels": {"istio-ambient-lab/owner": owner} if owner else {}}}))
+    elif args[2:4] == ["label", "node"]:
+        state["owners"][name] = args[5].split("=", 1)[1]
+        json.dump(state, open(state_file, "w"))
+    """
+)
+
+
+@pytest.fixture
+def fake_tools(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("kind", FAKE_KIND), ("kubectl", FAKE_KUBECTL)):
+        path = bin_dir / name
+        path.write_text(body.replace("#!/usr/bin/env python3", f"#!{sys.executable}"))
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    state_file = tmp_path / "state.json"
+
+    def set_state(clusters=(), owners=None, **extra):
+        state_file.write_text(json.dumps({"clusters": list(clusters), "owners": owners or {}, **extra}))
+
+    def get_state():
+        return json.loads(state_file.read_text())
+
+    def calls():
+        log = tmp_path / "state.json.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+    set_state()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_STATE", str(state_file))
+    return set_state, get_state, calls
+
+
+def config_yaml(name="lab"):
+    return kind_cluster.render_config(kind_cluster.kind_config(name, 2, "img@sha256:" + "0" * 64, 8080, OWNER))
+
+
+def test_create_makes_the_cluster_with_its_owner_label_and_a_throwaway_kubeconfig(fake_tools):
+    set_state, get_state, calls = fake_tools
+    assert kind_cluster.create("lab", OWNER, config_yaml()) == "created kind cluster 'lab'."
+    state = get_state()
+    assert state["clusters"] == ["lab"] and state["owners"]["lab"] == OWNER
+    assert not state["kubeconfig_flag"].startswith(os.path.expanduser("~")), "never the user's kubeconfig"
+    assert not os.path.exists(state["kubeconfig_flag"]), "the throwaway kubeconfig is removed"
+
+
+def test_create_is_idempotent_for_the_owner(fake_tools):
+    set_state, get_state, calls = fake_tools
+    set_state(["lab"], {"lab": OWNER})
+    assert kind_cluster.create("lab", OWNER, config_yaml()) == (
+        "kind cluster 'lab' already exists and belongs to this stack; reusing it."
+    )
+    assert not any(c.startswith("create") for c in calls())
+
+
+def test_a_cluster_of_the_same_name_from_elsewhere_is_refused_with_the_way_out(fake_tools):
+    set_state, get_state, calls = fake_tools
+    set_state(["lab"], {})
+    with pytest.raises(kind_cluster.KindError) as caught:
+        kind_cluster.create("lab", OWNER, config_yaml())
+    assert str(caught.value) == (
+        "kind cluster 'lab' already exists and was not created by this stack; adopt it with "
+        "`pulumi config set istio-ambient-lab:adoptExistingCluster true` or remove it with "
+        "`kind delete cluster --name lab`, then run pulumi up again."
+    )
+    set_state(["lab"], {"lab": "istio-ambient-lab.l7"})
+    with pytest.raises(kind_cluster.KindError, match="already exists and belongs to istio-ambient-lab.l7; adopt"):
+        kind_cluster.create("lab", OWNER, config_yaml())
+
+
+def test_names_match_whole_lines_never_substrings(fake_tools):
+    set_state, get_state, calls = fake_tools
+    set_state(["lab-old", "mylab"], {})
+    assert kind_cluster.create("lab", OWNER, config_yaml()) == "created kind cluster 'lab'."
+
+
+def test_adopt_labels_the_cluster_so_later_runs_see_it_as_ours(fake_tools):
+    set_state, get_state, calls = fake_tools
+    set_state(["lab"], {})
+    assert kind_cluster.create("lab", OWNER, config_yaml(), adopt=True) == (
+        "adopted kind cluster 'lab'; pulumi destroy will delete it."
+    )
+    assert get_state()["owners"]["lab"] == OWNER
+    assert "reusing it" in kind_cluster.create("lab", OWNER, config_yaml())
+
+
+def test_a_failed_create_removes_the_half_made_cluster(fake_tools, monkeypatch):
+    set_state, get_state, calls = fake_tools
+    set_state(create_fails=True)
+    with pytest.raises(kind_cluster.KindError) as caught:
+        kind_cluster.create("lab", OWNER, config_yaml())
+    assert str(caught.value) == (
+        "kind could not create cluster 'lab' (ERROR: failed to create cluster: boom); run ./lab preflight to "
+        "check Docker and the host, then pulumi up again."
+    )
+    assert get_state()["clusters"] == []
+
+
+def test_a_failed_create_can_be_kept_for_debugging(fake_tools, monkeypatch):
+    set_state, get_state, calls = fake_tools
+    set_state(create_fails=True)
+    monkeypatch.setenv(kind_cluster.KEEP_FAILED_ENV, "1")
+    with pytest.raises(kind_cluster.KindError):
+        kind_cluster.create("lab", OWNER, config_yaml())
+    assert get_state()["clusters"] == ["lab"]
+
+
+def test_delete_own_cluster_gone_cluster_and_someone_elses(fake_tools):
+    set_state, get_state, calls = fake_tools
+    set_state(["lab"], {"lab": OWNER})
+    assert kind_cluster.delete("lab", OWNER) == "deleted kind cluster 'lab'."
+    assert get_state()["clusters"] == []
+    assert kind_cluster.delete("lab", OWNER) == "kind cluster 'lab' is already gone."
+    set_state(["lab"], {"lab": "someone.else"})
+    assert kind_cluster.delete("lab", OWNER) == "kind cluster 'lab' now belongs to someone.else; left it alone."
+    assert get_state()["clusters"] == ["lab"]
+
+
+def test_kubeconfig_of_a_missing_cluster_says_what_to_do(fake_tools):
+    set_state, get_state, calls = fake_tools
+    with pytest.raises(kind_cluster.KindError) as caught:
+        kind_cluster.kubeconfig("lab")
+    assert str(caught.value) == (
+        "kind cluster 'lab' is recorded in the stack but no longer exists; run `pulumi destroy` and then "
+        "`pulumi up` to build it again."
+    )
+
+
+def test_cli_as_pulumi_runs_it(fake_tools):
+    """The exact command line the component stores, run from the project root with the config on stdin."""
+    set_state, get_state, calls = fake_tools
+    env = dict(os.environ)
+    create = subprocess.run(
+        [sys.executable, "-m", "lab.kind_cluster", "create", "--name", "lab", "--owner", OWNER],
+        input=config_yaml(), capture_output=True, text=True, cwd=ROOT, env=env,
+    )
+    assert create.returncode == 0, create.stderr
+    assert create.stdout == "created kind cluster 'lab'.\n"
+    kubeconfig = subprocess.run([sys.executable, "-m", "lab.kind_cluster", "kubeconfig", "--name", "lab"],
+                                capture_output=True, text=True, cwd=ROOT, env=env)
+    assert kubeconfig.stdout.startswith("apiVersion: v1") and kubeconfig.stderr == ""
+    clash = subprocess.run(
+        [sys.executable, "-m", "lab.kind_cluster", "create", "--name", "lab", "--owner", "other.stack"],
+        input=config_yaml(), capture_output=True, text=True, cwd=ROOT, env=env,
+    )
+    assert clash.returncode == 1
+    assert clash.stderr.startswith("error: kind cluster 'lab' already exists and belongs to istio-ambient-lab.l4-only")
+    assert "Traceback" not in clash.stderr
+
+
+def test_missing_kind_is_a_sentence(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(kind_cluster.KindError) as caught:
+        kind_cluster.existing_clusters()
+    assert str(caught.value) == "`kind` was not found on PATH; install it or run the lab through ./lab up."
+
+
+def test_kind_config_matches_the_kind_schema_we_rely_on():
+    config = kind_cluster.kind_config("lab", 3, "kindest/node:v1.36.1@sha256:" + "1" * 64, 9090, OWNER)
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4" and config["kind"] == "Cluster"
+    allowed_node_keys = {"role", "image", "labels", "extraPortMappings"}
+    for node in config["nodes"]:
+        assert set(node) <= allowed_node_keys
+        assert node["role"] in ("control-plane", "worker")
+    for mapping in config["nodes"][0]["extraPortMappings"]:
+        assert set(mapping) == {"containerPort", "hostPort", "listenAddress", "protocol"}
+        assert mapping["hostPort"] == 9090
