@@ -74,7 +74,7 @@ class OutsideClient(pulumi.ComponentResource):
         )
         self.client = MeshClient(
             catalog.OUTSIDE_CLIENT,
-            MeshClientArgs(args.access, catalog.OUTSIDE_NAMESPACE, [self.namespace], with_service=False),
+            MeshClientArgs(args.access, catalog.OUTSIDE_NAMESPACE, [self.namespace, *args.depends_on], with_service=False),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({"namespace": catalog.OUTSIDE_NAMESPACE})
