@@ -11,6 +11,7 @@ from components.cluster import ExistingCluster, ExistingClusterArgs, KindCluster
 from components.enrolment import AmbientNamespace, AmbientNamespaceArgs
 from components.ingress import BookinfoIngress, BookinfoIngressArgs
 from components.istio_ambient import IstioAmbient, IstioAmbientArgs
+from components.observability import Observability, ObservabilityArgs, signing_key_for
 from components.policies import MeshPolicies, MeshPoliciesArgs
 from components.settings import read_lab_config
 from components.waypoint import Waypoint, WaypointArgs
@@ -60,6 +61,16 @@ if cfg.waypoint:
 policies = MeshPolicies("policies", MeshPoliciesArgs(
     access, cfg.apps_namespace, waypoint=waypoint.name if waypoint else None, depends_on=[istio.base, *in_mesh],
 ))
+
+# Installing the addons: Prometheus and Kiali, with traffic to look at.
+observability = None
+if cfg.observability:
+    observability = Observability("observability", ObservabilityArgs(
+        access, cfg.apps_namespace, signing_key=signing_key_for(pulumi.get_project(), pulumi.get_stack()),
+        depends_on=[istio.istiod, ingress.gateway, *in_mesh],
+    ))
+    pulumi.export(outputs.KIALI_URL, observability.kiali_url)
+    pulumi.export(outputs.DASHBOARD_COMMAND, f"./lab dashboard {pulumi.get_stack()}")
 
 pulumi.export(outputs.CLUSTER_NAME, cluster.cluster_name)
 pulumi.export(outputs.TARGET, cfg.target)

@@ -83,10 +83,14 @@ INGRESS_GATEWAY_WORKLOAD = "bookinfo-gateway-istio"  # istiod appends -istio for
 INGRESS_NODE_PORT = 30080
 INGRESS_HOST_PORT = 8080  # kind maps 127.0.0.1:8080 to the node port above
 
+KIALI_SERVICE = "kiali"
 KIALI_PORT = 20001
 KIALI_WEB_ROOT = "/kiali"
-PROMETHEUS_SERVICE = "prometheus"
+PROMETHEUS_SERVICE = "prometheus"  # the chart's server.fullnameOverride: Deployment, Service and SA
 PROMETHEUS_PORT = 9090
+PROMETHEUS_RELEASE = "prometheus"
+KIALI_RELEASE = "kiali"
+TRAFFIC_CRONJOB = "bookinfo-traffic"
 
 TRUST_DOMAIN = "cluster.local"
 
@@ -140,7 +144,9 @@ def istio_images(version: str = ISTIO_VERSION) -> list[Image]:
 
 
 KIALI_IMAGE = Image("quay.io/kiali/kiali", f"v{KIALI_VERSION}")
+# What prometheus chart 28.13.0 runs, from docker.io/ghcr.io as Istio's addon does (quay.io is its default).
 PROMETHEUS_IMAGE = Image("docker.io/prom/prometheus", "v3.10.0")
+PROMETHEUS_RELOADER_IMAGE = Image("ghcr.io/prometheus-operator/prometheus-config-reloader", "v0.89.0")
 
 
 def all_images(istio_version: str = ISTIO_VERSION, observability: bool = True) -> list[Image]:
@@ -149,5 +155,5 @@ def all_images(istio_version: str = ISTIO_VERSION, observability: bool = True) -
     images += [bookinfo_image(service, version) for _, service, version in BOOKINFO_WORKLOADS]
     images.append(CURL_IMAGE)
     if observability:
-        images += [PROMETHEUS_IMAGE, KIALI_IMAGE]
+        images += [PROMETHEUS_IMAGE, PROMETHEUS_RELOADER_IMAGE, KIALI_IMAGE]
     return images

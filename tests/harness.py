@@ -115,6 +115,17 @@ class ProgramRun:
         return other.urn in resource.dependencies
 
 
+def _unwrap_secrets(value: Any) -> Any:
+    """Inputs as the provider would see them, with the SDK's secret envelopes opened."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return _unwrap_secrets(value["value"])
+        return {k: _unwrap_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap_secrets(v) for v in value]
+    return value
+
+
 def _secret_keys(properties) -> set[str]:
     """Top-level input keys that the SDK sent wrapped as secrets."""
     secret = set()
@@ -157,7 +168,7 @@ class RecordingMonitor(MockMonitor):
                 parent=request.parent,
                 custom=request.custom,
                 remote=request.remote,
-                inputs=rpc.deserialize_properties(request.object),
+                inputs=_unwrap_secrets(rpc.deserialize_properties(request.object)),
                 secret_inputs=_secret_keys(request.object),
                 dependencies=list(request.dependencies),
                 property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},

@@ -22,6 +22,7 @@ CORE_KINDS = {
     "kubernetes:core/v1:ServicePatch": "Service",
     "kubernetes:core/v1:ServiceAccount": None,
     "kubernetes:apps/v1:Deployment": None,
+    "kubernetes:batch/v1:CronJob": None,
 }
 
 NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}

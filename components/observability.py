@@ -1,0 +1,166 @@
+"""Prometheus and Kiali, set up as Istio's own addons are, plus a little steady traffic so the graph is never empty."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.kube import TYPE_PREFIX, ClusterAccess
+from lab import catalog
+
+HELM_TIMEOUT_SECONDS = 600
+
+
+def prometheus_values() -> dict:
+    """Server only, named `prometheus`, on 9090, scraping every pod annotated prometheus.io/scrape (ztunnel,
+    waypoints and gateways carry those annotations), every 15 s."""
+    return {
+        "alertmanager": {"enabled": False},
+        "prometheus-pushgateway": {"enabled": False},
+        "kube-state-metrics": {"enabled": False},
+        "prometheus-node-exporter": {"enabled": False},
+        "server": {
+            "fullnameOverride": catalog.PROMETHEUS_SERVICE,
+            "persistentVolume": {"enabled": False},
+            "service": {"type": "ClusterIP", "servicePort": catalog.PROMETHEUS_PORT},
+            "global": {"scrape_interval": "15s"},
+            "readinessProbeInitialDelay": 0,
+            "image": {"repository": catalog.PROMETHEUS_IMAGE.name, "tag": catalog.PROMETHEUS_IMAGE.tag},
+        },
+        "configmapReload": {
+            "prometheus": {
+                "image": {
+                    "repository": catalog.PROMETHEUS_RELOADER_IMAGE.name,
+                    "tag": catalog.PROMETHEUS_RELOADER_IMAGE.tag,
+                }
+            }
+        },
+    }
+
+
+def prometheus_url() -> str:
+    return f"http://{catalog.PROMETHEUS_SERVICE}.{catalog.ISTIO_NAMESPACE}:{catalog.PROMETHEUS_PORT}"
+
+
+def kiali_values(signing_key: str) -> dict:
+    """Anonymous and view-only (a lab dashboard anyone on the machine may look at, and nobody can change the mesh
+    from), ClusterIP only, reading the Prometheus above."""
+    return {
+        "auth": {"strategy": "anonymous"},
+        "deployment": {
+            "view_only_mode": True,
+            "service_type": "ClusterIP",
+            "ingress_enabled": False,
+            "image_name": catalog.KIALI_IMAGE.name,
+            "image_version": catalog.KIALI_IMAGE.tag,
+            "image_pull_policy": "IfNotPresent",
+            # The chart's policy would also have to admit the API server's service proxy; Istio's addon drops it.
+            "network_policy": {"enabled": False},
+        },
+        "server": {"web_root": catalog.KIALI_WEB_ROOT, "port": catalog.KIALI_PORT},
+        "external_services": {
+            "prometheus": {"url": prometheus_url()},
+            "tracing": {"enabled": False},
+            "grafana": {"enabled": False},
+        },
+        # The chart draws a random key on every render when none is given, which would make every `up` a change.
+        # Anonymous Kiali issues no login tokens, so a per-stack key is enough.
+        "login_token": {"signing_key": signing_key},
+    }
+
+
+def signing_key_for(project: str, stack: str) -> str:
+    return hashlib.sha256(f"{project}/{stack}/kiali".encode()).hexdigest()[:32]
+
+
+def traffic_job_spec(target_url: str, requests: int = 12, pause_seconds: int = 4) -> dict:
+    """One bounded burst of requests through the ingress gateway: it ends on its own well inside a minute."""
+    script = (
+        f"for i in $(seq 1 {requests}); do "
+        f"curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 5 {target_url}; sleep {pause_seconds}; done"
+    )
+    return {
+        "activeDeadlineSeconds": 55,
+        "backoffLimit": 0,
+        "ttlSecondsAfterFinished": 300,
+        "template": {
+            "metadata": {"labels": {"app": catalog.TRAFFIC_CRONJOB}},
+            "spec": {
+                "serviceAccountName": catalog.TRAFFIC_CRONJOB,
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "curl",
+                    "image": catalog.CURL_IMAGE.ref,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["/bin/sh", "-c", script],
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                }],
+            },
+        },
+    }
+
+
+@dataclass(frozen=True)
+class ObservabilityArgs:
+    access: ClusterAccess
+    apps_namespace: str
+    signing_key: str
+    depends_on: list[pulumi.Resource]  # istiod (Kiali reads its config) and the apps the traffic goes to
+
+
+class Observability(pulumi.ComponentResource):
+    """Prometheus and Kiali in istio-system, and a CronJob that keeps traffic flowing through the ingress."""
+
+    def __init__(self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TYPE_PREFIX}:Observability", name, None, opts)
+        self.prometheus = k8s.helm.v3.Release(
+            catalog.PROMETHEUS_RELEASE,
+            name=catalog.PROMETHEUS_RELEASE,
+            chart="prometheus",
+            version=catalog.PROMETHEUS_CHART_VERSION,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=catalog.PROMETHEUS_CHART_REPOSITORY),
+            namespace=catalog.ISTIO_NAMESPACE,
+            values=prometheus_values(),
+            timeout=HELM_TIMEOUT_SECONDS,
+            cleanup_on_fail=True,
+            opts=args.access.options(self, depends_on=args.depends_on),
+        )
+        self.kiali = k8s.helm.v3.Release(
+            catalog.KIALI_RELEASE,
+            name=catalog.KIALI_RELEASE,
+            chart="kiali-server",
+            version=catalog.KIALI_VERSION,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=catalog.KIALI_CHART_REPOSITORY),
+            namespace=catalog.ISTIO_NAMESPACE,
+            values=pulumi.Output.secret(kiali_values(args.signing_key)),
+            timeout=HELM_TIMEOUT_SECONDS,
+            cleanup_on_fail=True,
+            opts=args.access.options(self, depends_on=[*args.depends_on, self.prometheus]),
+        )
+        self._create_traffic(args)
+        self.kiali_url = f"http://127.0.0.1:{catalog.KIALI_PORT}{catalog.KIALI_WEB_ROOT}"
+        self.register_outputs({"kiali_url": self.kiali_url})
+
+    def _create_traffic(self, args: ObservabilityArgs) -> None:
+        # Its own identity: the L4 policy does not admit it to productpage, so it goes through the front door.
+        account = k8s.core.v1.ServiceAccount(
+            catalog.TRAFFIC_CRONJOB,
+            metadata={"name": catalog.TRAFFIC_CRONJOB, "namespace": args.apps_namespace},
+            opts=args.access.options(self, depends_on=args.depends_on),
+        )
+        target = f"http://{catalog.INGRESS_GATEWAY_WORKLOAD}.{args.apps_namespace}.svc.cluster.local/productpage"
+        self.traffic = k8s.batch.v1.CronJob(
+            catalog.TRAFFIC_CRONJOB,
+            metadata={"name": catalog.TRAFFIC_CRONJOB, "namespace": args.apps_namespace},
+            spec={
+                "schedule": "* * * * *",
+                "concurrencyPolicy": "Forbid",
+                "successfulJobsHistoryLimit": 1,
+                "failedJobsHistoryLimit": 1,
+                "jobTemplate": {"spec": traffic_job_spec(target)},
+            },
+            opts=args.access.options(self, depends_on=[account]),
+        )

@@ -1,0 +1,89 @@
+"""Prometheus, Kiali and the traffic CronJob under mocks."""
+
+import pytest
+
+from components.observability import traffic_job_spec
+from lab import catalog, outputs
+from tests.harness import STACKS, run_program
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+CRONJOB = "kubernetes:batch/v1:CronJob"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_prometheus_is_istios_addon_shape(runs, stack):
+    prometheus = runs[stack].named(RELEASE, "prometheus")
+    assert prometheus.inputs["chart"] == "prometheus"
+    assert prometheus.inputs["version"] == "28.13.0"
+    assert prometheus.inputs["repositoryOpts"] == {"repo": "https://prometheus-community.github.io/helm-charts"}
+    assert prometheus.inputs["namespace"] == "istio-system"
+    values = prometheus.inputs["values"]
+    for subchart in ("alertmanager", "prometheus-pushgateway", "kube-state-metrics", "prometheus-node-exporter"):
+        assert values[subchart] == {"enabled": False}, subchart
+    server = values["server"]
+    assert server["fullnameOverride"] == "prometheus"
+    assert server["service"] == {"type": "ClusterIP", "servicePort": 9090}
+    assert f'{server["image"]["repository"]}:{server["image"]["tag"]}' == catalog.PROMETHEUS_IMAGE.ref
+    reloader = values["configmapReload"]["prometheus"]["image"]
+    assert f'{reloader["repository"]}:{reloader["tag"]}' == catalog.PROMETHEUS_RELOADER_IMAGE.ref
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kiali_is_anonymous_view_only_and_reads_that_prometheus(runs, stack):
+    run = runs[stack]
+    kiali = run.named(RELEASE, "kiali")
+    assert kiali.inputs["chart"] == "kiali-server"
+    assert kiali.inputs["version"] == catalog.KIALI_VERSION
+    assert tuple(map(int, catalog.KIALI_VERSION.split("."))) >= (2, 27, 0)
+    assert kiali.inputs["repositoryOpts"] == {"repo": "https://kiali.org/helm-charts"}
+    assert "values" in kiali.secret_inputs, "the values carry Kiali's signing key"
+    values = kiali.inputs["values"]
+    assert values["auth"] == {"strategy": "anonymous"}
+    assert values["deployment"]["view_only_mode"] is True
+    assert values["deployment"]["service_type"] == "ClusterIP"
+    assert values["external_services"]["prometheus"]["url"] == "http://prometheus.istio-system:9090"
+    assert f'{values["deployment"]["image_name"]}:{values["deployment"]["image_version"]}' == catalog.KIALI_IMAGE.ref
+    assert values["server"]["web_root"] == "/kiali"
+    assert len(values["login_token"]["signing_key"]) == 32
+    assert run.depends_on(kiali, run.named(RELEASE, "prometheus"))
+    assert run.depends_on(kiali, run.named(RELEASE, "istiod"))
+
+
+def test_kiali_signing_key_is_stable_per_stack_and_differs_between_stacks(runs):
+    again = run_program("l4-only")
+    key = lambda run: run.named(RELEASE, "kiali").inputs["values"]["login_token"]["signing_key"]  # noqa: E731
+    assert key(again) == key(runs["l4-only"]) != key(runs["l7"])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_traffic_goes_through_the_ingress_and_is_bounded(runs, stack):
+    run = runs[stack]
+    cron = run.named(CRONJOB, catalog.TRAFFIC_CRONJOB)
+    assert cron.inputs["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cron.inputs["spec"]["jobTemplate"]["spec"]
+    assert job["activeDeadlineSeconds"] < 60 and job["backoffLimit"] == 0
+    container = job["template"]["spec"]["containers"][0]
+    assert container["image"] == catalog.CURL_IMAGE.ref
+    assert "http://bookinfo-gateway-istio.default.svc.cluster.local/productpage" in container["command"][2]
+    assert job["template"]["spec"]["serviceAccountName"] == catalog.TRAFFIC_CRONJOB
+    assert run.depends_on(cron, run.named("kubernetes:core/v1:ServiceAccount", catalog.TRAFFIC_CRONJOB))
+
+
+def test_traffic_burst_fits_in_its_deadline():
+    spec = traffic_job_spec("http://x/productpage", requests=12, pause_seconds=4)
+    assert "seq 1 12" in spec["template"]["spec"]["containers"][0]["command"][2]
+    assert 12 * 4 < spec["activeDeadlineSeconds"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_dashboard_outputs(runs, stack):
+    assert runs[stack].outputs[outputs.KIALI_URL] == "http://127.0.0.1:20001/kiali"
+    assert runs[stack].outputs[outputs.DASHBOARD_COMMAND] == f"./lab dashboard {stack}"
+
+
+def test_addons_absent_when_switched_off():
+    run = run_program("l7", {"observability": "false"})
+    assert {r.name for r in run.of_type(RELEASE)} == {"istio-base", "istiod", "istio-cni", "ztunnel"}
+    assert not run.of_type(CRONJOB)
+    assert not [r for r in run.resources.values() if r.type.endswith(":Observability")]
+    assert outputs.KIALI_URL not in run.outputs and outputs.DASHBOARD_COMMAND not in run.outputs
