@@ -1,0 +1,230 @@
+"""End to end, through the Pulumi Automation API, against real kind clusters.
+
+Needs a Docker daemon, kind, kubectl and the pulumi CLI on PATH (./lab up puts project-local copies in .lab/tools;
+add that folder to PATH first). Without them every test here skips with the reason. Run with:
+
+    PATH="$PWD/.lab/tools:$PATH" ./lab test tests/e2e
+
+Each test works on a copy of the project in a temporary folder (its own file state backend, its own passphrase,
+cluster names prefixed e2e- and ports away from a lab you may have running), so the checkout is never touched.
+A full run builds several clusters and takes tens of minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from lab import catalog, outputs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROJECT = "istio-ambient-lab"
+COPIED = ["Pulumi.yaml", "__main__.py", "requirements.txt", "components", "lab", "verify", "stacks"]
+E2E_PORTS = {"l4-only": "18080", "l7": "18081"}
+
+
+def _missing_tools() -> str | None:
+    for tool in ("docker", "kind", "kubectl", "pulumi"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not on PATH"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "the Docker daemon is not reachable"
+    return None
+
+
+MISSING = _missing_tools()
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(MISSING is not None, reason=f"e2e needs Docker, kind, kubectl and pulumi: {MISSING}"),
+]
+
+if MISSING is None:  # the Automation API needs the CLI; import it only where it can work
+    from pulumi import automation as auto
+
+
+def kind_clusters() -> list[str]:
+    out = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in out.splitlines() if line.strip() and not line.startswith("No kind clusters")]
+
+
+def kind_containers(cluster: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-a", "--filter", f"label=io.x-k8s.kind.cluster={cluster}", "--format", "{{.Names}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return out.split()
+
+
+def user_kubeconfig_contexts() -> list[str]:
+    result = subprocess.run(["kubectl", "config", "get-contexts", "-o", "name"], capture_output=True, text=True)
+    return result.stdout.split() if result.returncode == 0 else []
+
+
+class Lab:
+    """One stack of a throwaway copy of the project."""
+
+    def __init__(self, stack: str, cluster: str, work: str):
+        self.stack_name = stack
+        self.cluster = cluster
+        self.passphrase = secrets.token_urlsafe(24)
+        state = os.path.join(work, "state")
+        os.makedirs(state, exist_ok=True)
+        self.printed: list[str] = []
+        self.stack = auto.create_or_select_stack(
+            stack_name=stack,
+            work_dir=work,
+            opts=auto.LocalWorkspaceOptions(
+                work_dir=work,
+                env_vars={
+                    "PULUMI_BACKEND_URL": f"file://{state}",
+                    "PULUMI_CONFIG_PASSPHRASE": self.passphrase,
+                    "PULUMI_SKIP_UPDATE_CHECKS": "true",
+                },
+                secrets_provider="passphrase",
+            ),
+        )
+        self.stack.set_config(f"{PROJECT}:clusterName", auto.ConfigValue(cluster))
+        self.stack.set_config(f"{PROJECT}:ingressHostPort", auto.ConfigValue(E2E_PORTS[stack]))
+
+    def _print(self, line: str) -> None:
+        self.printed.append(line)
+
+    def up(self, **kwargs):
+        return self.stack.up(on_output=self._print, color="never", show_secrets=False, **kwargs)
+
+    def preview(self, **kwargs):
+        return self.stack.preview(on_output=self._print, color="never", **kwargs)
+
+    def refresh(self, **kwargs):
+        return self.stack.refresh(on_output=self._print, color="never", show_secrets=False, **kwargs)
+
+    def destroy(self, **kwargs):
+        return self.stack.destroy(on_output=self._print, color="never", show_secrets=False, **kwargs)
+
+    def set(self, key: str, value: str) -> None:
+        self.stack.set_config(f"{PROJECT}:{key}", auto.ConfigValue(value))
+
+    def outputs(self) -> dict:
+        return {name: value.value for name, value in self.stack.outputs().items()}
+
+
+@pytest.fixture
+def workdir():
+    work = tempfile.mkdtemp(prefix="lab-e2e-")
+    for name in COPIED:
+        source = os.path.join(ROOT, name)
+        target = os.path.join(work, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    # The copy shares the checkout's virtualenv (Pulumi.yaml names ./venv) instead of building another.
+    os.symlink(os.path.join(ROOT, "venv"), os.path.join(work, "venv"))
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def assert_nothing_left(lab: Lab) -> None:
+    assert lab.cluster not in kind_clusters()
+    assert kind_containers(lab.cluster) == []
+    assert f"kind-{lab.cluster}" not in user_kubeconfig_contexts(), "the lab added a context to the user's kubeconfig"
+    # Every kubectl the lab starts (port-forwards included) reads a temporary kubeconfig named lab-kubeconfig-*.
+    leftover = subprocess.run(["pgrep", "-f", "lab-kubeconfig-"], capture_output=True)
+    assert leftover.returncode != 0, "a kubectl started by the lab outlived it"
+    temp = tempfile.gettempdir()
+    assert not [f for f in os.listdir(temp) if f.startswith(("lab-kubeconfig-", "lab-kind-"))]
+
+
+def assert_no_secrets_in(text: str, lab: Lab) -> None:
+    assert "client-key-data" not in text
+    assert "PRIVATE KEY" not in text
+    assert lab.passphrase not in text
+
+
+def changes(summary) -> dict:
+    """A change summary without the unchanged count, keys as plain strings."""
+    return {str(getattr(k, "value", k)): v for k, v in (summary or {}).items() if str(getattr(k, "value", k)) != "same" and v}
+
+
+def assert_verified(out: dict, stack: str) -> None:
+    report = out[outputs.VERIFICATION]
+    assert report["passed"], report.get("summary")
+    assert out[outputs.CERTIFICATE_SAN]
+    evidence = out[outputs.ZTUNNEL_EVIDENCE]
+    assert evidence["client"]["entry"]["direction"] == "outbound"
+    assert evidence["server"]["entry"]["direction"] == "inbound"
+    if stack == "l7":
+        assert evidence["client"]["entry"]["dst_workload"].startswith(catalog.WAYPOINT_NAME)
+
+
+@pytest.mark.parametrize("stack", ["l4-only", "l7"])
+def test_up_no_change_switch_and_destroy(workdir, stack):
+    lab = Lab(stack, f"e2e-{stack}", workdir)
+    other = "l7" if stack == "l4-only" else "l4-only"
+    try:
+        result = lab.up()
+        out = lab.outputs()
+        assert out[outputs.MESH_MODE] == stack
+        assert_verified(out, stack)
+        assert out[outputs.HELM_RELEASES] == {r.release: "deployed" for r in catalog.ISTIO_CHARTS}
+
+        # A second look changes nothing.
+        assert changes(lab.preview(expect_no_changes=True).change_summary) == {}
+        assert changes(lab.refresh(expect_no_changes=True).summary.resource_changes) == {}
+
+        # Switch the mode in place and back: only the waypoint, its binding and the L7 policy come and go.
+        lab.set("meshMode", other)
+        switched = changes(lab.up().summary.resource_changes)
+        mode_specific = 4  # Waypoint component, its Gateway, the use-waypoint patch, the L7 policy
+        if other == "l7":
+            assert switched.get("create") == mode_specific and "delete" not in switched, switched
+        else:
+            assert switched.get("delete") == mode_specific and "create" not in switched, switched
+        assert "replace" not in switched
+        assert_verified(lab.outputs(), other)
+        lab.set("meshMode", stack)
+        lab.up()
+
+        state = json.dumps(lab.stack.export_stack().deployment)
+        assert_no_secrets_in(state, lab)
+        assert_no_secrets_in("\n".join(lab.printed), lab)
+        assert result.summary.result == "succeeded"
+    finally:
+        lab.destroy()
+    assert_nothing_left(lab)
+
+
+def test_a_foreign_cluster_is_refused_then_adopted(workdir):
+    name = "e2e-adopt"
+    subprocess.run(["kind", "create", "cluster", "--name", name, "--kubeconfig", os.path.join(workdir, "kc")],
+                   check=True, capture_output=True)
+    lab = Lab("l4-only", name, workdir)
+    lab.set("verify", "false")
+    lab.set("observability", "false")
+    try:
+        with pytest.raises(auto.CommandError) as refused:
+            lab.up()
+        assert f"kind cluster '{name}' already exists and was not created by this stack; adopt it" in str(refused.value)
+        assert name in kind_clusters(), "a cluster the stack does not own must survive a refused up"
+        lab.set("adoptExistingCluster", "true")
+        lab.up()
+    finally:
+        lab.destroy()
+    assert_nothing_left(lab)
+
+
+def test_destroy_after_the_cluster_was_deleted_by_hand(workdir):
+    lab = Lab("l4-only", "e2e-gone", workdir)
+    lab.set("verify", "false")
+    lab.set("observability", "false")
+    lab.up()
+    subprocess.run(["kind", "delete", "cluster", "--name", lab.cluster], check=True, capture_output=True)
+    lab.destroy()
+    assert lab.stack.export_stack().deployment.get("resources") in (None, [])
+    assert_nothing_left(lab)
