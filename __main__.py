@@ -70,7 +70,7 @@ if cfg.observability:
         depends_on=[istio.istiod, ingress.gateway, *in_mesh],
     ))
     pulumi.export(outputs.KIALI_URL, observability.kiali_url)
-    pulumi.export(outputs.DASHBOARD_COMMAND, f"./lab dashboard {pulumi.get_stack()}")
+    pulumi.export(outputs.DASHBOARD_COMMAND, f"./lab.sh dashboard {pulumi.get_stack()}")
 
 pulumi.export(outputs.CLUSTER_NAME, cluster.cluster_name)
 pulumi.export(outputs.TARGET, cfg.target)

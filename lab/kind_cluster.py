@@ -67,7 +67,7 @@ def _run(args: Sequence[str], *, check: bool = True, input_text: str | None = No
     try:
         result = subprocess.run(list(args), capture_output=True, text=True, input=input_text)
     except FileNotFoundError:
-        raise KindError(f"`{args[0]}` was not found on PATH; install it or run the lab through ./lab up.") from None
+        raise KindError(f"`{args[0]}` was not found on PATH; install it or run the lab through ./lab.sh up.") from None
     if check and result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         raise KindError(f"`{' '.join(args[:3])}` failed: {detail[-1] if detail else 'exit ' + str(result.returncode)}")
@@ -153,7 +153,7 @@ def create(name: str, owner: str, config_yaml: str, adopt: bool = False) -> str:
             tail = (result.stderr or result.stdout).strip().splitlines()
             raise KindError(
                 f"kind could not create cluster '{name}' ({tail[-1] if tail else 'no output'}); "
-                f"run ./lab preflight to check Docker and the host, then pulumi up again."
+                f"run ./lab.sh preflight to check Docker and the host, then pulumi up again."
             )
     return f"created kind cluster '{name}'."
 

@@ -154,7 +154,7 @@ def test_a_failed_create_removes_the_half_made_cluster(fake_tools, monkeypatch):
     with pytest.raises(kind_cluster.KindError) as caught:
         kind_cluster.create("lab", OWNER, config_yaml())
     assert str(caught.value) == (
-        "kind could not create cluster 'lab' (ERROR: failed to create cluster: boom); run ./lab preflight to "
+        "kind could not create cluster 'lab' (ERROR: failed to create cluster: boom); run ./lab.sh preflight to "
         "check Docker and the host, then pulumi up again."
     )
     assert get_state()["clusters"] == []
@@ -216,7 +216,7 @@ def test_missing_kind_is_a_sentence(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(kind_cluster.KindError) as caught:
         kind_cluster.existing_clusters()
-    assert str(caught.value) == "`kind` was not found on PATH; install it or run the lab through ./lab up."
+    assert str(caught.value) == "`kind` was not found on PATH; install it or run the lab through ./lab.sh up."
 
 
 def test_kind_config_matches_the_kind_schema_we_rely_on():

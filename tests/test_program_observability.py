@@ -78,7 +78,7 @@ def test_traffic_burst_fits_in_its_deadline():
 @pytest.mark.parametrize("stack", STACKS)
 def test_dashboard_outputs(runs, stack):
     assert runs[stack].outputs[outputs.KIALI_URL] == "http://127.0.0.1:20001/kiali"
-    assert runs[stack].outputs[outputs.DASHBOARD_COMMAND] == f"./lab dashboard {stack}"
+    assert runs[stack].outputs[outputs.DASHBOARD_COMMAND] == f"./lab.sh dashboard {stack}"
 
 
 def test_addons_absent_when_switched_off():
