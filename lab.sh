@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The lab's entry point: ./lab.sh up | destroy | preflight | test | verify | dashboard | diagnose | pulumi (-h: help).
+# It only makes sure the project's virtualenv venv/ exists and matches requirements.txt, then hands over to lab.cli.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+if ! command -v python3 >/dev/null || ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "Install Python 3.10 or newer as python3, then run ./lab.sh again." >&2
+  exit 1
+fi
+if [[ ! -x venv/bin/python ]]; then
+  python3 -m venv venv || {
+    rm -rf venv
+    echo "Install Python's venv module (Debian/Ubuntu: sudo apt-get install python3-venv), then run ./lab.sh again." >&2
+    exit 1
+  }
+fi
+# The stamp is a copy of the requirements.txt last installed: any change to the file installs again.
+stamp=venv/.lab-requirements.txt
+if ! cmp -s requirements.txt "$stamp"; then
+  venv/bin/pip install --disable-pip-version-check --quiet -r requirements.txt || {
+    echo "Could not install requirements.txt into venv/: check your network connection, then run ./lab.sh again." >&2
+    exit 1
+  }
+  cp requirements.txt "$stamp"
+fi
+exec venv/bin/python -m lab.cli "$@"

@@ -1,0 +1,445 @@
+"""The commands behind ``./lab.sh``: bring a lab up, check it, verify it, collect diagnostics, tear it down.
+
+Every command runs pulumi against a local file state backend inside the project (``.lab/state``) with a
+passphrase generated once into ``.lab/passphrase`` (mode 0600), and finds kind, kubectl and pulumi in
+``.lab/tools`` before the user's PATH. Errors end the command with one sentence saying what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+from lab import bootstrap, diagnostics, kind_cluster, outputs, preflight
+from lab import config as lab_config
+from lab.bootstrap import LabError, last_line
+from lab.preflight import LAB_SCRIPT
+
+DEFAULT_STACK = "l4-only"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the lab keeps its files inside the project."""
+
+    root: Path
+
+    @property
+    def lab(self) -> Path:
+        return self.root / ".lab"
+
+    @property
+    def state(self) -> Path:
+        return self.lab / "state"
+
+    @property
+    def tools(self) -> Path:
+        return self.lab / "tools"
+
+    @property
+    def passphrase(self) -> Path:
+        return self.lab / "passphrase"
+
+    @property
+    def diagnostics(self) -> Path:
+        return self.lab / "diagnostics"
+
+
+@dataclass
+class Context:
+    """What a command works with; tests replace the parts that reach the machine."""
+
+    paths: Paths
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    host: preflight.Host = field(default_factory=preflight.Host)
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    platform: tuple[str, str] | None = None  # (os, arch) to install tools for; None: this machine
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def step(self, number: int, total: int, text: str) -> None:
+        self.say(f"[{number}/{total}] {text}")
+
+    def detail(self, text: str) -> None:
+        self.say(f"      {text}")
+
+
+# --- Environment -------------------------------------------------------------------------------------------------
+
+
+def ensure_passphrase(path: Path) -> Path:
+    """Create the secrets passphrase once (random, mode 0600); later calls keep it.
+
+    Args:
+        path: The passphrase file.
+
+    Returns:
+        The same path.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.exists() and path.read_text().strip():
+        path.chmod(0o600)
+        return path
+    path.unlink(missing_ok=True)  # an empty passphrase would encrypt the stack's secrets with nothing
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(handle, "w") as out:
+        out.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def tool_env(paths: Paths, env: Mapping[str, str]) -> dict[str, str]:
+    """The user's environment with the project's tools folder first on PATH."""
+    return {**env, "PATH": os.pathsep.join([str(paths.tools), env.get("PATH", "")])}
+
+
+def pulumi_env(paths: Paths, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment pulumi runs in: local file backend, passphrase file, no update check, project tools.
+
+    Creates ``.lab/state`` and the passphrase file when missing.
+    """
+    paths.lab.mkdir(mode=0o700, exist_ok=True)  # the passphrase and state live here: the user's alone
+    paths.state.mkdir(exist_ok=True)
+    ensure_passphrase(paths.passphrase)
+    result = tool_env(paths, env)
+    # A passphrase in the user's environment would win over the file; the lab's stacks use the file's.
+    result.pop("PULUMI_CONFIG_PASSPHRASE", None)
+    result.update(
+        PULUMI_BACKEND_URL=paths.state.as_uri(),
+        PULUMI_CONFIG_PASSPHRASE_FILE=str(paths.passphrase),
+        PULUMI_SKIP_UPDATE_CHECK="true",
+    )
+    return result
+
+
+def _stream(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
+    """Run a command with its output going straight to the user's terminal."""
+    try:
+        return subprocess.call(list(argv), env=dict(env), cwd=cwd)
+    except FileNotFoundError:
+        raise LabError(f"{argv[0]} is not installed: run `{LAB_SCRIPT} up` first, which installs it.") from None
+
+
+# --- What a stack is -------------------------------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except yaml.YAMLError:
+        raise LabError(f"{path} is not valid YAML: fix it, then run the command again.") from None
+    return data if isinstance(data, dict) else {}
+
+
+def stack_config(root: Path, stack: str) -> lab_config.LabConfig:
+    """A stack's validated configuration, read from its stack file as the program reads it.
+
+    The files are read directly (not through pulumi) because the stack may not exist in the backend yet;
+    ``lab.config`` supplies the project's defaults.
+
+    Raises:
+        LabError: A value the program would refuse, with ``lab.config``'s sentence.
+    """
+    stack_dir = root / str(_read_yaml(root / "Pulumi.yaml").get("stackConfigDir", "."))
+    stack_file = stack_dir / f"Pulumi.{stack}.yaml"
+    prefix = f"{lab_config.PROJECT}:"
+    raw = {
+        key[len(prefix):]: str(value).lower() if isinstance(value, bool) else str(value)
+        for key, value in (_read_yaml(stack_file).get("config") or {}).items()
+        if key.startswith(prefix) and not isinstance(value, (dict, list))
+    }
+    try:
+        return lab_config.load(raw, stack)
+    except lab_config.ConfigError as error:
+        raise LabError(f"{str(error).rstrip('.')}: fix it in {stack_file}.") from None
+
+
+def stack_outputs(ctx: Context, stack: str) -> dict:
+    """The stack's outputs, or {} when the stack has never been brought up here."""
+    if not ctx.paths.state.is_dir():
+        return {}
+    result = ctx.host.run(
+        ["pulumi", "stack", "output", "--json", "--stack", stack],
+        env=pulumi_env(ctx.paths, ctx.env), cwd=ctx.paths.root, timeout=120,
+    )
+    try:
+        values = json.loads(result.stdout) if result.returncode == 0 else {}
+    except ValueError:
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def _tools_for(config: lab_config.LabConfig) -> tuple[str, ...]:
+    return ("kind", "kubectl", "pulumi") if config.target == "kind" else ("kubectl", "pulumi")
+
+
+def _ensure_tools(ctx: Context, names: Sequence[str]) -> None:
+    bootstrap.ensure_tools(
+        ctx.paths.tools, names, env=ctx.env, run=ctx.host.run, platform_=ctx.platform, progress=ctx.detail
+    )
+
+
+def _preflight(ctx: Context, stack: str, config: lab_config.LabConfig, adopt: bool) -> bool:
+    """Run and print the checks; whether all passed."""
+    results = preflight.run_checks(
+        preflight.Situation(
+            stack=stack,
+            project_dir=ctx.paths.root,
+            env=tool_env(ctx.paths, ctx.env),
+            target=config.target,
+            cluster_name=config.cluster_name,
+            adopt=config.adopt_existing_cluster or adopt,
+            ingress_port=config.ingress_host_port,
+            tools=[bootstrap.RELEASES[name] for name in _tools_for(config)],
+        ),
+        ctx.host,
+    )
+    ctx.say(preflight.format_results(results))
+    return all(result.ok for result in results)
+
+
+def _collect_diagnostics(ctx: Context, config: lab_config.LabConfig) -> Path:
+    folder = diagnostics.collect(
+        ctx.paths.diagnostics,
+        target=config.target,
+        cluster_name=config.cluster_name,
+        apps_namespace=config.apps_namespace,
+        kubeconfig=config.kubeconfig_path,
+        context=config.kube_context,
+        env=tool_env(ctx.paths, ctx.env),
+        run=ctx.host.run,
+    )
+    ctx.say((folder / "summary.txt").read_text().rstrip())
+    ctx.say(f"Diagnostics: {folder}")
+    return folder
+
+
+# --- Commands ------------------------------------------------------------------------------------------------------
+
+
+def cmd_up(ctx: Context, stack: str, adopt: bool) -> int:
+    """Bring a stack's lab up: tools, preflight, state, stack, ``pulumi up``; diagnostics on failure."""
+    total = 5
+    config = stack_config(ctx.paths.root, stack)
+    ctx.step(1, total, "tools")
+    _ensure_tools(ctx, _tools_for(config))
+
+    ctx.step(2, total, "preflight")
+    if not _preflight(ctx, stack, config, adopt):
+        raise LabError(f"Preflight found the problems marked FAIL above: fix them, then run `{LAB_SCRIPT} up "
+                       f"{stack}` again.")
+
+    ctx.step(3, total, "state")
+    env = pulumi_env(ctx.paths, ctx.env)
+    ctx.detail(f"backend {env['PULUMI_BACKEND_URL']}, secrets passphrase in {ctx.paths.passphrase} (mode 0600)")
+
+    ctx.step(4, total, f"stack {stack}")
+    selected = ctx.host.run(
+        ["pulumi", "stack", "select", "--create", stack, "--secrets-provider", "passphrase"],
+        env=env, cwd=ctx.paths.root, timeout=120,
+    )
+    if selected.returncode != 0:
+        raise LabError(f"pulumi could not select or create stack {stack} ({last_line(selected.stderr)}): fix that, "
+                       "then run the command again.")
+    if adopt:
+        adopted = ctx.host.run(
+            ["pulumi", "config", "set", preflight.ADOPT_CONFIG_KEY, "true", "--stack", stack],
+            env=env, cwd=ctx.paths.root, timeout=60,
+        )
+        if adopted.returncode != 0:
+            raise LabError(f"pulumi could not set {preflight.ADOPT_CONFIG_KEY} ({last_line(adopted.stderr)}): set it "
+                           f"with `{LAB_SCRIPT} pulumi config set {preflight.ADOPT_CONFIG_KEY} true`, then run "
+                           f"`{LAB_SCRIPT} up {stack}` again.")
+
+    ctx.step(5, total, "pulumi up")
+    if _stream(["pulumi", "up", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
+        folder = _collect_diagnostics(ctx, config)
+        raise LabError(f"`pulumi up` failed: read its output above and the diagnostics in {folder}, fix the cause, "
+                       f"then run `{LAB_SCRIPT} up {stack}` again.")
+    ctx.say(f"The {stack} lab is up: check it with `{LAB_SCRIPT} verify {stack}`.")
+    return 0
+
+
+def cmd_destroy(ctx: Context, stack: str) -> int:
+    """Destroy a stack's lab, then check that its kind cluster is gone."""
+    total = 3
+    config = stack_config(ctx.paths.root, stack)
+    ctx.step(1, total, "tools")
+    _ensure_tools(ctx, _tools_for(config))
+
+    ctx.step(2, total, "pulumi destroy")
+    # No state folder: nothing was ever brought up here, and creating one just to find that out would leave a trace.
+    env = pulumi_env(ctx.paths, ctx.env) if ctx.paths.state.is_dir() else None
+    known = env is not None and ctx.host.run(["pulumi", "stack", "select", stack], env=env, cwd=ctx.paths.root,
+                                             timeout=120).returncode == 0
+    if not known:
+        ctx.detail(f"stack {stack} does not exist in {ctx.paths.state}: nothing to destroy")
+        return 0
+    if _stream(["pulumi", "destroy", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
+        raise LabError(f"`pulumi destroy` failed: read its output above, fix the cause, then run `{LAB_SCRIPT} "
+                       f"destroy {stack}` again.")
+
+    ctx.step(3, total, "leftovers")
+    if config.target != "kind":
+        ctx.detail("an existing cluster stays; the lab removed only what it added")
+        return 0
+    name = config.cluster_name
+    clusters = ctx.host.run(["kind", "get", "clusters"], env=tool_env(ctx.paths, ctx.env), timeout=60)
+    if clusters.returncode != 0:
+        raise LabError(f"`kind get clusters` failed ({last_line(clusters.stderr)}): start Docker, then check with "
+                       f"`kind get clusters` that {name} is gone.")
+    if name in (line.strip() for line in clusters.stdout.splitlines()):
+        owner = ctx.host.cluster_owner(name)
+        if owner and owner != kind_cluster.owner_label_value(lab_config.PROJECT, stack):
+            ctx.say(f"The kind cluster {name} belongs to {owner}, so the lab left it alone.")
+            return 0
+        raise LabError(f"The kind cluster {name} is still there: remove it with `kind delete cluster --name {name}`.")
+    ctx.say(f"Nothing is left: no kind cluster named {name}.")
+    return 0
+
+
+def cmd_preflight(ctx: Context, stack: str) -> int:
+    """Run the preflight checks alone and print each result."""
+    if not _preflight(ctx, stack, stack_config(ctx.paths.root, stack), adopt=False):
+        raise LabError("Preflight found the problems marked FAIL above: fix them, then run it again.")
+    ctx.say("Preflight passed.")
+    return 0
+
+
+def cmd_test(ctx: Context, pytest_args: Sequence[str]) -> int:
+    """Run the test suite; a run that collects no tests fails."""
+    code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=ctx.paths.root)
+    if code == 5:  # pytest's "no tests collected": non-zero already, but say why
+        ctx.say("pytest collected no tests, which counts as a failure: check the paths and options you gave it.")
+    return code
+
+
+def cmd_verify(ctx: Context, stack: str, as_json: bool) -> int:
+    """Run the verification suite (the ``verify`` package) against a stack that is up."""
+    if importlib.util.find_spec("verify") is None:
+        raise LabError("The verify package is missing from this checkout: update your clone, then run it again.")
+    config = stack_config(ctx.paths.root, stack)
+    _ensure_tools(ctx, _tools_for(config))
+    values = stack_outputs(ctx, stack)
+    if not values.get(outputs.MESH_MODE):
+        raise LabError(f"Stack {stack} has no outputs to verify yet: run `{LAB_SCRIPT} up {stack}` first.")
+    argv = [sys.executable, "-m", "verify", "--mode", str(values[outputs.MESH_MODE]),
+            "--namespace", str(values.get(outputs.APPS_NAMESPACE) or config.apps_namespace)]
+    if values.get(outputs.TARGET, "kind") == "kind":
+        argv += ["--kind-cluster", str(values[outputs.CLUSTER_NAME])]
+    else:
+        # The program exports the context; the kubeconfig file is config only (the default when unset).
+        argv += ["--kubeconfig", config.kubeconfig_path] if config.kubeconfig_path else []
+        argv += ["--context", str(values[outputs.KUBE_CONTEXT])] if values.get(outputs.KUBE_CONTEXT) else []
+    argv += ["--json"] if as_json else []
+    return _stream(argv, tool_env(ctx.paths, ctx.env), ctx.paths.root)
+
+
+def cmd_dashboard(ctx: Context, stack: str) -> int:
+    """Start the dashboard (``lab.dashboard``) for a stack."""
+    if importlib.util.find_spec("lab.dashboard") is None:
+        raise LabError("The dashboard is not in this checkout yet (lab/dashboard.py is missing): update your "
+                       f"clone, or use `{LAB_SCRIPT} verify` meanwhile.")
+    return _stream([sys.executable, "-m", "lab.dashboard", "--stack", stack],
+                   pulumi_env(ctx.paths, ctx.env), ctx.paths.root)
+
+
+def cmd_diagnose(ctx: Context, stack: str) -> int:
+    """Collect diagnostics for a stack and print where they are."""
+    config = stack_config(ctx.paths.root, stack)
+    _ensure_tools(ctx, [name for name in _tools_for(config) if name != "pulumi"])
+    _collect_diagnostics(ctx, config)
+    return 0
+
+
+def cmd_pulumi(ctx: Context, pulumi_args: Sequence[str]) -> int:
+    """Run pulumi itself with the lab's backend and passphrase, e.g. ``./lab.sh pulumi config set KEY VALUE``."""
+    _ensure_tools(ctx, ["pulumi"])
+    return _stream(["pulumi", *pulumi_args], pulumi_env(ctx.paths, ctx.env), ctx.paths.root)
+
+
+# --- Entry point ---------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=LAB_SCRIPT, description="Istio ambient lab on kind, driven by Pulumi.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_stack(name: str, text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("stack", nargs="?", default=DEFAULT_STACK, help=f"stack name (default {DEFAULT_STACK})")
+        return command
+
+    up = with_stack("up", "bring a lab up (installs missing tools and runs the preflight checks first)")
+    up.add_argument("--adopt", action="store_true", help="take over an existing kind cluster of the stack's name")
+    with_stack("destroy", "destroy a lab and check that nothing is left")
+    with_stack("preflight", "check this machine before bringing a lab up")
+    verify = with_stack("verify", "verify a lab that is up")
+    verify.add_argument("--json", action="store_true", help="print the verification report as JSON")
+    with_stack("dashboard", "open the lab's dashboard")
+    with_stack("diagnose", "collect logs and cluster state into .lab/diagnostics/")
+    commands.add_parser("test", help="run the test suite (further arguments go to pytest)", add_help=False)
+    commands.add_parser("pulumi", help="run pulumi with the lab's state backend and passphrase", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
+    """Run one ``./lab.sh`` command.
+
+    Args:
+        argv: The arguments after ``./lab.sh`` (None: ``sys.argv[1:]``).
+        ctx: Paths, environment and machine boundary (None: this project and machine).
+
+    Returns:
+        The exit code.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # test and pulumi hand everything after them over untouched, options included.
+    passes_through = argv[:1] in (["test"], ["pulumi"])
+    args = _parser().parse_args(argv[:1] if passes_through else argv)
+    passthrough = argv[1:] if passes_through else []
+    if ctx is None:
+        ctx = Context(Paths(Path(__file__).resolve().parent.parent))
+        # Whatever this process starts (lab.kind_cluster's kind and kubectl included) finds the project's tools.
+        os.environ["PATH"] = tool_env(ctx.paths, os.environ)["PATH"]
+    handlers: dict[str, Callable[[], int]] = {
+        "up": lambda: cmd_up(ctx, args.stack, args.adopt),
+        "destroy": lambda: cmd_destroy(ctx, args.stack),
+        "preflight": lambda: cmd_preflight(ctx, args.stack),
+        "test": lambda: cmd_test(ctx, passthrough),
+        "verify": lambda: cmd_verify(ctx, args.stack, args.json),
+        "dashboard": lambda: cmd_dashboard(ctx, args.stack),
+        "diagnose": lambda: cmd_diagnose(ctx, args.stack),
+        "pulumi": lambda: cmd_pulumi(ctx, passthrough),
+    }
+    try:
+        return handlers[args.command]()
+    except LabError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted: run the command again to carry on.", file=sys.stderr)
+        return 130
+    except Exception as error:  # the promise is a sentence, never a traceback; LAB_DEBUG=1 shows it
+        if ctx.env.get("LAB_DEBUG") == "1":
+            raise
+        print(f"Unexpected error ({type(error).__name__}: {error}): run it again with LAB_DEBUG=1 and report the "
+              "traceback.", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Collect what someone needs to see why a lab failed into one folder, ``.lab/diagnostics/<UTC timestamp>/``.
+
+Every step is attempted and its outcome written to ``summary.txt``: a failing step is recorded, never fatal. For a
+kind cluster, the kubeconfig comes from ``kind get kubeconfig`` into a temporary file readable only by the user,
+removed afterwards and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lab import catalog
+from lab.bootstrap import Runner, last_line, run_captured
+
+ISTIOD_POD_LABEL = "app=istiod"
+ISTIO_CNI_POD_LABEL = "k8s-app=istio-cni-node"
+
+# (file, pod selector) of the Istio components whose logs explain most failures.
+_LOGS = (
+    ("istiod.log", ISTIOD_POD_LABEL),
+    ("istio-cni.log", ISTIO_CNI_POD_LABEL),
+    ("ztunnel.log", catalog.ZTUNNEL_POD_LABEL),
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command and the file its output goes to."""
+
+    label: str
+    argv: Sequence[str]
+    output: str | None  # None: the command writes its own files
+
+
+def _kubectl_steps(kubectl: Sequence[str], apps_namespace: str) -> list[Step]:
+    steps = [
+        Step(
+            f"logs {label}",
+            # --tail=-1: with a selector kubectl prints only 10 lines per pod unless told otherwise.
+            [*kubectl, "logs", "-n", catalog.ISTIO_NAMESPACE, "-l", label, "--all-containers", "--prefix",
+             "--tail=-1", "--max-log-requests=50"],
+            file,
+        )
+        for file, label in _LOGS
+    ]
+    # The Istio security resources are listed in every namespace: the mesh-wide PeerAuthentication is in istio-system.
+    for resource, scope in (
+        ("all", ["-n", apps_namespace]),
+        ("gateways.gateway.networking.k8s.io", ["-n", apps_namespace]),
+        ("httproutes.gateway.networking.k8s.io", ["-n", apps_namespace]),
+        ("authorizationpolicies.security.istio.io", ["-A"]),
+        ("peerauthentications.security.istio.io", ["-A"]),
+    ):
+        steps.append(Step(f"get {resource}", [*kubectl, "get", resource, *scope, "-o", "yaml"],
+                          f"{resource.split('.')[0]}.yaml"))
+    steps.append(Step("pods", [*kubectl, "get", "pods", "-A", "-o", "wide"], "pods.txt"))
+    steps.append(Step("events", [*kubectl, "get", "events", "-A", "--sort-by=.lastTimestamp"], "events.txt"))
+    return steps
+
+
+def _new_folder(root: Path, now: datetime) -> Path:
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for attempt in range(1, 100):
+        folder = root / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            folder.mkdir(mode=0o700)
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{root}/{stamp}")
+
+
+def collect(
+    root: Path,
+    *,
+    target: str,
+    cluster_name: str | None,
+    apps_namespace: str = catalog.DEFAULT_APPS_NAMESPACE,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    env: Mapping[str, str] | None = None,
+    run: Runner = run_captured,
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> Path:
+    """Collect logs and state into a new timestamped folder under ``root``.
+
+    Args:
+        root: Where diagnostics folders go (``.lab/diagnostics``).
+        target: "kind" (export kind's logs, kubeconfig from kind) or "existing".
+        cluster_name: The kind cluster's name (kind target).
+        apps_namespace: The namespace bookinfo runs in.
+        kubeconfig: Kubeconfig file for an existing cluster (None: kubectl's default).
+        context: Kubeconfig context for an existing cluster.
+        env: Environment for the commands (PATH with the project's tools).
+        run: The process runner.
+        now: The clock, for the folder's name.
+
+    Returns:
+        The folder written.
+    """
+    folder = _new_folder(root, now())
+    summary: list[str] = []
+
+    def attempt(step: Step) -> bool:
+        result = run(step.argv, env=env, timeout=300)
+        if step.output is not None:
+            (folder / step.output).write_text(result.stdout)
+        if result.returncode == 0:
+            summary.append(f"ok      {step.label}")
+            return True
+        summary.append(f"FAILED  {step.label} (exit {result.returncode}): {last_line(result.stderr)}")
+        return False
+
+    temporary_kubeconfig = None
+    try:
+        if target == "kind" and cluster_name:
+            attempt(Step("kind export logs", ["kind", "export", "logs", str(folder / "kind-logs"),
+                                              "--name", cluster_name], None))
+            handle, temporary_kubeconfig = tempfile.mkstemp(prefix="lab-kubeconfig-", suffix=".yaml")  # mode 0600
+            result = run(["kind", "get", "kubeconfig", "--name", cluster_name], env=env, timeout=60)
+            with os.fdopen(handle, "w") as out:
+                out.write(result.stdout if result.returncode == 0 else "")
+            if result.returncode == 0:
+                summary.append("ok      kind get kubeconfig")
+                kubeconfig = temporary_kubeconfig
+            else:  # stderr only: stdout would be the kubeconfig itself
+                summary.append(f"FAILED  kind get kubeconfig (exit {result.returncode}): {last_line(result.stderr)}")
+        if target == "kind" and kubeconfig is None:
+            summary.append("skipped kubectl steps: no kubeconfig for the kind cluster")
+        else:
+            kubectl = ["kubectl", "--request-timeout=60s"]
+            kubectl += ["--kubeconfig", kubeconfig] if kubeconfig else []
+            kubectl += ["--context", context] if context else []
+            for step in _kubectl_steps(kubectl, apps_namespace):
+                attempt(step)
+    finally:
+        if temporary_kubeconfig is not None:
+            os.unlink(temporary_kubeconfig)
+        (folder / "summary.txt").write_text("\n".join(summary) + "\n")
+    return folder

@@ -1,0 +1,119 @@
+"""Pinned releases of the command-line tools the lab installs when a machine lacks them: kind, kubectl, pulumi.
+
+Each digest below was pinned only where at least two independent public copies agreed on it (copies in public
+repositories disagree in places, and some are wrong); where each came from is written beside it. A platform
+without such agreement is ``None``: bootstrap refuses to install it and asks the user to install the tool
+themselves (or to set ``LAB_TRUST_PUBLISHED_CHECKSUMS=1`` to rely on the release's own checksum file alone).
+
+Plain data, no Pulumi import. Bump a version by replacing every digest of that tool in the same change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+PLATFORMS = ("linux/amd64", "linux/arm64", "darwin/amd64", "darwin/arm64")
+
+
+@dataclass(frozen=True)
+class Release:
+    """One tool's pinned release and where its files live.
+
+    ``asset`` and ``checksums`` are paths under ``base_url`` with ``{version}``, ``{os}`` and ``{arch}``
+    placeholders; ``{arch}`` is spelt as the release spells it (``arch_names``).
+    """
+
+    name: str
+    version: str  # without a leading "v"
+    minimum: str  # the oldest version already on PATH that the lab accepts instead of downloading
+    base_url: str  # LAB_DOWNLOAD_BASE_<NAME> overrides it (tests point it at 127.0.0.1)
+    asset: str
+    checksums: str  # the checksum file published next to the asset
+    sha256: Mapping[str, str | None]  # "linux/amd64" -> pinned digest, None where unpinned
+    archive: bool = False  # False: a bare binary; True: a .tar.gz holding a pulumi/ folder of binaries
+    arch_names: Mapping[str, str] = field(default_factory=lambda: {"amd64": "amd64", "arm64": "arm64"})
+
+    @property
+    def base_url_variable(self) -> str:
+        """The environment variable that overrides ``base_url``."""
+        return f"LAB_DOWNLOAD_BASE_{self.name.upper()}"
+
+    def asset_path(self, os_name: str, arch: str) -> str:
+        """The asset's path under the base URL for one platform."""
+        return self.asset.format(version=self.version, os=os_name, arch=self.arch_names[arch])
+
+    def checksums_path(self, os_name: str, arch: str) -> str:
+        """The published checksum file's path under the base URL for one platform."""
+        return self.checksums.format(version=self.version, os=os_name, arch=self.arch_names[arch])
+
+
+# kind v0.32.0 is the release whose default node image catalog.KIND_NODE_IMAGE pins (REFERENCE.md).
+KIND = Release(
+    name="kind",
+    version="0.32.0",
+    minimum="0.32.0",
+    base_url="https://github.com/kubernetes-sigs/kind/releases/download",
+    asset="v{version}/kind-{os}-{arch}",
+    checksums="v{version}/kind-{os}-{arch}.sha256sum",
+    sha256={
+        # Agreeing copies (search-index file ids; the index did not name their repositories): a bash TOOLS table
+        # (62646219221), SAP's hack/install-test-deps.sh (62193199617), a Makefile kind_<os>_<arch>_SHA256SUM
+        # block (61477325379), a Go pinnedArtifacts map (66551755946), a Python _KIND_SHA256 map (58847372568).
+        # Rejected: 6e811cf0...192b, found only in one project's KIND_PINS (three copies of the same file).
+        "linux/amd64": "50030de23cf40a18505f20426f6a8506bedf13c6e509244bd1fa9463721b0f54",
+        # Same five copies, plus a bash case table (70730901610).
+        "linux/arm64": "b92cd615e97585de8ddade28ed5cd7feb4248d717c233eea5b03c37298900f5d",
+        # Same five copies, plus a provenance note comparing GitHub's release metadata with the published
+        # .sha256sum (57374847950). Rejected: 55b3f27c...f2fb, found only in the KIND_PINS project above.
+        "darwin/amd64": "295ac6d0d634c9819c9907df45e3017d1f13166bd13c3404c45e79f7faa47498",
+        # Same five copies, plus a note checking the release asset digest and its .sha256sum (71497496374).
+        "darwin/arm64": "dca67911095a110c2b5c36e26df6cac860c602033e456c0db47be498cdef1ebb",
+    },
+)
+
+# kubectl within one minor of the node image's Kubernetes 1.36. v1.36.5 exists, but only one copy of one of its
+# digests could be found, so the newest patch with agreeing copies, v1.36.4, is pinned.
+KUBECTL = Release(
+    name="kubectl",
+    version="1.36.4",
+    minimum="1.35.0",  # kubectl supports one minor of skew against the 1.36 API server
+    base_url="https://dl.k8s.io/release",
+    asset="v{version}/bin/{os}/{arch}/kubectl",
+    checksums="v{version}/bin/{os}/{arch}/kubectl.sha256",
+    sha256={
+        # Agreeing copies: a k3s-gitops-lab tools.sh taken from dl.k8s.io's kubectl.sha256 (70891397700), a
+        # Python installer checked against kubectl.sha256 (71447328271), a pins table citing dl.k8s.io
+        # (68336677490), a Dockerfile with per-arch ARGs (57664853616), a versions file (68947727873).
+        "linux/amd64": "8b8f088da2dab964f853b38464033b1be15ede2839eca751482357c45abdd05a",
+        # Agreeing copies: 70891397700, 68336677490, 57664853616, a second Dockerfile (70751226921), a Ruby
+        # version table (68858880048).
+        "linux/arm64": "0ecf44450ee6063bf19dd166a103ee6df4a9034455c2abce626e6eea657d73fb",
+        # Unpinned: the only copy found (62193199617) labels its kubectl v1.37.0 while carrying v1.36.4's other
+        # digests, so it cannot count as a source.
+        "darwin/amd64": None,
+        # Agreeing copies: 70891397700, a pins table naming 1.36.4 darwin/arm64 (57553000914), a run report that
+        # checked it against the official checksum (71438483776).
+        "darwin/arm64": "c9e4f713d6fee0043a3d835cca13077cda2bc0973840eb9779360df0b5bdfc69",
+    },
+)
+
+# The CLI that matches the pulumi SDK pinned in requirements.txt.
+PULUMI = Release(
+    name="pulumi",
+    version="3.272.0",
+    minimum="3.272.0",
+    base_url="https://get.pulumi.com/releases/sdk",
+    asset="pulumi-v{version}-{os}-{arch}.tar.gz",
+    checksums="pulumi-{version}-checksums.txt",
+    archive=True,
+    arch_names={"amd64": "x64", "arm64": "arm64"},
+    # Unpinned everywhere: no public copy of any 3.272.0 digest could be found.
+    sha256={platform: None for platform in PLATFORMS},
+)
+
+RELEASES: dict[str, Release] = {release.name: release for release in (KIND, KUBECTL, PULUMI)}
+
+# Set to 1 to install an unpinned asset on the strength of the release's own checksum file alone. That file
+# guards against a corrupt download, not against a tampered release, which is why it is opt-in.
+TRUST_PUBLISHED_VARIABLE = "LAB_TRUST_PUBLISHED_CHECKSUMS"

@@ -1,0 +1,341 @@
+"""The ./lab.sh commands, with docker, kind, kubectl and pulumi replaced by scripts that record their calls."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from lab import cli
+from lab.bootstrap import run_captured
+from lab.cli import Context, Paths
+from lab.preflight import Host
+
+KUBECTL_JSON = '{"clientVersion": {"gitVersion": "v1.36.4"}}'
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    root = tmp_path / "project"
+    (root / "stacks").mkdir(parents=True)
+    (root / "Pulumi.yaml").write_text("name: istio-ambient-lab\nruntime: python\nstackConfigDir: stacks\n")
+    (root / "stacks" / "Pulumi.l4-only.yaml").write_text("config: {}\n")
+    (root / "stacks" / "Pulumi.l7.yaml").write_text(
+        "config:\n  istio-ambient-lab:meshMode: l7\n  istio-ambient-lab:ingressHostPort: 8081\n"
+    )
+    return root
+
+
+class Machine:
+    """Fake tools on a PATH of their own; pulumi writes each call, and the lab's variables, to a log."""
+
+    def __init__(self, fake_bin, tmp_path: Path):
+        self.bin = fake_bin
+        self.log = tmp_path / "pulumi.log"
+        self.outputs = tmp_path / "outputs.json"
+        self.clusters = tmp_path / "clusters.txt"
+        self.clusters.write_text("")
+        fake_bin.add("docker", 'case "$*" in *DockerRootDir*) echo /var/lib/docker ;; *) echo 28.2.2 ;; esac')
+        fake_bin.add("kubectl", f"echo '{KUBECTL_JSON}'")
+        fake_bin.add("kind", f"""
+case "$1" in
+  version) echo "kind v0.32.0 go1.26.5 linux/amd64" ;;
+  get) [ "$2" = clusters ] && /bin/cat {self.clusters} || echo "kubeconfig: yes" ;;
+esac""")
+        self.pulumi()
+
+    def pulumi(self, fail: str = "") -> None:
+        """(Re)write the fake pulumi; ``fail`` names a subcommand ("up", "select", ...) that exits 1."""
+        self.bin.add("pulumi", f"""
+[ "$1" = version ] && {{ echo v3.272.0; exit 0; }}
+lab="$PULUMI_BACKEND_URL | $PULUMI_CONFIG_PASSPHRASE_FILE | $PULUMI_SKIP_UPDATE_CHECK"
+echo "$* | $lab | $PULUMI_CONFIG_PASSPHRASE" >> {self.log}
+case "$*" in
+  *"{fail or "never"}"*) echo "error: {fail} went wrong" >&2; exit 1 ;;
+  "stack output"*) /bin/cat {self.outputs} ;;
+esac""")
+
+    def calls(self) -> list[str]:
+        return [line.split(" | ")[0] for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+
+@pytest.fixture
+def machine(fake_bin, tmp_path) -> Machine:
+    return Machine(fake_bin, tmp_path)
+
+
+def healthy_host(**overrides) -> Host:
+    defaults = dict(
+        run=run_captured,
+        read_text=lambda path: "1048576",
+        port_is_free=lambda address, port: True,
+        free_bytes=lambda path: 100 << 30,
+        system=lambda: "Linux",
+        machine=lambda: "x86_64",
+        cluster_owner=lambda name: None,
+    )
+    return Host(**{**defaults, **overrides})
+
+
+def context(project: Path, machine: Machine, **env) -> Context:
+    return Context(
+        Paths(project), env={"PATH": machine.bin.path, "HOME": str(project.parent), **env}, host=healthy_host(),
+        out=io.StringIO(), platform=("linux", "amd64"),
+    )
+
+
+def test_pulumi_env_uses_a_local_backend_and_a_private_passphrase_made_once(project):
+    paths = Paths(project)
+    env = cli.pulumi_env(paths, {"PATH": "/usr/bin", "PULUMI_CONFIG_PASSPHRASE": "from the user"})
+    assert env["PULUMI_BACKEND_URL"] == f"file://{project}/.lab/state"
+    assert (project / ".lab" / "state").is_dir()
+    assert env["PULUMI_CONFIG_PASSPHRASE_FILE"] == str(project / ".lab" / "passphrase")
+    assert env["PULUMI_SKIP_UPDATE_CHECK"] == "true"
+    assert env["PATH"] == f"{project}/.lab/tools:/usr/bin"
+    assert "PULUMI_CONFIG_PASSPHRASE" not in env
+    passphrase = paths.passphrase.read_text()
+    assert len(passphrase.strip()) >= 32
+    assert stat.S_IMODE(paths.passphrase.stat().st_mode) == 0o600
+    cli.pulumi_env(paths, {})
+    assert paths.passphrase.read_text() == passphrase
+
+
+def test_an_empty_passphrase_file_is_replaced(project):
+    path = project / ".lab" / "passphrase"
+    path.parent.mkdir()
+    path.write_text("\n")
+    cli.ensure_passphrase(path)
+    assert path.read_text().strip() and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_up_runs_each_step_in_order_with_the_lab_environment(project, machine, capfd):
+    ctx = context(project, machine, PULUMI_CONFIG_PASSPHRASE="leaked")
+    assert cli.main(["up"], ctx) == 0
+    printed = ctx.out.getvalue()
+    steps = [line for line in printed.splitlines() if line.startswith("[")]
+    assert steps == ["[1/5] tools", "[2/5] preflight", "[3/5] state", "[4/5] stack l4-only", "[5/5] pulumi up"]
+    assert "FAIL" not in printed
+    assert machine.calls() == [
+        "stack select --create l4-only --secrets-provider passphrase",
+        "up --yes --stack l4-only",
+    ]
+    backend, passphrase_file, skip, inherited = machine.log.read_text().splitlines()[-1].split(" | ")[1:]
+    assert backend == f"file://{project}/.lab/state"
+    assert passphrase_file == str(project / ".lab" / "passphrase")
+    assert (skip, inherited) == ("true", "")
+    passphrase = (project / ".lab" / "passphrase").read_text().strip()
+    assert passphrase not in printed + capfd.readouterr().out + machine.log.read_text()
+
+
+def test_up_reads_the_stacks_own_port_and_cluster_name(project, machine):
+    asked = []
+    ctx = context(project, machine)
+    ctx.host = healthy_host(port_is_free=lambda address, port: asked.append(port) or True)
+    machine.clusters.write_text("ambient-l7\n")
+    ctx.host.cluster_owner = lambda name: "istio-ambient-lab.l7" if name == "ambient-l7" else None
+    assert cli.main(["up", "l7"], ctx) == 0
+    assert asked == []  # the port is held by the stack's own cluster, so it is not probed
+    assert "kind cluster ambient-l7 belongs to this stack" in ctx.out.getvalue()
+    assert "127.0.0.1:8081 belongs to this stack's cluster" in ctx.out.getvalue()
+
+
+def test_preflight_failure_stops_before_pulumi_or_any_state(project, machine, capsys):
+    machine.bin.add("docker", "exit 1")
+    ctx = context(project, machine)
+    assert cli.main(["up"], ctx) == 1
+    assert machine.calls() == []
+    assert not (project / ".lab").exists()
+    assert capsys.readouterr().err == (
+        "Preflight found the problems marked FAIL above: fix them, then run `./lab.sh up l4-only` again.\n"
+    )
+    assert "FAIL  docker" in ctx.out.getvalue()
+
+
+def test_failed_up_collects_diagnostics_and_says_where(project, machine, capsys):
+    machine.pulumi(fail="up --yes")
+    ctx = context(project, machine)
+    assert cli.main(["up"], ctx) == 1
+    folders = list((project / ".lab" / "diagnostics").iterdir())
+    assert len(folders) == 1 and (folders[0] / "summary.txt").exists()
+    assert f"Diagnostics: {folders[0]}" in ctx.out.getvalue()
+    assert capsys.readouterr().err == (
+        f"`pulumi up` failed: read its output above and the diagnostics in {folders[0]}, fix the cause, then run "
+        "`./lab.sh up l4-only` again.\n"
+    )
+
+
+def test_up_adopts_an_existing_cluster_when_asked(project, machine):
+    machine.clusters.write_text("ambient-l4-only\n")
+    ctx = context(project, machine)
+    assert cli.main(["up", "--adopt"], ctx) == 0
+    assert machine.calls() == [
+        "stack select --create l4-only --secrets-provider passphrase",
+        "config set istio-ambient-lab:adoptExistingCluster true --stack l4-only",
+        "up --yes --stack l4-only",
+    ]
+
+
+def test_stack_that_cannot_be_selected_stops_with_pulumis_reason(project, machine, capsys):
+    machine.pulumi(fail="select")
+    assert cli.main(["up"], context(project, machine)) == 1
+    assert capsys.readouterr().err == (
+        "pulumi could not select or create stack l4-only (error: select went wrong): fix that, then run the "
+        "command again.\n"
+    )
+
+
+def test_destroy_checks_that_no_cluster_is_left(project, machine):
+    (project / ".lab" / "state").mkdir(parents=True)
+    ctx = context(project, machine)
+    assert cli.main(["destroy"], ctx) == 0
+    assert machine.calls() == ["stack select l4-only", "destroy --yes --stack l4-only"]
+    assert ctx.out.getvalue().splitlines()[-1] == "Nothing is left: no kind cluster named ambient-l4-only."
+
+
+def test_destroy_says_how_to_remove_a_cluster_left_behind(project, machine, capsys):
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.clusters.write_text("ambient-l4-only\n")
+    assert cli.main(["destroy"], context(project, machine)) == 1
+    assert capsys.readouterr().err == (
+        "The kind cluster ambient-l4-only is still there: remove it with `kind delete cluster --name "
+        "ambient-l4-only`.\n"
+    )
+
+
+def test_destroy_of_a_stack_that_never_existed_does_nothing(project, machine):
+    ctx = context(project, machine)
+    assert cli.main(["destroy"], ctx) == 0
+    assert machine.calls() == [] and not (project / ".lab").exists()
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.pulumi(fail="stack select")
+    assert cli.main(["destroy"], ctx) == 0
+    assert machine.calls() == ["stack select l4-only"]
+    assert "stack l4-only does not exist" in ctx.out.getvalue()
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """What would have run in the user's terminal."""
+    calls = []
+    monkeypatch.setattr(cli, "_stream", lambda argv, env, cwd: calls.append(list(argv)) or 0)
+    return calls
+
+
+def test_verify_runs_the_verify_package_with_the_stacks_outputs(project, machine, streamed):
+    (project / ".lab" / "state").mkdir(parents=True)  # as `up` left it
+    machine.outputs.write_text(json.dumps(
+        {"mesh_mode": "l7", "cluster_name": "ambient-l7", "target": "kind", "apps_namespace": "shop"}
+    ))
+    assert cli.main(["verify", "l7", "--json"], context(project, machine)) == 0
+    assert streamed == [[
+        cli.sys.executable, "-m", "verify", "--mode", "l7", "--namespace", "shop", "--kind-cluster", "ambient-l7",
+        "--json",
+    ]]
+    assert machine.calls() == ["stack output --json --stack l7"]
+
+
+def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project, machine, streamed):
+    (project / "stacks" / "Pulumi.gke.yaml").write_text(
+        "config:\n  istio-ambient-lab:target: existing\n  istio-ambient-lab:kubeContext: gke_lab\n"
+        "  istio-ambient-lab:kubeconfigPath: /home/me/.kube/gke\n"
+    )
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.outputs.write_text(json.dumps({"mesh_mode": "l4-only", "target": "existing", "kube_context": "gke_lab"}))
+    assert cli.main(["verify", "gke"], context(project, machine)) == 0
+    assert streamed[0][3:] == [
+        "--mode", "l4-only", "--namespace", "default", "--kubeconfig", "/home/me/.kube/gke", "--context", "gke_lab",
+    ]
+
+
+def test_verify_before_up_says_to_bring_the_lab_up(project, machine, capsys, streamed):
+    assert cli.main(["verify"], context(project, machine)) == 1
+    assert capsys.readouterr().err == "Stack l4-only has no outputs to verify yet: run `./lab.sh up l4-only` first.\n"
+    assert streamed == []
+
+
+def test_dashboard_that_is_not_written_yet_is_a_sentence(project, machine, capsys, monkeypatch):
+    real_find_spec = cli.importlib.util.find_spec
+    monkeypatch.setattr(cli.importlib.util, "find_spec",
+                        lambda name: None if name == "lab.dashboard" else real_find_spec(name))
+    assert cli.main(["dashboard"], context(project, machine)) == 1
+    assert capsys.readouterr().err == (
+        "The dashboard is not in this checkout yet (lab/dashboard.py is missing): update your clone, or use "
+        "`./lab.sh verify` meanwhile.\n"
+    )
+
+
+def test_diagnose_prints_the_folder(project, machine):
+    ctx = context(project, machine)
+    assert cli.main(["diagnose", "l7"], ctx) == 0
+    folder = next((project / ".lab" / "diagnostics").iterdir())
+    assert ctx.out.getvalue().splitlines()[-1] == f"Diagnostics: {folder}"
+    assert "ok      kind export logs" in ctx.out.getvalue()
+
+
+def test_pulumi_and_test_pass_every_argument_through(project, machine, streamed, monkeypatch):
+    assert cli.main(["pulumi", "config", "set", "--stack", "l7", "-h"], context(project, machine)) == 0
+    assert streamed == [["pulumi", "config", "set", "--stack", "l7", "-h"]]
+    ran = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda argv, cwd: ran.append(argv) or 0)
+    assert cli.main(["test", "-q", "-k", "lab"], context(project, machine)) == 0
+    assert ran == [[cli.sys.executable, "-m", "pytest", "-q", "-k", "lab"]]
+
+
+def test_a_bad_stack_value_is_the_config_modules_sentence(project, machine, capsys):
+    (project / "stacks" / "Pulumi.l7.yaml").write_text("config:\n  istio-ambient-lab:meshMode: l9\n")
+    assert cli.main(["preflight", "l7"], context(project, machine)) == 1
+    assert capsys.readouterr().err == (
+        f"istio-ambient-lab:meshMode is 'l9', but it must be one of: l4-only, l7: fix it in "
+        f"{project}/stacks/Pulumi.l7.yaml.\n"
+    )
+
+
+def test_an_unexpected_error_is_a_sentence_not_a_traceback(project, machine, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(cli, "stack_config", broken)
+    assert cli.main(["preflight"], context(project, machine)) == 1
+    assert capsys.readouterr().err == (
+        "Unexpected error (RuntimeError: disk on fire): run it again with LAB_DEBUG=1 and report the traceback.\n"
+    )
+    with pytest.raises(RuntimeError):
+        cli.main(["preflight"], context(project, machine, LAB_DEBUG="1"))
+
+
+def test_preflight_command_prints_every_result(project, machine):
+    ctx = context(project, machine)
+    assert cli.main(["preflight"], ctx) == 0
+    lines = ctx.out.getvalue().splitlines()
+    assert [line.split()[1] for line in lines[:-1]] == [
+        "architecture", "docker", "kind", "kubectl", "pulumi", "inotify", "ingress", "disk", "cluster",
+    ]
+    assert lines[-1] == "Preflight passed."
+
+
+def test_the_repositorys_own_stacks_are_read_as_the_program_reads_them():
+    repository = Path(cli.__file__).resolve().parents[1]
+    l7 = cli.stack_config(repository, "l7")
+    assert (l7.mesh_mode, l7.target, l7.cluster_name, l7.ingress_host_port) == ("l7", "kind", "ambient-l7", 8081)
+    assert cli.stack_config(repository, "l4-only").cluster_name == "ambient-l4-only"
+
+
+def test_python_m_lab_preflight_is_the_preflight_command(monkeypatch):
+    from lab import preflight
+
+    seen = []
+    monkeypatch.setattr(cli, "main", lambda argv: seen.append(argv) or 0)
+    assert preflight.main(["l7"]) == 0
+    assert seen == [["preflight", "l7"]]
+
+
+def test_failed_destroy_says_what_to_do(project, machine, capsys):
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.pulumi(fail="destroy")
+    assert cli.main(["destroy", "l7"], context(project, machine)) == 1
+    assert capsys.readouterr().err == (
+        "`pulumi destroy` failed: read its output above, fix the cause, then run `./lab.sh destroy l7` again.\n"
+    )

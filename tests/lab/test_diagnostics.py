@@ -1,0 +1,110 @@
+"""Diagnostics: every step attempted, failures recorded, the kubeconfig kept to a 0600 file that disappears."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from datetime import datetime, timezone
+
+from lab import diagnostics
+
+KUBECONFIG = "apiVersion: v1\nusers:\n- user:\n    client-key-data: SECRET-KEY\n"
+NOW = datetime(2026, 11, 25, 17, 30, 5, tzinfo=timezone.utc)
+
+
+class FakeRun:
+    """Records each command; answers from ``failures`` (argv fragment -> (exit, stderr)) or succeeds."""
+
+    def __init__(self, failures=None):
+        self.calls: list[list[str]] = []
+        self.failures = failures or {}
+        self.kubeconfig_seen: list[tuple[int, str]] = []
+
+    def __call__(self, argv, env=None, timeout=None, cwd=None):
+        argv = list(argv)
+        self.calls.append(argv)
+        for fragment, (code, stderr) in self.failures.items():
+            if fragment in " ".join(argv):
+                return subprocess.CompletedProcess(argv, code, "partial output\n", stderr)
+        if argv[:3] == ["kind", "get", "kubeconfig"]:
+            return subprocess.CompletedProcess(argv, 0, KUBECONFIG, "")
+        if "--kubeconfig" in argv:
+            path = argv[argv.index("--kubeconfig") + 1]
+            self.kubeconfig_seen.append((stat.S_IMODE(os.stat(path).st_mode), open(path).read()))
+        return subprocess.CompletedProcess(argv, 0, f"output of {' '.join(argv[-4:])}\n", "")
+
+
+def collect(tmp_path, run, **overrides):
+    arguments = dict(target="kind", cluster_name="ambient-l4-only", apps_namespace="default", run=run, now=lambda: NOW)
+    return diagnostics.collect(tmp_path / "diagnostics", **{**arguments, **overrides})
+
+
+def test_kind_lab_collects_logs_and_state_into_a_timestamped_folder(tmp_path):
+    run = FakeRun()
+    folder = collect(tmp_path, run)
+    assert folder == tmp_path / "diagnostics" / "20261125T173005Z"
+    assert run.calls[0] == ["kind", "export", "logs", str(folder / "kind-logs"), "--name", "ambient-l4-only"]
+    assert run.calls[1] == ["kind", "get", "kubeconfig", "--name", "ambient-l4-only"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([
+        "istiod.log", "istio-cni.log", "ztunnel.log", "all.yaml", "gateways.yaml", "httproutes.yaml",
+        "authorizationpolicies.yaml", "peerauthentications.yaml", "pods.txt", "events.txt", "summary.txt",
+    ])
+    summary = (folder / "summary.txt").read_text().splitlines()
+    assert summary[:3] == ["ok      kind export logs", "ok      kind get kubeconfig", "ok      logs app=istiod"]
+    assert all(line.startswith("ok") for line in summary)
+
+
+def test_logs_cover_every_pod_of_istiod_cni_and_ztunnel(tmp_path):
+    run = FakeRun()
+    collect(tmp_path, run)
+    logs = [call for call in run.calls if "logs" in call and call[0] == "kubectl"]
+    assert [call[call.index("-l") + 1] for call in logs] == ["app=istiod", "k8s-app=istio-cni-node", "app=ztunnel"]
+    for call in logs:
+        assert {"-n", "istio-system", "--tail=-1", "--all-containers"} <= set(call)
+    gets = [call for call in run.calls if "get" in call and "-o" in call and "yaml" in call]
+    assert ["all", "-n", "default"] == gets[0][gets[0].index("get") + 1:gets[0].index("get") + 4]
+
+
+def test_kubeconfig_is_a_0600_temporary_file_removed_afterwards_and_never_written_out(tmp_path):
+    run = FakeRun()
+    folder = collect(tmp_path, run)
+    assert run.kubeconfig_seen and all(seen == (0o600, KUBECONFIG) for seen in run.kubeconfig_seen)
+    used = {call[call.index("--kubeconfig") + 1] for call in run.calls if "--kubeconfig" in call}
+    assert len(used) == 1 and not os.path.exists(used.pop())
+    for path in folder.rglob("*"):
+        assert "SECRET-KEY" not in path.read_text()
+
+
+def test_a_failing_step_is_recorded_and_the_rest_still_run(tmp_path):
+    run = FakeRun({"export logs": (1, "ERROR: unknown cluster\n"), "app=ztunnel": (1, "error: timed out\n")})
+    folder = collect(tmp_path, run)
+    summary = (folder / "summary.txt").read_text().splitlines()
+    assert "FAILED  kind export logs (exit 1): ERROR: unknown cluster" in summary
+    assert "FAILED  logs app=ztunnel (exit 1): error: timed out" in summary
+    assert "ok      events" in summary
+    assert (folder / "ztunnel.log").read_text() == "partial output\n"
+
+
+def test_without_a_kubeconfig_the_kubectl_steps_are_skipped_and_the_failure_hides_stdout(tmp_path):
+    run = FakeRun({"get kubeconfig": (1, "ERROR: no nodes found\n")})
+    folder = collect(tmp_path, run)
+    assert (folder / "summary.txt").read_text().splitlines() == [
+        "ok      kind export logs",
+        "FAILED  kind get kubeconfig (exit 1): ERROR: no nodes found",
+        "skipped kubectl steps: no kubeconfig for the kind cluster",
+    ]
+    assert not any(call[0] == "kubectl" for call in run.calls)
+
+
+def test_existing_cluster_uses_its_context_and_no_kind(tmp_path):
+    run = FakeRun()
+    collect(tmp_path, run, target="existing", cluster_name=None, context="gke_lab", kubeconfig=None)
+    assert all(call[0] == "kubectl" for call in run.calls)
+    assert all(call[1:4] == ["--request-timeout=60s", "--context", "gke_lab"] for call in run.calls)
+
+
+def test_two_collections_in_the_same_second_get_their_own_folders(tmp_path):
+    first, second = collect(tmp_path, FakeRun()), collect(tmp_path, FakeRun())
+    assert first != second and second.name == "20261125T173005Z-2"
+    assert stat.S_IMODE(first.stat().st_mode) == 0o700

@@ -1,0 +1,83 @@
+"""./lab.sh itself, run in a copy of the project whose python3 and pip are stand-ins (no network, no real venv)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path, fake_bin):
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(REPOSITORY / "lab.sh", root / "lab.sh")
+    shutil.copytree(REPOSITORY / "lab", root / "lab", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "requirements.txt").write_text("pytest\n")
+    (root / "tests").mkdir()
+    log = tmp_path / "calls.log"
+    # python3 -m venv makes a venv whose python is the test's own interpreter and whose pip only logs.
+    fake_bin.add("python3", f"""
+if [ "$1 $2" = "-m venv" ]; then
+  mkdir -p "$3/bin"
+  printf '#!/bin/sh\\nexec {sys.executable} "$@"\\n' > "$3/bin/python"
+  printf '#!/bin/sh\\necho "pip $*" >> {log}\\n' > "$3/bin/pip"
+  chmod +x "$3/bin/python" "$3/bin/pip"
+  echo "python3 $*" >> {log}
+  exit 0
+fi
+exec {sys.executable} "$@"
+""")
+    return root
+
+
+def lab_sh(project: Path, fake_bin, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(project / "lab.sh"), *args],
+        env={"PATH": f"{fake_bin.path}:/usr/bin:/bin", "HOME": str(project.parent)},
+        cwd=project.parent,  # run from elsewhere: the script finds its own folder
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def calls(project: Path) -> list[str]:
+    log = project.parent / "calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_first_run_makes_the_venv_and_a_run_without_tests_fails(project, fake_bin):
+    result = lab_sh(project, fake_bin, "test")
+    assert result.returncode == 5, result.stderr
+    assert "pytest collected no tests, which counts as a failure" in result.stdout
+    assert calls(project) == [
+        "python3 -m venv venv",
+        "pip install --disable-pip-version-check --quiet -r requirements.txt",
+    ]
+    assert (project / "venv" / ".lab-requirements.txt").read_text() == "pytest\n"
+
+
+def test_tests_run_and_their_outcome_is_the_exit_code(project, fake_bin):
+    (project / "tests" / "test_one.py").write_text("def test_passes():\n    assert True\n")
+    assert lab_sh(project, fake_bin, "test", "-q").returncode == 0
+    (project / "tests" / "test_two.py").write_text("def test_fails():\n    assert False\n")
+    assert lab_sh(project, fake_bin, "test", "-q").returncode == 1
+    assert len(calls(project)) == 2  # venv and pip once: the stamp matched on the second run
+
+
+def test_changed_requirements_are_installed_again(project, fake_bin):
+    lab_sh(project, fake_bin, "test")
+    (project / "requirements.txt").write_text("pytest\nPyYAML\n")
+    lab_sh(project, fake_bin, "test")
+    assert calls(project)[1:] == ["pip install --disable-pip-version-check --quiet -r requirements.txt"] * 2
+    assert (project / "venv" / ".lab-requirements.txt").read_text() == "pytest\nPyYAML\n"
+
+
+def test_the_script_hands_every_other_command_to_the_cli(project, fake_bin):
+    result = lab_sh(project, fake_bin, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: ./lab.sh [-h] COMMAND ...")

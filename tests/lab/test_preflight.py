@@ -1,0 +1,275 @@
+"""Preflight: every condition simulated at the machine boundary, every failure sentence asserted whole."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from lab import preflight
+from lab.bootstrap import run_captured
+from lab.preflight import CheckResult, Host, Situation
+from lab.tools import KUBECTL, PULUMI
+
+GIB = 1 << 30
+KUBECTL_JSON = '{"clientVersion": {"major": "1", "minor": "36", "gitVersion": "v1.36.4"}}'
+
+
+@pytest.fixture
+def machine(fake_bin):
+    """A healthy machine: Docker up, every tool new enough, no kind clusters."""
+    fake_bin.add("docker", """
+case "$*" in
+  *ServerVersion*) echo 28.2.2 ;;
+  *DockerRootDir*) echo /var/lib/docker ;;
+esac""")
+    fake_bin.add("kind", """
+case "$1" in
+  version) echo "kind v0.32.0 go1.26.5 linux/amd64" ;;
+  get) printf 'ambient-l4-only-old\\nother\\n' ;;
+esac""")
+    fake_bin.add("kubectl", f"echo '{KUBECTL_JSON}'")
+    fake_bin.add("pulumi", "echo v3.272.0")
+    return fake_bin
+
+
+def host(**overrides) -> Host:
+    defaults = dict(
+        run=run_captured,
+        read_text=lambda path: {"/proc/sys/fs/inotify/max_user_watches": "524288\n",
+                                "/proc/sys/fs/inotify/max_user_instances": "512\n"}[path],
+        port_is_free=lambda address, port: True,
+        free_bytes=lambda path: 50 * GIB,
+        system=lambda: "Linux",
+        machine=lambda: "x86_64",
+        cluster_owner=lambda name: None,
+    )
+    return Host(**{**defaults, **overrides})
+
+
+def situation(fake_bin, **overrides) -> Situation:
+    defaults = dict(stack="l4-only", project_dir=Path("/project"), env={"PATH": fake_bin.path},
+                    cluster_name="ambient-l4-only")
+    return Situation(**{**defaults, **overrides})
+
+
+def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
+    return {result.name: result for result in results}
+
+
+def failure(results: list[CheckResult], name: str) -> str:
+    result = by_name(results)[name]
+    assert not result.ok, result
+    assert [r.name for r in results if not r.ok] == [name], results  # nothing else failed
+    return result.message
+
+
+def test_healthy_machine_passes_every_check(machine):
+    results = preflight.run_checks(situation(machine), host())
+    assert [r.name for r in results] == [
+        "architecture", "docker", "kind", "kubectl", "pulumi", "inotify", "ingress port", "disk", "cluster name",
+    ]
+    assert all(r.ok for r in results), results
+    assert by_name(results)["docker"].message == "Docker 28.2.2 answers"
+    assert by_name(results)["disk"].message == "50 GiB free on /var/lib/docker"
+
+
+def test_unsupported_architecture(machine):
+    results = preflight.run_checks(situation(machine), host(machine=lambda: "ppc64le"))
+    assert failure(results, "architecture") == (
+        "Run the lab on an amd64 or arm64 machine: kind publishes node images only for those, and this machine is "
+        "ppc64le."
+    )
+
+
+def test_docker_not_installed(machine):
+    (machine.folder / "docker").unlink()
+    results = preflight.run_checks(situation(machine), host(free_bytes=lambda path: 50 * GIB))
+    assert failure(results, "docker") == (
+        "Install Docker (Docker Engine or Docker Desktop) so that `docker` is on your PATH, then run this again."
+    )
+
+
+def test_docker_daemon_unreachable(machine):
+    machine.add("docker", "echo 'Cannot connect to the Docker daemon' >&2; exit 1")
+    results = preflight.run_checks(situation(machine), host())
+    assert failure(results, "docker") == (
+        "Start Docker (the Docker daemon or Docker Desktop) and check that `docker info` works for your user, then "
+        "run this again."
+    )
+
+
+def test_tool_missing(machine):
+    (machine.folder / "pulumi").unlink()
+    results = preflight.run_checks(situation(machine), host())
+    assert failure(results, "pulumi") == (
+        "pulumi is not installed: run `./lab.sh up`, which installs pulumi v3.272.0 into .lab/tools, or install "
+        "v3.272.0 or newer yourself."
+    )
+
+
+def test_tool_too_old(machine):
+    old = '{"clientVersion": {"minor": "32+", "gitVersion": "v1.32.4-dispatcher"}}'
+    kubectl = machine.add("kubectl", f"echo '{old}'")
+    results = preflight.run_checks(situation(machine), host())
+    assert failure(results, "kubectl") == (
+        f"{kubectl} is v1.32.4 and the lab needs v1.35.0 or newer: run `./lab.sh up`, which installs kubectl "
+        "v1.36.4 into .lab/tools, or upgrade it yourself."
+    )
+
+
+INOTIFY_BOTH = (
+    "Raise the host's inotify limits, which istio-cni exhausts on a multi-node kind cluster (\"too many open "
+    "files\"): run `sudo sysctl -w fs.inotify.max_user_watches=524288` and `sudo sysctl -w "
+    "fs.inotify.max_user_instances=512`, and add the same settings to /etc/sysctl.d/ to keep them after a reboot."
+)
+
+
+def test_inotify_limits_too_low(machine):
+    low = {"/proc/sys/fs/inotify/max_user_watches": "8192", "/proc/sys/fs/inotify/max_user_instances": "128"}
+    results = preflight.run_checks(situation(machine), host(read_text=low.__getitem__))
+    assert failure(results, "inotify") == INOTIFY_BOTH
+
+
+def test_inotify_names_only_the_limit_that_is_too_low(machine):
+    low = {"/proc/sys/fs/inotify/max_user_watches": "1048576", "/proc/sys/fs/inotify/max_user_instances": "128"}
+    results = preflight.run_checks(situation(machine), host(read_text=low.__getitem__))
+    assert failure(results, "inotify") == (
+        "Raise the host's inotify limits, which istio-cni exhausts on a multi-node kind cluster (\"too many open "
+        "files\"): run `sudo sysctl -w fs.inotify.max_user_instances=512`, and add the same settings to "
+        "/etc/sysctl.d/ to keep them after a reboot."
+    )
+
+
+def test_inotify_is_not_checked_off_linux_or_when_unreadable(machine):
+    def unreadable(path):
+        raise PermissionError(path)
+
+    darwin = by_name(preflight.run_checks(situation(machine), host(system=lambda: "Darwin")))["inotify"]
+    assert darwin.ok and darwin.message == "not Linux: Docker Desktop's VM keeps its own limits"
+    hidden = by_name(preflight.run_checks(situation(machine), host(read_text=unreadable)))["inotify"]
+    assert hidden.ok and hidden.message == "skipped: could not read /proc/sys/fs/inotify/max_user_watches"
+
+
+def test_ingress_port_taken(machine):
+    asked = []
+    results = preflight.run_checks(
+        situation(machine, ingress_port=8081),
+        host(port_is_free=lambda address, port: asked.append((address, port)) and False),
+    )
+    assert asked == [("127.0.0.1", 8081)]
+    assert failure(results, "ingress port") == (
+        "Free 127.0.0.1:8081, the lab's ingress port, which another program is listening on (find it with `sudo "
+        "lsof -nP -iTCP:8081 -sTCP:LISTEN`)."
+    )
+
+
+def test_ingress_port_held_by_the_stacks_own_cluster_is_fine(machine):
+    machine.add("kind", """
+case "$1" in
+  version) echo "kind v0.32.0" ;;
+  get) echo ambient-l4-only ;;
+esac""")
+    results = preflight.run_checks(
+        situation(machine),
+        host(port_is_free=lambda address, port: False, cluster_owner=lambda name: "istio-ambient-lab.l4-only"),
+    )
+    assert all(r.ok for r in results), results
+    assert by_name(results)["ingress port"].message == "127.0.0.1:8080 belongs to this stack's cluster"
+
+
+def test_port_probe_sees_a_real_listener():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert not preflight._port_is_free("127.0.0.1", port)
+    assert preflight._port_is_free("127.0.0.1", port)
+
+
+def test_not_enough_disk_where_docker_keeps_its_data(machine):
+    results = preflight.run_checks(situation(machine), host(free_bytes=lambda path: 3 * GIB + GIB // 2))
+    assert failure(results, "disk") == (
+        "Free disk space on /var/lib/docker: the lab needs 10 GiB free there for its node and container images, and "
+        "only 3.5 GiB is."
+    )
+
+
+def test_disk_falls_back_to_the_project_when_dockers_folder_is_in_a_vm(machine):
+    def free_bytes(path):
+        if path == "/var/lib/docker":
+            raise FileNotFoundError(path)  # Docker Desktop: the folder is inside its VM
+        return 2 * GIB
+
+    results = preflight.run_checks(situation(machine), host(free_bytes=free_bytes))
+    assert failure(results, "disk") == (
+        "Free disk space on /project: the lab needs 10 GiB free there for its node and container images, and only "
+        "2.0 GiB is."
+    )
+
+
+def clash_machine(machine, clusters: str):
+    machine.add("kind", f"""
+case "$1" in
+  version) echo "kind v0.32.0" ;;
+  get) printf '{clusters}' ;;
+esac""")
+    return machine
+
+
+def test_cluster_name_clash_with_an_unowned_cluster(machine):
+    clash_machine(machine, "ambient-l4-only\\n")
+    results = preflight.run_checks(situation(machine), host(port_is_free=lambda address, port: True))
+    assert failure(results, "cluster name") == (
+        "A kind cluster named ambient-l4-only already exists and was not created by this stack: adopt it with "
+        "`./lab.sh up l4-only --adopt` (which runs `pulumi config set istio-ambient-lab:adoptExistingCluster true`) "
+        "or remove it with `kind delete cluster --name ambient-l4-only`."
+    )
+
+
+def test_cluster_name_clash_with_another_stacks_cluster(machine):
+    clash_machine(machine, "ambient-l4-only\\n")
+    results = preflight.run_checks(situation(machine), host(cluster_owner=lambda name: "istio-ambient-lab.l7"))
+    assert failure(results, "cluster name") == (
+        "A kind cluster named ambient-l4-only already exists and belongs to istio-ambient-lab.l7: adopt it with "
+        "`./lab.sh up l4-only --adopt` (which runs `pulumi config set istio-ambient-lab:adoptExistingCluster true`) "
+        "or remove it with `kind delete cluster --name ambient-l4-only`."
+    )
+
+
+def test_cluster_owned_by_the_stack_or_to_be_adopted_is_no_clash(machine):
+    clash_machine(machine, "ambient-l4-only\\n")
+    owned = preflight.run_checks(situation(machine), host(cluster_owner=lambda name: "istio-ambient-lab.l4-only"))
+    assert by_name(owned)["cluster name"] == CheckResult(
+        "cluster name", True, "kind cluster ambient-l4-only belongs to this stack"
+    )
+    adopted = preflight.run_checks(situation(machine, adopt=True), host())
+    assert by_name(adopted)["cluster name"] == CheckResult(
+        "cluster name", True, "kind cluster ambient-l4-only exists and will be adopted"
+    )
+
+
+def test_cluster_names_match_whole_lines_only(machine):
+    clash_machine(machine, "ambient-l4-only-old\\nx-ambient-l4-only\\nambient-l4\\n")
+    results = preflight.run_checks(situation(machine), host())
+    assert by_name(results)["cluster name"] == CheckResult(
+        "cluster name", True, "no kind cluster named ambient-l4-only yet"
+    )
+
+
+def test_existing_cluster_target_checks_only_what_it_uses(machine):
+    (machine.folder / "docker").unlink()
+    (machine.folder / "kind").unlink()
+    results = preflight.run_checks(
+        situation(machine, target="existing", cluster_name=None, tools=[KUBECTL, PULUMI]),
+        host(read_text=lambda path: "1"),
+    )
+    assert [r.name for r in results] == ["architecture", "kubectl", "pulumi"]
+    assert all(r.ok for r in results)
+
+
+def test_results_print_one_aligned_line_each():
+    results = [CheckResult("disk", True, "50 GiB free"), CheckResult("docker", False, "Start it.")]
+    text = preflight.format_results(results)
+    assert text == "  ok    disk    50 GiB free\n  FAIL  docker  Start it."
