@@ -15,7 +15,7 @@ from components.observability import Observability, ObservabilityArgs, signing_k
 from components.policies import MeshPolicies, MeshPoliciesArgs
 from components.settings import read_lab_config
 from components.waypoint import Waypoint, WaypointArgs
-from lab import catalog, kind_cluster, outputs
+from lab import catalog, images, kind_cluster, outputs
 
 cfg = read_lab_config()
 
@@ -25,6 +25,8 @@ if cfg.target == "kind":
         name=cfg.cluster_name, workers=cfg.workers, node_image=cfg.node_image,
         ingress_host_port=cfg.ingress_host_port, adopt_existing=cfg.adopt_existing_cluster,
         owner=kind_cluster.owner_label_value(pulumi.get_project(), pulumi.get_stack()),
+        preload_images=images.preload_arguments(cfg.istio_version, cfg.observability) if cfg.preload_images else None,
+        registry_mirror=cfg.registry_mirror,
     ))
     pulumi.export(outputs.KUBECONFIG, cluster.kubeconfig)
 else:

@@ -36,6 +36,8 @@ class KindClusterArgs:
     ingress_host_port: int
     owner: str  # the owner label value: which project and stack created the cluster
     adopt_existing: bool = False
+    preload_images: list[str] | None = None  # `lab.images preload` arguments; None: nodes pull from registries
+    registry_mirror: str | None = None
 
 
 class KindCluster(pulumi.ComponentResource):
@@ -49,6 +51,7 @@ class KindCluster(pulumi.ComponentResource):
         )
         self.config_yaml = kind_cluster.render_config(config)
         self.cluster = self._create_cluster(args)
+        node_setup = self._set_up_nodes(args)
         kubeconfig = self._read_kubeconfig(args)
         self.kubeconfig = pulumi.Output.secret(kubeconfig)
         self.provider = k8s.Provider(
@@ -57,7 +60,8 @@ class KindCluster(pulumi.ComponentResource):
             context=f"kind-{args.name}",
             # Stable across kubeconfig changes (new certificates), new when the cluster itself is new.
             cluster_identifier=pulumi.Output.concat("kind-", args.name, "-", self.cluster.id),
-            opts=pulumi.ResourceOptions(parent=self),
+            # Nothing reaches the cluster before its nodes know the mirror and hold the preloaded images.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=node_setup),
         )
         self.access = ClusterAccess(provider=self.provider, owner=self.cluster)
         self.register_outputs({"cluster_name": args.name, "kubeconfig": self.kubeconfig})
@@ -80,6 +84,31 @@ class KindCluster(pulumi.ComponentResource):
                 custom_timeouts=pulumi.CustomTimeouts(create="15m", delete="5m"),
             ),
         )
+
+    def _set_up_nodes(self, args: KindClusterArgs) -> list[pulumi.Resource]:
+        """Optional steps inside the fresh nodes; each runs again with a new cluster (its id is a trigger)."""
+        steps: list[pulumi.Resource] = []
+        base = f"{lab_python()} -m lab.images"
+        cluster = f"--cluster {shlex.quote(args.name)}"
+        if args.registry_mirror:
+            steps.append(command.local.Command(
+                "registry-mirror",
+                create=f"{base} mirror-apply {cluster} --mirror {shlex.quote(args.registry_mirror)}",
+                dir=PROJECT_ROOT,
+                triggers=[self.cluster.id, args.registry_mirror],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]),
+            ))
+        if args.preload_images is not None:
+            steps.append(command.local.Command(
+                "preload-images",
+                create=f"{base} preload {cluster} {' '.join(args.preload_images)}".rstrip(),
+                dir=PROJECT_ROOT,
+                triggers=[self.cluster.id, *args.preload_images],
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.cluster], custom_timeouts=pulumi.CustomTimeouts(create="30m")
+                ),
+            ))
+        return steps
 
     def _read_kubeconfig(self, args: KindClusterArgs) -> pulumi.Output[str]:
         # An invoke, not a resource: read on every up (certificates can change), never stored in plain text, and

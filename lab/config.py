@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lab import catalog
+from lab import catalog, images
 
 PROJECT = "istio-ambient-lab"
 
@@ -55,6 +55,8 @@ class LabConfig:
     observability: bool
     verify: bool
     fail_on_verification_error: bool
+    preload_images: bool
+    registry_mirror: str | None
 
     @property
     def waypoint(self) -> bool:
@@ -88,6 +90,8 @@ DEFAULTS: dict[str, str] = {
     "observability": "true",
     "verify": "true",
     "failOnVerificationError": "true",
+    "preloadImages": "false",
+    "registryMirror": "",
 }
 
 
@@ -211,6 +215,14 @@ def load(raw_config: Mapping[str, str], stack: str) -> LabConfig:
         raise _fail("appsNamespace", apps_namespace, "the apps need a namespace of their own, such as default")
     ingress_host_port = _int(raw, "ingressHostPort", 1024, 65535)
 
+    preload_images = _bool(raw, "preloadImages")
+    registry_mirror = raw["registryMirror"].strip() or None
+    if registry_mirror:
+        try:
+            registry_mirror = images.validate_mirror_url(registry_mirror)
+        except images.ImagesError as error:
+            raise ConfigError(f"{PROJECT}:registryMirror is {raw['registryMirror']!r}, but {error}") from None
+
     platform = raw["platform"].strip() or None
     kube_context = raw["kubeContext"].strip() or None
     kubeconfig_path = raw["kubeconfigPath"].strip() or None
@@ -223,8 +235,10 @@ def load(raw_config: Mapping[str, str], stack: str) -> LabConfig:
             raise _fail("platform", platform, f"it must be empty or one of: {', '.join(PLATFORMS)}")
         if not kube_context:
             raise _fail("kubeContext", "", "target existing needs the kubeconfig context of the cluster to use")
-        if adopt:
-            raise _fail("adoptExistingCluster", "true", "it applies only to target kind")
+        for key, value in (("adoptExistingCluster", adopt), ("preloadImages", preload_images),
+                           ("registryMirror", registry_mirror)):
+            if value:
+                raise _fail(key, raw[key], "it applies only to target kind")
 
     return LabConfig(
         mesh_mode=mesh_mode,
@@ -245,4 +259,6 @@ def load(raw_config: Mapping[str, str], stack: str) -> LabConfig:
         observability=_bool(raw, "observability"),
         verify=_bool(raw, "verify"),
         fail_on_verification_error=_bool(raw, "failOnVerificationError"),
+        preload_images=preload_images,
+        registry_mirror=registry_mirror,
     )

@@ -547,6 +547,11 @@ def _print_line(line: str) -> None:
     print(line, flush=True)  # flushed: pulumi-command and pipes show progress as it happens
 
 
+def preload_arguments(istio_version: str, observability: bool) -> list[str]:
+    """The `preload` options that choose the image list; the KindCluster component also uses them as triggers."""
+    return ["--istio-version", istio_version] + ([] if observability else ["--no-observability"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.images", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)

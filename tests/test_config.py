@@ -1,5 +1,7 @@
 """Every config error is one sentence naming the key, the bad value and what is allowed: asserted exactly."""
 
+import re
+
 import pytest
 
 from lab import catalog
@@ -77,6 +79,11 @@ BAD = [
      "or one of: gke, eks, k3d, k3s, microk8s, minikube, openshift."),
     ({"target": "existing", "kubeContext": "c", "adoptExistingCluster": "true"}, f"{P}:adoptExistingCluster is "
      "'true', but it applies only to target kind."),
+    ({"target": "existing", "kubeContext": "c", "preloadImages": "true"}, f"{P}:preloadImages is "
+     "'true', but it applies only to target kind."),
+    ({"registryMirror": "ftp://mirror"}, f"{P}:registryMirror is 'ftp://mirror', but registry mirror 'ftp://mirror' "
+     "is not a URL of the form http(s)://host[:port][/path], e.g. http://kind-registry:5000 or "
+     "https://mirror.example.com."),
     ({"meshmode": "l7"}, f"{P}:meshmode is 'l7', but the lab has no such key; known keys are "
      + ", ".join(DEFAULTS) + "."),
 ]
@@ -87,4 +94,4 @@ def test_bad_values_are_refused_with_one_sentence(raw, message):
     with pytest.raises(ConfigError) as caught:
         load(raw, "l4-only")
     assert str(caught.value) == message
-    assert str(caught.value).count(". ") == 0, "one sentence"
+    assert not re.search(r"[.!?] [A-Z]", str(caught.value)), "one sentence"

@@ -200,3 +200,25 @@ def test_gateway_api_crds_can_be_left_to_the_cluster():
 def test_bad_config_stops_the_program_before_any_resource():
     with pytest.raises(Exception, match=r"istio-ambient-lab:meshMode is 'l8', but it must be one of: l4-only, l7\."):
         run_program("l4-only", {"meshMode": "l8"})
+
+
+def test_preload_and_mirror_run_inside_the_nodes_before_anything_reaches_the_cluster():
+    run = run_program("l4-only", {"preloadImages": "true", "registryMirror": "http://kind-registry:5000",
+                                  "observability": "false"})
+    cluster = run.named(COMMAND, "kind-cluster")
+    preload = run.named(COMMAND, "preload-images")
+    mirror = run.named(COMMAND, "registry-mirror")
+    assert preload.inputs["create"] == (
+        "venv/bin/python -m lab.images preload --cluster ambient-l4-only --istio-version 1.31.1 --no-observability")
+    assert mirror.inputs["create"] == (
+        "venv/bin/python -m lab.images mirror-apply --cluster ambient-l4-only --mirror http://kind-registry:5000")
+    for step in (preload, mirror):
+        assert run.depends_on(step, cluster)
+        assert step.inputs["triggers"][0] == cluster.urn.rsplit("::", 1)[1] + "-id", "a new cluster runs it again"
+    provider = run.named(PROVIDER, "kind")
+    assert run.depends_on(provider, preload) and run.depends_on(provider, mirror)
+
+
+def test_no_preload_or_mirror_by_default(runs):
+    names = {r.name for r in runs["l4-only"].of_type(COMMAND)}
+    assert names == {"kind-cluster"}
