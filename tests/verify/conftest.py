@@ -1,0 +1,458 @@
+"""Shared fixtures for the verify tests: recorded-format log lines, minted certificates, and a fake cluster.
+
+Everything here is offline. The log lines follow ztunnel's access-log layout (istio/ztunnel src/proxy/metrics.rs,
+src/telemetry.rs) with values made up for these tests; the certificates are minted here with `cryptography`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from lab import catalog
+from verify.checks import CheckContext
+from verify.cluster import ExecResult, HttpResponse
+
+# --- ztunnel access-log lines ----------------------------------------------------------------------------------
+
+NS = catalog.DEFAULT_APPS_NAMESPACE
+SLEEP_POD = "sleep-6d68c9b6c4-x2k8q"
+NOTSLEEP_POD = "notsleep-84f5d7c9bd-m9wqz"
+PRODUCTPAGE_POD = "productpage-v1-7c9f8b5d4-qx2lp"
+WAYPOINT_POD = f"{catalog.WAYPOINT_NAME}-5f7d9c8b6-7lq4w"
+OUTSIDE_POD = "outside-client-7b8c9d6f5-zzt4r"
+SLEEP_ID = catalog.spiffe_id(NS, "sleep")
+NOTSLEEP_ID = catalog.spiffe_id(NS, "notsleep")
+PRODUCTPAGE_ID = catalog.spiffe_id(NS, "bookinfo-productpage")
+WAYPOINT_ID = catalog.spiffe_id(NS, catalog.WAYPOINT_NAME)
+PRODUCTPAGE_SVC = f"productpage.{NS}.svc.cluster.local"
+
+# Layout: <time>\t<level>\taccess\tconnection complete\t<fields>. 1.30: no cluster fields.
+LINE_130_OUTBOUND = (
+    "2026-10-02T09:14:03.120455Z\tinfo\taccess\tconnection complete\t"
+    f'src.addr=10.244.1.7:40312 src.workload="{SLEEP_POD}" src.namespace="default" src.identity="{SLEEP_ID}" '
+    f'dst.addr=10.244.2.9:15008 dst.hbone_addr=10.244.2.9:9080 dst.service="{PRODUCTPAGE_SVC}" '
+    f'dst.workload="{PRODUCTPAGE_POD}" dst.namespace="default" dst.identity="{PRODUCTPAGE_ID}" '
+    'direction="outbound" bytes_sent=90 bytes_recv=5002 duration="3ms"'
+)
+# 1.31 adds src.cluster / dst.cluster.
+LINE_131_INBOUND = (
+    "2026-10-02T09:14:03.122871Z\tinfo\taccess\tconnection complete\t"
+    f'src.addr=10.244.1.7:40312 src.workload="{SLEEP_POD}" src.namespace="default" src.identity="{SLEEP_ID}" '
+    'src.cluster="Kubernetes" '
+    f'dst.addr=10.244.2.9:15008 dst.hbone_addr=10.244.2.9:9080 dst.service="{PRODUCTPAGE_SVC}" '
+    f'dst.workload="{PRODUCTPAGE_POD}" dst.namespace="default" dst.identity="{PRODUCTPAGE_ID}" '
+    'dst.cluster="Kubernetes" direction="inbound" bytes_sent=5002 bytes_recv=90 duration="2ms"'
+)
+LINE_131_OUTBOUND = LINE_130_OUTBOUND.replace(
+    f'src.identity="{SLEEP_ID}" ', f'src.identity="{SLEEP_ID}" src.cluster="Kubernetes" '
+).replace('dst.identity="' + PRODUCTPAGE_ID + '" ', f'dst.identity="{PRODUCTPAGE_ID}" dst.cluster="Kubernetes" ')
+# Older ztunnels quoted dst.hbone_addr; heads may be separated by spaces rather than tabs.
+LINE_QUOTED_HBONE_SPACES = LINE_130_OUTBOUND.replace("\t", " ").replace(
+    "dst.hbone_addr=10.244.2.9:9080", 'dst.hbone_addr="10.244.2.9:9080"'
+)
+# Server side: an L4 ALLOW policy that does not name notsleep.
+LINE_DENY_NONE_ALLOWED = (
+    "2026-10-02T09:15:11.500120Z\terror\taccess\tconnection complete\t"
+    f'src.addr=10.244.1.8:51544 src.workload="{NOTSLEEP_POD}" src.namespace="default" src.identity="{NOTSLEEP_ID}" '
+    'src.cluster="Kubernetes" '
+    f'dst.addr=10.244.2.9:15008 dst.hbone_addr=10.244.2.9:9080 dst.service="{PRODUCTPAGE_SVC}" '
+    f'dst.workload="{PRODUCTPAGE_POD}" dst.namespace="default" dst.identity="{PRODUCTPAGE_ID}" '
+    'dst.cluster="Kubernetes" direction="inbound" bytes_sent=0 bytes_recv=0 duration="0ms" '
+    'error="connection closed due to policy rejection: allow policies exist, but none allowed"'
+)
+# Server side: a DENY policy.
+LINE_DENY_EXPLICIT = LINE_DENY_NONE_ALLOWED.replace(
+    "allow policies exist, but none allowed", "explicitly denied by: default/deny-notsleep"
+)
+# Client side of the same denial: the HBONE CONNECT came back 401.
+LINE_CLIENT_401 = (
+    "2026-10-02T09:15:11.501003Z\terror\taccess\tconnection complete\t"
+    f'src.addr=10.244.1.8:51544 src.workload="{NOTSLEEP_POD}" src.namespace="default" src.identity="{NOTSLEEP_ID}" '
+    f'dst.addr=10.244.2.9:15008 dst.hbone_addr=10.244.2.9:9080 dst.service="{PRODUCTPAGE_SVC}" '
+    f'dst.workload="{PRODUCTPAGE_POD}" dst.namespace="default" dst.identity="{PRODUCTPAGE_ID}" '
+    'direction="outbound" bytes_sent=0 bytes_recv=0 duration="1ms" error="http status: 401 Unauthorized"'
+)
+# STRICT mTLS: plaintext from a pod outside the mesh, refused by the server's ztunnel. No identities, no tunnel.
+LINE_STRICT_REFUSAL = (
+    "2026-10-02T09:16:40.004211Z\terror\taccess\tconnection complete\t"
+    f'src.addr=10.244.1.12:38870 src.workload="{OUTSIDE_POD}" src.namespace="{catalog.OUTSIDE_NAMESPACE}" '
+    f'dst.addr=10.244.2.9:9080 dst.service="{PRODUCTPAGE_SVC}" dst.workload="{PRODUCTPAGE_POD}" '
+    'dst.namespace="default" direction="inbound" bytes_sent=0 bytes_recv=0 duration="0ms" '
+    'error="connection closed due to policy rejection: explicitly denied by: '
+    'istio-system/istio_converted_static_strict"'
+)
+# l7: the client's ztunnel tunnels to the waypoint...
+LINE_WAYPOINT_OUTBOUND = (
+    "2026-10-02T09:17:02.310009Z\tinfo\taccess\tconnection complete\t"
+    f'src.addr=10.244.1.7:44120 src.workload="{SLEEP_POD}" src.namespace="default" src.identity="{SLEEP_ID}" '
+    'src.cluster="Kubernetes" '
+    f'dst.addr=10.244.1.15:15008 dst.hbone_addr=10.96.120.7:9080 dst.service="{PRODUCTPAGE_SVC}" '
+    f'dst.workload="{WAYPOINT_POD}" dst.namespace="default" dst.identity="{WAYPOINT_ID}" '
+    'dst.cluster="Kubernetes" direction="outbound" bytes_sent=90 bytes_recv=5120 duration="14ms"'
+)
+# ...and the server's ztunnel sees the waypoint as the source.
+LINE_WAYPOINT_INBOUND = (
+    "2026-10-02T09:17:04.402115Z\tinfo\taccess\tconnection complete\t"
+    f'src.addr=10.244.1.15:39552 src.workload="{WAYPOINT_POD}" src.namespace="default" src.identity="{WAYPOINT_ID}" '
+    'src.cluster="Kubernetes" '
+    f'dst.addr=10.244.2.9:15008 dst.hbone_addr=10.244.2.9:9080 dst.service="{PRODUCTPAGE_SVC}" '
+    f'dst.workload="{PRODUCTPAGE_POD}" dst.namespace="default" dst.identity="{PRODUCTPAGE_ID}" '
+    'dst.cluster="Kubernetes" direction="inbound" bytes_sent=5120 bytes_recv=1310 duration="2093ms"'
+)
+# Lines a ztunnel log also holds, which the parser must skip.
+UNRELATED_LINES = [
+    "2026-10-02T09:10:00.000120Z\tinfo\tztunnel\tversion: version.BuildInfo{Version:\"1.31.1\"}",
+    "2026-10-02T09:10:00.101201Z\tinfo\txds::client:xds{id=1}\tStream established",
+    "2026-10-02T09:10:00.205410Z\tinfo\tproxy::inbound\tlistener established address=[::]:15008",
+    ("2026-10-02T09:15:30.000001Z\twarn\taccess\tconnection failed\tsrc.addr=10.244.1.9:1234 "
+     'dst.addr=10.244.2.9:9080 direction="inbound" error="unknown source"'),
+    "",
+    "   ",
+    "connection complete but not an access line",
+]
+
+ALL_ACCESS_LINES = [
+    LINE_130_OUTBOUND, LINE_131_INBOUND, LINE_131_OUTBOUND, LINE_QUOTED_HBONE_SPACES, LINE_DENY_NONE_ALLOWED,
+    LINE_DENY_EXPLICIT, LINE_CLIENT_401, LINE_STRICT_REFUSAL, LINE_WAYPOINT_OUTBOUND, LINE_WAYPOINT_INBOUND,
+]
+
+
+# --- Certificates ----------------------------------------------------------------------------------------------
+
+NOW = dt.datetime(2026, 10, 2, 9, 30, tzinfo=dt.UTC)
+
+
+@dataclass
+class Issuer:
+    certificate: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+
+def _name(organization: str, common_name: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)]
+    if common_name:
+        attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attributes)
+
+
+def mint_ca(organization: str = "cluster.local", common_name: str | None = None,
+            signer: Issuer | None = None) -> Issuer:
+    """A CA certificate: self-signed root, or an intermediate signed by `signer`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = _name(organization, common_name)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer.certificate.subject if signer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=30))
+        .not_valid_after(NOW + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    )
+    return Issuer(builder.sign(signer.key if signer else key, hashes.SHA256()), key)
+
+
+def mint_leaf(issuer: Issuer, uris: Sequence[str], *, serial: int = 0x5A3F00C1D2,
+              not_before: dt.datetime = NOW - dt.timedelta(hours=1),
+              not_after: dt.datetime = NOW + dt.timedelta(hours=23)) -> x509.Certificate:
+    """A workload certificate like Istio's CA issues: no subject, URI SANs only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(issuer.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    if uris:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri) for uri in uris]), critical=True
+        )
+    return builder.sign(issuer.key, hashes.SHA256())
+
+
+def pem_text(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def cert_dump(certificate: x509.Certificate, *, raw_pem: bool = False) -> dict[str, str]:
+    """One certChain/rootCerts object as ztunnel's /config_dump writes it."""
+    text = pem_text(certificate)
+    return {
+        "pem": text if raw_pem else base64.b64encode(text.encode("ascii")).decode("ascii"),
+        "serialNumber": str(certificate.serial_number),
+        "validFrom": certificate.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "expirationTime": certificate.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def certificate_entry(identity: str, chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate], *,
+                      state: str = "Available", raw_pem: bool = False) -> dict[str, Any]:
+    return {
+        "identity": identity,
+        "state": state,
+        "certChain": [cert_dump(item, raw_pem=raw_pem) for item in chain],
+        "rootCerts": [cert_dump(item, raw_pem=raw_pem) for item in roots],
+    }
+
+
+@pytest.fixture(scope="session")
+def root_ca() -> Issuer:
+    return mint_ca()
+
+
+@pytest.fixture(scope="session")
+def workload_certs(root_ca: Issuer) -> dict[str, x509.Certificate]:
+    """Leaves for sleep and productpage, signed by the root."""
+    return {SLEEP_ID: mint_leaf(root_ca, [SLEEP_ID]), PRODUCTPAGE_ID: mint_leaf(root_ca, [PRODUCTPAGE_ID])}
+
+
+# --- Recorded curl outputs (as `kubectl exec ... curl -sS -i ... -w '\nverify-http-code:%{http_code}\n'`) -----
+
+PAGE = (
+    "<!DOCTYPE html>\n<html>\n  <head>\n    <meta charset=\"utf-8\">\n"
+    "    <title>Simple Bookstore App</title>\n  </head>\n  <body>\n    <h3>The Comedy of Errors</h3>\n"
+    "  </body>\n</html>"
+)
+
+
+def curl_page(envoy: bool = False, status: str = "200 OK", body: str = PAGE) -> ExecResult:
+    if envoy:
+        head = (f"HTTP/1.1 {status}\r\nserver: istio-envoy\r\ncontent-type: text/html; charset=utf-8\r\n"
+                f"content-length: {len(body)}\r\nx-envoy-upstream-service-time: 41\r\nconnection: close\r\n\r\n")
+    else:
+        head = (f"HTTP/1.1 {status}\r\nServer: gunicorn\r\nDate: Fri, 02 Oct 2026 09:14:03 GMT\r\n"
+                f"Connection: close\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n")
+    return ExecResult("kubectl exec ...", 0, f"{head}{body}\nverify-http-code:{status[:3]}\n", "")
+
+
+def curl_forbidden() -> ExecResult:
+    return ExecResult(
+        "kubectl exec ...", 0,
+        "HTTP/1.1 403 Forbidden\r\ncontent-length: 19\r\ncontent-type: text/plain\r\n"
+        "date: Fri, 02 Oct 2026 09:14:03 GMT\r\nserver: istio-envoy\r\nconnection: close\r\n\r\n"
+        "RBAC: access denied\nverify-http-code:403\n",
+        "",
+    )
+
+
+def curl_reset() -> ExecResult:
+    return ExecResult("kubectl exec ...", 56, "\nverify-http-code:000\n",
+                      "curl: (56) Recv failure: Connection reset by peer\ncommand terminated with exit code 56\n")
+
+
+def curl_empty_reply() -> ExecResult:
+    return ExecResult("kubectl exec ...", 52, "\nverify-http-code:000\n",
+                      "curl: (52) Empty reply from server\ncommand terminated with exit code 52\n")
+
+
+def exec_failure() -> ExecResult:
+    return ExecResult("kubectl exec ...", 1, "",
+                      'error: unable to upgrade connection: container not found ("sleep")\n')
+
+
+# --- Pods ------------------------------------------------------------------------------------------------------
+
+
+def pod(name: str, *, app: str | None = None, node: str = "lab-worker", service_account: str = "default",
+        enrolled: bool = True, restarts: int = 0, phase: str = "Running", labels: dict[str, str] | None = None,
+        containers: Sequence[str] | None = None) -> dict[str, Any]:
+    all_labels = dict(labels or {})
+    if app:
+        all_labels["app"] = app
+    annotations = {catalog.REDIRECTION_ANNOTATION: "enabled"} if enrolled else {}
+    return {
+        "metadata": {"name": name, "labels": all_labels, "annotations": annotations},
+        "spec": {"nodeName": node, "serviceAccountName": service_account},
+        "status": {
+            "phase": phase,
+            "containerStatuses": [{"name": container, "restartCount": restarts}
+                                  for container in (containers or [app or name])],
+        },
+    }
+
+
+def pod_list(*pods: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "List", "items": list(pods)}
+
+
+def _matches(pod_json: dict[str, Any], selector: str | None) -> bool:
+    if not selector:
+        return True
+    labels = pod_json["metadata"].get("labels", {})
+    return all(labels.get(key) == value for key, _, value in (part.partition("=") for part in selector.split(",")))
+
+
+ExecAnswer = ExecResult | Callable[[], ExecResult] | list[ExecResult]
+
+
+@dataclass
+class FakeCluster:
+    """A `Cluster` that answers from recorded outputs and records every call.
+
+    `exec_answers` is keyed by (namespace, deploy target, HTTP method); a list answers one item per call and then
+    repeats its last item, which models a policy that takes a few attempts to propagate.
+    """
+
+    pods_by_namespace: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    exec_answers: dict[tuple[str, str, str], ExecAnswer] = field(default_factory=dict)
+    logs_by_pod: dict[str, str | list[str]] = field(default_factory=dict)
+    config_dumps: dict[str, Any] = field(default_factory=dict)
+    nodes_error: Exception | None = None
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def command(self, args: Sequence[str]) -> str:
+        return "kubectl --context fake " + " ".join(args)
+
+    def pods(self, namespace: str, selector: str | None = None) -> dict[str, Any]:
+        self.calls.append(("pods", namespace, selector))
+        return pod_list(*(item for item in self.pods_by_namespace.get(namespace, []) if _matches(item, selector)))
+
+    def nodes(self) -> dict[str, Any]:
+        if self.nodes_error:
+            raise self.nodes_error
+        return {"items": [{"metadata": {"name": "lab-worker"}}, {"metadata": {"name": "lab-worker2"}}]}
+
+    def exec(self, namespace: str, target: str, container: str, argv: Sequence[str],
+             timeout_s: float = 30.0) -> ExecResult:
+        method = argv[argv.index("-X") + 1] if "-X" in argv else "GET"
+        self.calls.append(("exec", namespace, target, container, tuple(argv)))
+        answer = self.exec_answers[(namespace, target, method)]
+        if isinstance(answer, list):
+            result = answer.pop(0) if len(answer) > 1 else answer[0]
+        elif callable(answer):
+            result = answer()
+        else:
+            result = answer
+        return ExecResult(self.command(["exec", "-n", namespace, target, "-c", container, "--", *argv]),
+                          result.exit_code, result.stdout, result.stderr)
+
+    def logs(self, namespace: str, pod: str, *, since_s: int | None = None, tail: int | None = None) -> str:
+        self.calls.append(("logs", namespace, pod, since_s, tail))
+        answer = self.logs_by_pod.get(pod, "")
+        if isinstance(answer, list):
+            return answer.pop(0) if len(answer) > 1 else answer[0]
+        return answer
+
+    def http_get(self, namespace: str, pod: str, port: int, path: str, timeout_s: float = 30.0) -> HttpResponse:
+        self.calls.append(("http_get", namespace, pod, port, path))
+        dump = self.config_dumps.get(pod)
+        if isinstance(dump, list):
+            dump = dump.pop(0) if len(dump) > 1 else dump[0]
+        if dump is None:
+            return HttpResponse((f"kubectl port-forward pod/{pod} :{port}", f"GET {path}"), 404, "not found")
+        body = dump if isinstance(dump, str) else json.dumps(dump)
+        return HttpResponse((f"kubectl port-forward pod/{pod} :{port}", f"GET {path}"), 200, body)
+
+
+class FakeClock:
+    """A monotonic clock that only moves when the code under test sleeps (plus a small step per reading)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        self.now += 0.01
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make_context(cluster: FakeCluster, mode: str, *, timeout_s: float = 20.0) -> tuple[CheckContext, FakeClock]:
+    clock = FakeClock()
+    ctx = CheckContext(cluster=cluster, mode=mode, timeout_s=timeout_s, interval_s=2.0, clock=clock,
+                       sleep=clock.sleep, now=lambda: NOW)
+    return ctx, clock
+
+
+# --- A healthy lab, per mode -----------------------------------------------------------------------------------
+
+CLIENT_NODE, SERVER_NODE = "lab-worker", "lab-worker2"
+ZTUNNEL_CLIENT, ZTUNNEL_SERVER = "ztunnel-4hx7p", "ztunnel-9kq2m"
+
+
+def healthy_cluster(mode: str, root: Issuer, leaves: dict[str, x509.Certificate]) -> FakeCluster:
+    """A fake cluster in which every check of `mode` passes: sleep on one node, productpage on the other."""
+    waypoint = mode == "l7"
+    apps = [
+        pod("details-v1-6f8f8b7d9c-2xkzn", app="details", service_account="bookinfo-details"),
+        pod("ratings-v1-5d9c8b7f6-b7vrd", app="ratings", service_account="bookinfo-ratings"),
+        pod("reviews-v1-7c6d9f8b5-lw2xh", app="reviews", service_account="bookinfo-reviews"),
+        pod("reviews-v2-5b8f7c9d6-qz8mt", app="reviews", service_account="bookinfo-reviews"),
+        pod("reviews-v3-6c9d8b7f5-v5r2p", app="reviews", service_account="bookinfo-reviews"),
+        pod(PRODUCTPAGE_POD, app="productpage", node=SERVER_NODE, service_account="bookinfo-productpage"),
+        pod(SLEEP_POD, app="sleep", node=CLIENT_NODE, service_account="sleep"),
+        pod(NOTSLEEP_POD, app="notsleep", node=SERVER_NODE, service_account="notsleep"),
+        # Istio proxies deployed by istiod for Gateways: not enrolled, not apps.
+        pod("bookinfo-gateway-istio-7d9c8b6f5-hk2lw", enrolled=False, service_account="bookinfo-gateway-istio",
+            labels={GATEWAY_LABEL: catalog.INGRESS_GATEWAY_NAME}),
+    ]
+    if waypoint:
+        apps.append(pod(WAYPOINT_POD, node=CLIENT_NODE, enrolled=False, service_account=catalog.WAYPOINT_NAME,
+                        labels={GATEWAY_LABEL: catalog.WAYPOINT_NAME}))
+    ztunnels = [
+        pod(ZTUNNEL_CLIENT, app="ztunnel", node=CLIENT_NODE, enrolled=False, service_account="ztunnel"),
+        pod(ZTUNNEL_SERVER, app="ztunnel", node=SERVER_NODE, enrolled=False, service_account="ztunnel"),
+    ]
+    outside = [pod(OUTSIDE_POD, app=catalog.OUTSIDE_CLIENT, enrolled=False)]
+    ns_out = catalog.OUTSIDE_NAMESPACE
+    exec_answers: dict[tuple[str, str, str], ExecAnswer] = {
+        (NS, "deploy/sleep", "GET"): lambda: curl_page(envoy=waypoint),
+        (NS, "deploy/notsleep", "GET"): lambda: curl_forbidden() if waypoint else curl_reset(),
+        (NS, "deploy/sleep", "DELETE"): lambda: curl_forbidden(),
+        (ns_out, f"deploy/{catalog.OUTSIDE_CLIENT}", "GET"): lambda: curl_reset(),
+    }
+    if waypoint:
+        client_log = [LINE_WAYPOINT_OUTBOUND]
+        server_log = [LINE_WAYPOINT_INBOUND, LINE_DENY_NONE_ALLOWED]
+    else:
+        client_log = [LINE_131_OUTBOUND]
+        server_log = [LINE_131_INBOUND, LINE_DENY_NONE_ALLOWED, LINE_STRICT_REFUSAL]
+    dumps = {
+        ZTUNNEL_CLIENT: {"workloads": {}, "certificates": [
+            certificate_entry(SLEEP_ID, [leaves[SLEEP_ID]], [root.certificate])]},
+        ZTUNNEL_SERVER: {"workloads": {}, "certificates": [
+            certificate_entry(NOTSLEEP_ID, [], [], state="Initializing"),
+            certificate_entry(PRODUCTPAGE_ID, [leaves[PRODUCTPAGE_ID]], [root.certificate])]},
+    }
+    return FakeCluster(
+        pods_by_namespace={NS: apps, catalog.ISTIO_NAMESPACE: ztunnels, ns_out: outside},
+        exec_answers=exec_answers,
+        logs_by_pod={ZTUNNEL_CLIENT: "\n".join(UNRELATED_LINES[:3] + client_log),
+                     ZTUNNEL_SERVER: "\n".join(UNRELATED_LINES + server_log)},
+        config_dumps=dumps,
+    )
+
+
+GATEWAY_LABEL = "gateway.networking.k8s.io/gateway-name"
+
+
+@pytest.fixture
+def healthy(root_ca: Issuer, workload_certs: dict[str, x509.Certificate]) -> Callable[[str], FakeCluster]:
+    """Build a fake cluster in which every check of a mode passes."""
+    return lambda mode: healthy_cluster(mode, root_ca, workload_certs)
+
+
+@pytest.fixture
+def fx() -> Any:
+    """This module, so tests can reach the builders without importing conftest by name."""
+    import sys
+
+    return sys.modules[__name__]

@@ -1,0 +1,30 @@
+"""BENCHMARK: parse 100,000 ztunnel access-log lines; prints the time and holds it under one second."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from verify.evidence import parse_ztunnel_access_log
+
+LINES = 100_000
+BUDGET_S = 1.0
+
+
+@pytest.mark.benchmark
+def test_parse_100k_access_lines_under_one_second(fx, capsys):
+    # Every fixture format in turn (1.30 and 1.31, both directions, denials, waypoint hops), with varying ports so
+    # no two lines are the same string.
+    templates = fx.ALL_ACCESS_LINES
+    text = "\n".join(
+        templates[index % len(templates)].replace(":40312", f":{10000 + index % 50000}") for index in range(LINES)
+    )
+    started = time.perf_counter()
+    entries = parse_ztunnel_access_log(text)
+    elapsed = time.perf_counter() - started
+    with capsys.disabled():
+        print(f"\nBENCHMARK parse_ztunnel_access_log: {LINES:,} lines in {elapsed:.3f} s "
+              f"({elapsed / LINES * 1e6:.2f} µs/line, budget {BUDGET_S:.1f} s)")
+    assert len(entries) == LINES
+    assert elapsed < BUDGET_S, f"parsing {LINES:,} lines took {elapsed:.3f} s, over the {BUDGET_S} s budget"

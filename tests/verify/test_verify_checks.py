@@ -1,0 +1,502 @@
+"""The checks' decision logic against recorded cluster outputs, through a fake boundary (no kubectl, no waiting)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lab import catalog
+from verify import checks
+from verify.checks import (
+    EMPTY_REPLY,
+    FORBIDDEN,
+    OK,
+    OTHER,
+    RESET,
+    TRAFFIC_CASES,
+    assess_enrolment,
+    assess_log_pair,
+    check_specs,
+    classify_curl,
+    curl_argv,
+    envoy_markers,
+    run_checks,
+    select_inbound,
+    select_outbound,
+    stack_outputs,
+    ztunnel_for_node,
+)
+from verify.cluster import ExecResult
+from verify.evidence import parse_ztunnel_access_log
+
+# --- classify_curl -----------------------------------------------------------------------------------------------
+
+
+def classify(result: ExecResult):
+    return classify_curl(result.exit_code, result.stdout, result.stderr)
+
+
+def test_classify_ok_page_with_title(fx):
+    outcome = classify(fx.curl_page())
+    assert (outcome.kind, outcome.curl_exit, outcome.http_code) == (OK, 0, 200)
+    assert outcome.title == "Simple Bookstore App"
+    assert outcome.headers["server"] == "gunicorn"
+
+
+def test_classify_reset_is_exit_56_and_code_000(fx):
+    outcome = classify(fx.curl_reset())
+    assert (outcome.kind, outcome.curl_exit, outcome.http_code) == (RESET, 56, None)
+    assert "curl exit 56, http_code 000" in outcome.detail
+
+
+def test_classify_empty_reply(fx):
+    assert classify(fx.curl_empty_reply()).kind == EMPTY_REPLY
+
+
+def test_classify_rbac_forbidden(fx):
+    outcome = classify(fx.curl_forbidden())
+    assert (outcome.kind, outcome.http_code) == (FORBIDDEN, 403)
+    assert outcome.headers["server"] == "istio-envoy"
+
+
+def test_classify_403_without_rbac_body_is_other(fx):
+    outcome = classify(fx.curl_page(status="403 Forbidden", body="go away"))
+    assert outcome.kind == OTHER and outcome.detail.startswith("HTTP 403")
+
+
+def test_classify_kubectl_failure_is_other_without_curl_exit(fx):
+    outcome = classify(fx.exec_failure())
+    assert outcome.kind == OTHER and outcome.curl_exit is None
+    assert "curl did not run" in outcome.detail and "container not found" in outcome.detail
+
+
+def test_classify_other_curl_errors():
+    outcome = classify_curl(6, "\nverify-http-code:000\n",
+                            "curl: (6) Could not resolve host: productpage\ncommand terminated with exit code 6\n")
+    assert outcome.kind == OTHER and outcome.curl_exit == 6
+    assert outcome.detail == "curl: (6) Could not resolve host: productpage"
+
+
+def test_classify_uses_final_response_after_100_continue(fx):
+    page = fx.curl_page()
+    outcome = classify_curl(0, "HTTP/1.1 100 Continue\r\n\r\n" + page.stdout, "")
+    assert outcome.kind == OK and outcome.headers["server"] == "gunicorn"
+
+
+def test_curl_argv_forces_a_new_connection_and_prints_the_code():
+    argv = curl_argv("DELETE", "http://productpage:9080/productpage")
+    assert argv[0] == "curl" and "Connection: close" in argv
+    assert argv[argv.index("-X") + 1] == "DELETE"
+    assert "%{http_code}" in argv[argv.index("-w") + 1]
+    assert "-X" not in curl_argv("GET", "http://x")
+
+
+# --- ztunnel_for_node, enrolment ----------------------------------------------------------------------------------
+
+
+def test_ztunnel_for_node_picks_the_running_pod_on_that_node(fx):
+    pods = fx.pod_list(
+        fx.pod("ztunnel-old", app="ztunnel", node="n1", phase="Failed"),
+        fx.pod("ztunnel-b", app="ztunnel", node="n1"),
+        fx.pod("ztunnel-c", app="ztunnel", node="n2"),
+    )
+    assert ztunnel_for_node(pods, "n1") == "ztunnel-b"
+    assert ztunnel_for_node(pods, "n2") == "ztunnel-c"
+    assert ztunnel_for_node(pods, "n3") is None
+    terminating = fx.pod("ztunnel-b", app="ztunnel", node="n1")
+    terminating["metadata"]["deletionTimestamp"] = "2026-10-02T09:00:00Z"
+    assert ztunnel_for_node(fx.pod_list(terminating), "n1") is None
+
+
+def app_pods(fx, **overrides):
+    pods = [fx.pod(f"{app}-1", app=app) for app in checks.REQUIRED_APPS]
+    return pods
+
+
+def test_enrolment_passes_and_skips_gateway_pods(fx):
+    pods = app_pods(fx) + [fx.pod("productpage-waypoint-1", enrolled=False,
+                                  labels={checks.GATEWAY_NAME_LABEL: catalog.WAYPOINT_NAME})]
+    seen = assess_enrolment(fx.pod_list(*pods), fx.pod_list(fx.pod("outside-1", enrolled=False)))
+    assert seen.ok, seen.observed
+    assert "6 app pods enrolled" in seen.observed
+    assert [item["pod"] for item in seen.evidence["outside_pods"]] == ["outside-1"]
+
+
+def test_enrolment_fails_on_a_pod_without_redirection(fx):
+    pods = app_pods(fx) + [fx.pod("stray-1", app="stray", enrolled=False)]
+    seen = assess_enrolment(fx.pod_list(*pods), fx.pod_list())
+    assert not seen.ok and not seen.settled
+    assert "stray-1 is not enrolled (ambient.istio.io/redirection=None)" in seen.observed
+
+
+def test_enrolment_restart_fails_and_settles(fx):
+    pods = app_pods(fx)
+    pods[0] = fx.pod("details-1", app="details", restarts=2)
+    seen = assess_enrolment(fx.pod_list(*pods), fx.pod_list())
+    assert not seen.ok and seen.settled
+    assert "details-1 container details restarted 2 time(s)" in seen.observed
+
+
+def test_enrolment_fails_on_missing_apps_and_enrolled_outside_client(fx):
+    pods = [item for item in app_pods(fx) if item["metadata"]["labels"]["app"] != "notsleep"]
+    seen = assess_enrolment(fx.pod_list(*pods), fx.pod_list(fx.pod("outside-1")))
+    assert "no pod for app notsleep" in seen.observed
+    assert "outside pod outside-1 is enrolled" in seen.observed
+
+
+def test_enrolment_check_retries_until_pods_run(fx):
+    pending = [fx.pod(f"{app}-1", app=app, phase="Pending", enrolled=False) for app in checks.REQUIRED_APPS]
+    running = app_pods(fx)
+    answers = [fx.pod_list(*pending), fx.pod_list(*pending), fx.pod_list(*running)]
+    cluster = fx.FakeCluster()
+    cluster.pods = lambda namespace, selector=None: answers.pop(0) if namespace == "default" else fx.pod_list()
+    ctx, clock = fx.make_context(cluster, "l4-only")
+    result = checks.check_enrolment(ctx)
+    assert result.passed, result.observed
+    assert result.evidence["attempts"] == 3 and clock.sleeps == [2.0, 2.0]
+
+
+def test_enrolment_check_stops_at_once_on_a_restart(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.pods_by_namespace["default"][0]["status"]["containerStatuses"][0]["restartCount"] = 1
+    ctx, clock = fx.make_context(cluster, "l4-only")
+    result = checks.check_enrolment(ctx)
+    assert not result.passed and clock.sleeps == []
+    assert "retrying cannot change this" in result.details
+
+
+# --- traffic matrix ----------------------------------------------------------------------------------------------
+
+
+def case(client: str, method: str = "GET"):
+    return next(item for item in TRAFFIC_CASES if item.client == client and item.method == method)
+
+
+@pytest.mark.parametrize("mode", checks.MODES)
+def test_every_traffic_case_passes_on_a_healthy_lab(fx, healthy, mode):
+    cluster = healthy(mode)
+    for item in TRAFFIC_CASES:
+        if mode not in item.expect:
+            continue
+        ctx, _ = fx.make_context(cluster, mode)
+        result = checks.check_traffic(ctx, item)
+        assert result.passed, f"{item.name} in {mode}: {result.observed}"
+        assert result.evidence["attempts"] == checks.TRAFFIC_CONSECUTIVE
+
+
+def test_notsleep_getting_200_in_l4_only_fails_with_the_observation(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.exec_answers[("default", "deploy/notsleep", "GET")] = fx.curl_page()
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=6)
+    result = checks.check_traffic(ctx, case("notsleep"))
+    assert not result.passed
+    assert result.observed == "HTTP 200, title 'Simple Bookstore App'"
+    assert result.expected.startswith("connection reset")
+    assert "Timed out after" in result.details and "waiting for 2 answers in a row of: connection reset" in \
+        result.details and "last seen: HTTP 200" in result.details
+    assert result.command and "deploy/notsleep" in result.command[0] and "Connection: close" in result.command[0]
+
+
+def test_a_policy_that_propagates_late_passes_after_retries(fx, healthy):
+    cluster = healthy("l7")
+    cluster.exec_answers[("default", "deploy/notsleep", "GET")] = [fx.curl_page(envoy=True)] * 3 + [
+        fx.curl_forbidden()]
+    ctx, clock = fx.make_context(cluster, "l7")
+    result = checks.check_traffic(ctx, case("notsleep"))
+    assert result.passed and result.evidence["attempts"] == 5
+    assert len(clock.sleeps) == 4
+
+
+def test_one_good_answer_is_not_stable_enough(fx, healthy):
+    cluster = healthy("l7")
+    flapping = [fx.curl_forbidden(), fx.curl_page(envoy=True)] * 20
+    cluster.exec_answers[("default", "deploy/notsleep", "GET")] = flapping
+    ctx, _ = fx.make_context(cluster, "l7", timeout_s=10)
+    assert not checks.check_traffic(ctx, case("notsleep")).passed
+
+
+def test_sleep_delete_allowed_in_l7_fails(fx, healthy):
+    cluster = healthy("l7")
+    not_allowed = fx.curl_page(envoy=True, status="405 METHOD NOT ALLOWED", body="Method Not Allowed")
+    cluster.exec_answers[("default", "deploy/sleep", "DELETE")] = not_allowed
+    ctx, _ = fx.make_context(cluster, "l7", timeout_s=4)
+    result = checks.check_traffic(ctx, case("sleep", "DELETE"))
+    assert not result.passed and result.observed.startswith("HTTP 405")
+
+
+def test_outside_client_answered_is_a_strict_failure(fx, healthy):
+    cluster = healthy("l4-only")
+    key = (catalog.OUTSIDE_NAMESPACE, f"deploy/{catalog.OUTSIDE_CLIENT}", "GET")
+    cluster.exec_answers[key] = fx.curl_page()
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
+    result = checks.check_traffic(ctx, case(catalog.OUTSIDE_CLIENT))
+    assert not result.passed and "STRICT" in result.expected
+    exec_call = next(call for call in cluster.calls if call[0] == "exec")
+    assert exec_call[1] == catalog.OUTSIDE_NAMESPACE
+    assert exec_call[4][-1] == "http://productpage.default.svc.cluster.local:9080/productpage"
+
+
+def test_outside_client_empty_reply_is_accepted(fx, healthy):
+    cluster = healthy("l7")
+    cluster.exec_answers[(catalog.OUTSIDE_NAMESPACE, f"deploy/{catalog.OUTSIDE_CLIENT}", "GET")] = fx.curl_empty_reply()
+    ctx, _ = fx.make_context(cluster, "l7")
+    assert checks.check_traffic(ctx, case(catalog.OUTSIDE_CLIENT)).passed
+
+
+def test_sleep_page_with_a_wrong_title_fails(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.exec_answers[("default", "deploy/sleep", "GET")] = fx.curl_page(body="<title>Oops</title>")
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
+    result = checks.check_traffic(ctx, case("sleep"))
+    assert not result.passed and result.observed == "HTTP 200, title 'Oops'"
+
+
+def test_clients_are_execd_by_deployment_and_container(fx, healthy):
+    cluster = healthy("l4-only")
+    ctx, _ = fx.make_context(cluster, "l4-only")
+    checks.check_traffic(ctx, case("sleep"))
+    call = next(call for call in cluster.calls if call[0] == "exec")
+    assert call[1:4] == ("default", "deploy/sleep", "sleep")
+    assert call[4][-1] == "http://productpage:9080/productpage"
+
+
+# --- certificates ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("app", checks.CERTIFICATE_WORKLOADS)
+def test_certificate_check_reads_the_ztunnel_on_the_workloads_node(fx, healthy, app):
+    cluster = healthy("l4-only")
+    ctx, _ = fx.make_context(cluster, "l4-only")
+    result = checks.check_certificate(ctx, app)
+    assert result.passed, result.observed
+    expected_ztunnel = fx.ZTUNNEL_CLIENT if app == "sleep" else fx.ZTUNNEL_SERVER
+    assert [call[2] for call in cluster.calls if call[0] == "http_get"] == [expected_ztunnel]
+    assert ("http_get", "istio-system", expected_ztunnel, 15000, "/config_dump") in cluster.calls
+    certificate = result.evidence["certificate"]
+    assert certificate["issuer"] == "O=cluster.local" and certificate["chains_to_root"]
+    assert result.evidence["ztunnel_pod"] == expected_ztunnel
+    assert "SAN spiffe://cluster.local/ns/default/sa/" in result.observed and "chains to root" in result.observed
+    assert any("port-forward" in command for command in result.command)
+
+
+def test_certificate_initializing_then_available(fx, healthy):
+    cluster = healthy("l4-only")
+    ready = cluster.config_dumps[fx.ZTUNNEL_CLIENT]
+    cluster.config_dumps[fx.ZTUNNEL_CLIENT] = [
+        {"certificates": [{"identity": fx.SLEEP_ID, "state": "Initializing", "certChain": [], "rootCerts": []}]},
+        ready,
+    ]
+    ctx, _ = fx.make_context(cluster, "l4-only")
+    result = checks.check_certificate(ctx, "sleep")
+    assert result.passed and result.evidence["attempts"] == 2
+
+
+def test_certificate_with_wrong_san_fails(fx, healthy, root_ca):
+    cluster = healthy("l4-only")
+    wrong = fx.mint_leaf(root_ca, [fx.NOTSLEEP_ID])
+    cluster.config_dumps[fx.ZTUNNEL_CLIENT] = {
+        "certificates": [fx.certificate_entry(fx.SLEEP_ID, [wrong], [root_ca.certificate])]}
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=2)
+    result = checks.check_certificate(ctx, "sleep")
+    assert not result.passed and "URI SANs are ['spiffe://cluster.local/ns/default/sa/notsleep']" in result.observed
+
+
+def test_certificate_missing_from_that_ztunnel_lists_what_it_holds(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.config_dumps[fx.ZTUNNEL_CLIENT] = cluster.config_dumps[fx.ZTUNNEL_SERVER]
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=2)
+    result = checks.check_certificate(ctx, "sleep")
+    assert not result.passed and "holds no certificate for spiffe://cluster.local/ns/default/sa/sleep" in \
+        result.observed and fx.PRODUCTPAGE_ID in result.observed
+
+
+def test_corrupted_config_dump_is_reported(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.config_dumps[fx.ZTUNNEL_CLIENT] = "this is not json"
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=2)
+    result = checks.check_certificate(ctx, "sleep")
+    assert not result.passed and "/config_dump is not JSON" in result.observed
+
+
+def test_no_ztunnel_on_the_node(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.pods_by_namespace["istio-system"] = cluster.pods_by_namespace["istio-system"][1:]
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=2)
+    result = checks.check_certificate(ctx, "sleep")
+    assert not result.passed and result.observed == "no running ztunnel pod on node lab-worker"
+
+
+# --- ztunnel log evidence ------------------------------------------------------------------------------------------
+
+
+def test_select_lines_in_l4(fx):
+    entries = parse_ztunnel_access_log("\n".join(fx.ALL_ACCESS_LINES))
+    outbound = select_outbound(entries, fx.SLEEP_POD, [fx.PRODUCTPAGE_POD])
+    inbound = select_inbound(entries, fx.PRODUCTPAGE_POD, [fx.SLEEP_POD])
+    # The latest matching line wins: several sleep -> productpage lines are in the fixture.
+    assert outbound == parse_ztunnel_access_log(fx.LINE_QUOTED_HBONE_SPACES)[0]
+    assert inbound.direction == "inbound" and inbound.src_identity == fx.SLEEP_ID
+    assert assess_log_pair(outbound, inbound, client_identity=fx.SLEEP_ID, server_identity=fx.PRODUCTPAGE_ID,
+                           waypoint_identity=None) == []
+
+
+def test_select_lines_through_the_waypoint(fx):
+    entries = parse_ztunnel_access_log("\n".join(fx.ALL_ACCESS_LINES))
+    outbound = select_outbound(entries, fx.SLEEP_POD, [fx.WAYPOINT_POD])
+    inbound = select_inbound(entries, fx.PRODUCTPAGE_POD, [fx.WAYPOINT_POD])
+    assert outbound.dst_identity == fx.WAYPOINT_ID and inbound.src_identity == fx.WAYPOINT_ID
+    assert assess_log_pair(outbound, inbound, client_identity=fx.SLEEP_ID, server_identity=fx.PRODUCTPAGE_ID,
+                           waypoint_identity=fx.WAYPOINT_ID) == []
+    # The same lines do not prove a direct (l4-only) request.
+    problems = assess_log_pair(outbound, inbound, client_identity=fx.SLEEP_ID, server_identity=fx.PRODUCTPAGE_ID,
+                               waypoint_identity=None)
+    assert any("outbound dst.identity" in problem for problem in problems)
+
+
+def test_denied_lines_fail_the_pair(fx):
+    entries = parse_ztunnel_access_log(fx.LINE_CLIENT_401 + "\n" + fx.LINE_DENY_NONE_ALLOWED)
+    outbound = select_outbound(entries, fx.NOTSLEEP_POD, [fx.PRODUCTPAGE_POD])
+    inbound = select_inbound(entries, fx.PRODUCTPAGE_POD, [fx.NOTSLEEP_POD])
+    problems = assess_log_pair(outbound, inbound, client_identity=fx.NOTSLEEP_ID, server_identity=fx.PRODUCTPAGE_ID,
+                               waypoint_identity=None)
+    assert "outbound line has error 'http status: 401 Unauthorized'" in problems
+    assert any(problem.startswith("inbound line has error 'connection closed due to policy") for problem in problems)
+
+
+@pytest.mark.parametrize("mode", checks.MODES)
+def test_log_check_passes_and_names_nodes_and_ztunnels(fx, healthy, mode):
+    cluster = healthy(mode)
+    ctx, _ = fx.make_context(cluster, mode)
+    result = checks.check_ztunnel_logs(ctx)
+    assert result.passed, result.observed
+    client, server = result.evidence["client"], result.evidence["server"]
+    assert (client["node"], client["ztunnel_pod"]) == (fx.CLIENT_NODE, fx.ZTUNNEL_CLIENT)
+    assert (server["node"], server["ztunnel_pod"]) == (fx.SERVER_NODE, fx.ZTUNNEL_SERVER)
+    assert client["entry"]["direction"] == "outbound" and server["entry"]["direction"] == "inbound"
+    expected_hop = fx.WAYPOINT_POD if mode == "l7" else fx.PRODUCTPAGE_POD
+    assert client["entry"]["dst_workload"] == expected_hop
+    logs_calls = [call for call in cluster.calls if call[0] == "logs"]
+    assert {call[2] for call in logs_calls} == {fx.ZTUNNEL_CLIENT, fx.ZTUNNEL_SERVER}
+    assert all(call[3] and call[3] >= checks.LOG_WINDOW_MARGIN_S for call in logs_calls)
+
+
+def test_log_check_waits_for_the_inbound_line(fx, healthy):
+    cluster = healthy("l7")
+    cluster.logs_by_pod[fx.ZTUNNEL_SERVER] = ["", "", fx.LINE_WAYPOINT_INBOUND]
+    ctx, _ = fx.make_context(cluster, "l7")
+    result = checks.check_ztunnel_logs(ctx)
+    assert result.passed and result.evidence["attempts"] == 3
+
+
+def test_log_check_times_out_with_what_it_waited_for(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.logs_by_pod[fx.ZTUNNEL_SERVER] = fx.LINE_DENY_NONE_ALLOWED
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=5)
+    result = checks.check_ztunnel_logs(ctx)
+    assert not result.passed
+    assert result.observed == "no inbound line on the server's ztunnel"
+    assert "waiting for both access-log lines of a sleep -> productpage request" in result.details
+    assert result.evidence["client"]["entry"] is not None and result.evidence["server"]["entry"] is None
+
+
+def test_log_check_in_l7_without_waypoint_pods_fails(fx, healthy):
+    cluster = healthy("l4-only")  # no waypoint pod exists
+    ctx, _ = fx.make_context(cluster, "l7", timeout_s=2)
+    result = checks.check_ztunnel_logs(ctx)
+    assert not result.passed and "no running waypoint pod" in result.observed
+
+
+# --- L7 path -------------------------------------------------------------------------------------------------------
+
+
+def test_envoy_markers():
+    assert envoy_markers({"server": "istio-envoy", "x-envoy-upstream-service-time": "7"}) == {
+        "server": "istio-envoy", "x-envoy-upstream-service-time": "7"}
+    assert envoy_markers({"server": "gunicorn"}) == {}
+    assert envoy_markers({"x-envoy-upstream-service-time": "7"}) == {"x-envoy-upstream-service-time": "7"}
+
+
+@pytest.mark.parametrize("mode", checks.MODES)
+def test_l7_path_passes_on_a_healthy_lab(fx, healthy, mode):
+    ctx, _ = fx.make_context(healthy(mode), mode)
+    result = checks.check_l7_path(ctx)
+    assert result.passed, result.observed
+    assert bool(result.evidence["envoy_headers"]) == (mode == "l7")
+
+
+def test_l7_path_fails_when_the_waypoint_is_missing_in_l7(fx, healthy):
+    cluster = healthy("l7")
+    cluster.exec_answers[("default", "deploy/sleep", "GET")] = fx.curl_page(envoy=False)
+    ctx, _ = fx.make_context(cluster, "l7", timeout_s=4)
+    result = checks.check_l7_path(ctx)
+    assert not result.passed and result.observed == "no Envoy headers (server: gunicorn)"
+    assert "waiting for the waypoint to be in the path" in result.details
+
+
+def test_l7_path_fails_when_envoy_is_in_the_path_in_l4_only(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.exec_answers[("default", "deploy/sleep", "GET")] = fx.curl_page(envoy=True)
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
+    result = checks.check_l7_path(ctx)
+    assert not result.passed and "server: istio-envoy" in result.observed
+
+
+def test_l7_path_needs_a_successful_request(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.exec_answers[("default", "deploy/sleep", "GET")] = fx.curl_reset()
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=2)
+    assert checks.check_l7_path(ctx).observed.startswith("request failed: connection reset")
+
+
+# --- running, applicability, outputs ---------------------------------------------------------------------------
+
+
+def test_which_checks_run_in_which_mode():
+    names = {mode: [spec.name for spec in check_specs() if mode in spec.modes] for mode in checks.MODES}
+    assert "traffic: sleep DELETE /productpage" in names["l7"]
+    assert "traffic: sleep DELETE /productpage" not in names["l4-only"]
+    assert set(names["l7"]) - set(names["l4-only"]) == {"traffic: sleep DELETE /productpage"}
+    assert names["l7"][0] == "enrolment" and len(names["l7"]) == 9
+
+
+@pytest.mark.parametrize("mode", checks.MODES)
+def test_a_healthy_lab_passes_every_check(fx, healthy, mode):
+    ctx, _ = fx.make_context(healthy(mode), mode)
+    lines: list[str] = []
+    report = run_checks(ctx, progress=lines.append)
+    assert report.passed, report.summary + "\n" + "\n".join(r.observed for r in report.failed)
+    assert len(lines) == 2 * len(report.results)
+    assert lines[0].startswith("[1/") and "PASS enrolment" in lines[1]
+
+
+def test_a_crashing_check_is_reported_and_the_run_goes_on(fx, healthy, monkeypatch):
+    def boom(ctx):
+        raise RuntimeError("kaputt")
+
+    monkeypatch.setattr(checks, "check_enrolment", boom)
+    ctx, _ = fx.make_context(healthy("l4-only"), "l4-only")
+    report = run_checks(ctx)
+    assert report.results[0].observed == "the check crashed: RuntimeError: kaputt"
+    assert not report.passed and len(report.failed) == 1
+
+
+def test_stack_outputs(fx, healthy):
+    ctx, _ = fx.make_context(healthy("l7"), "l7")
+    outputs = stack_outputs(run_checks(ctx))
+    assert outputs["certificate_san"] == {"sleep": fx.SLEEP_ID, "productpage": fx.PRODUCTPAGE_ID}
+    assert outputs["ztunnel_evidence"]["client"]["entry"]["dst_identity"] == fx.WAYPOINT_ID
+    assert outputs["ztunnel_evidence"]["server"]["ztunnel_pod"] == fx.ZTUNNEL_SERVER
+    assert outputs["verification"]["passed"] is True
+
+
+def test_stack_outputs_from_the_printed_json(fx, healthy):
+    ctx, _ = fx.make_context(healthy("l4-only"), "l4-only")
+    report = run_checks(ctx)
+    assert stack_outputs(json.loads(report.to_json())) == json.loads(json.dumps(stack_outputs(report), default=str))
+    assert stack_outputs({"results": []})["certificate_san"] == {"sleep": None, "productpage": None}
+
+
+def test_unknown_mode_is_refused(fx):
+    with pytest.raises(ValueError, match="use one of: l4-only, l7"):
+        checks.CheckContext(cluster=fx.FakeCluster(), mode="l5")

@@ -1,0 +1,130 @@
+"""`python -m verify`: usage errors, exit codes, progress, table and JSON output, with a fake cluster boundary."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+
+from verify.__main__ import main, parse_options
+from verify.cluster import ClusterError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def run(fx):
+    """Run main() with a fake cluster and fake clocks; return (exit code, stdout, stderr, options opened)."""
+
+    def run_main(argv, cluster=None):
+        clock = fx.FakeClock()
+        out, err = io.StringIO(), io.StringIO()
+        opened = []
+
+        def open_cluster(options):
+            opened.append(options)
+            return nullcontext(cluster)
+
+        code = main(argv, open_cluster=open_cluster, stdout=out, stderr=err, sleep=clock.sleep, clock=clock,
+                    now=lambda: fx.NOW)
+        return code, out.getvalue(), err.getvalue(), opened
+
+    return run_main
+
+
+def test_missing_mode_is_a_usage_error(run):
+    code, _, err, opened = run(["--context", "kind-lab"])
+    assert code == 2 and not opened
+    assert "the following arguments are required: --mode" in err
+
+
+def test_no_context_refuses_to_guess(run):
+    code, _, err, opened = run(["--mode", "l7"])
+    assert code == 2 and not opened
+    assert err.strip() == ("python -m verify: Pass --kind-cluster NAME or --context CONTEXT, so the checks never run "
+                           "against your current kubectl context by accident.")
+
+
+def test_kind_cluster_and_context_together_is_a_usage_error(run):
+    code, _, err, _ = run(["--mode", "l7", "--kind-cluster", "lab", "--context", "kind-lab"])
+    assert code == 2 and "not both" in err
+
+
+def test_bad_timeout_is_a_usage_error(run):
+    code, _, err, _ = run(["--mode", "l7", "--context", "x", "--timeout", "0"])
+    assert code == 2 and "--timeout must be a positive number" in err
+
+
+def test_kubeconfig_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "config"))
+    assert parse_options(["--mode", "l7", "--context", "c"]).kubeconfig == str(tmp_path / "config")
+    monkeypatch.delenv("KUBECONFIG")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert parse_options(["--mode", "l7", "--context", "c"]).kubeconfig == str(tmp_path / ".kube" / "config")
+    assert parse_options(["--mode", "l7", "--kind-cluster", "lab"]).kubeconfig is None
+
+
+def test_unreachable_cluster_exits_2_with_one_sentence(run, fx):
+    cluster = fx.FakeCluster(nodes_error=ClusterError("`kubectl get nodes` failed: connection refused"))
+    code, out, err, _ = run(["--mode", "l7", "--context", "kind-gone"], cluster)
+    assert code == 2 and out == ""
+    assert err.startswith("python -m verify: Cannot reach the cluster (") and "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_json_report_on_a_healthy_lab(run, fx, healthy, tmp_path):
+    report_file = tmp_path / "reports" / "verify.json"
+    code, out, err, opened = run(["--mode", "l7", "--context", "kind-lab", "--json", "--report-file",
+                                  str(report_file)], healthy("l7"))
+    assert code == 0, err
+    assert opened[0].context == "kind-lab" and opened[0].mode == "l7"
+    report = json.loads(out)
+    assert set(report) == {"mode", "namespace", "started_at", "passed", "summary", "results"}
+    assert (report["mode"], report["namespace"], report["passed"]) == ("l7", "default", True)
+    assert report["summary"] == "9 of 9 checks passed (mode l7, namespace default)"
+    first = report["results"][0]
+    assert set(first) == {"name", "passed", "expected", "observed", "command", "evidence", "duration_s", "details"}
+    assert first["name"] == "enrolment" and isinstance(first["command"], list)
+    assert json.loads(report_file.read_text()) == report
+    # Progress went to stderr, one start and one finish line per check.
+    assert err.count("] PASS ") == 9 and "[1/9] enrolment ..." in err
+
+
+def test_failing_check_exits_1_and_the_table_says_why(run, fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.exec_answers[("default", "deploy/notsleep", "GET")] = fx.curl_page()
+    code, out, err, _ = run(["--mode", "l4-only", "--context", "kind-lab", "--timeout", "3"], cluster)
+    assert code == 1
+    assert "FAIL    traffic: notsleep GET /productpage" in out
+    assert "FAILED traffic: notsleep GET /productpage" in out
+    assert "$ kubectl --context fake exec -n default deploy/notsleep -c notsleep -- curl" in out
+    assert out.rstrip().endswith("7 of 8 checks passed (mode l4-only, namespace default); failed: traffic: notsleep "
+                                 "GET /productpage")
+    assert "] FAIL traffic: notsleep GET /productpage" in err
+
+
+def test_unwritable_report_file_exits_2(run, fx, healthy, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out, err, _ = run(["--mode", "l7", "--context", "c", "--report-file", str(blocker / "r.json")],
+                            healthy("l7"))
+    assert code == 2 and "pass a writable --report-file path" in err
+    assert "9 of 9 checks passed" in out  # the table is printed before the file is written
+
+
+def test_module_entry_point_runs_without_a_traceback():
+    result = subprocess.run([sys.executable, "-m", "verify", "--mode", "l7"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--kind-cluster NAME or --context CONTEXT" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--help"])
+def test_help_exits_0(run, flag):
+    code, _, _, _ = run([flag])
+    assert code == 0

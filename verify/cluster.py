@@ -1,0 +1,408 @@
+"""The one boundary that talks to the cluster: the `kubectl` command line, run as a subprocess.
+
+Every call names its kubeconfig and context explicitly, so the checks never run against whatever context the user
+happens to have selected. Checks receive a `Cluster` (this module's `Kubectl`, or a fake in the tests) and never
+start processes themselves.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shlex
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["Cluster", "ClusterError", "ExecResult", "HttpResponse", "Kubectl", "kind_kubeconfig"]
+
+DEFAULT_CALL_TIMEOUT_S = 30.0
+PORT_FORWARD_READY_TIMEOUT_S = 15.0
+
+
+class ClusterError(RuntimeError):
+    """A cluster call could not be made or did not answer; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What a command run with ``kubectl exec`` returned.
+
+    Attributes:
+        command: the kubectl command line, as the user could type it.
+        exit_code: kubectl's exit code, which is the remote command's when it ran (kubectl then also prints
+            ``command terminated with exit code N`` on stderr).
+        stdout, stderr: the captured output, decoded as UTF-8 (undecodable bytes replaced).
+    """
+
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """An HTTP response read through a port-forward.
+
+    Attributes:
+        commands: the port-forward command line and the request, as the user could repeat them.
+        status: the HTTP status code.
+        body: the response body, decoded as UTF-8.
+    """
+
+    commands: tuple[str, ...]
+    status: int
+    body: str
+
+
+class Cluster(Protocol):
+    """What the checks need from a cluster; `Kubectl` provides it, tests pass a fake."""
+
+    def command(self, args: Sequence[str]) -> str:
+        """The kubectl command line for `args`, for reports."""
+        ...
+
+    def pods(self, namespace: str, selector: str | None = None) -> dict[str, Any]:
+        """``kubectl get pods -o json`` in `namespace`, optionally filtered by a label selector."""
+        ...
+
+    def nodes(self) -> dict[str, Any]:
+        """``kubectl get nodes -o json``."""
+        ...
+
+    def exec(
+        self, namespace: str, target: str, container: str, argv: Sequence[str], timeout_s: float = ...
+    ) -> ExecResult:
+        """Run `argv` in `container` of `target` (``deploy/NAME`` or a pod name); never raises on a non-zero exit."""
+        ...
+
+    def logs(
+        self, namespace: str, pod: str, *, since_s: int | None = None, tail: int | None = None
+    ) -> str:
+        """A pod's log, optionally only the last `since_s` seconds or `tail` lines."""
+        ...
+
+    def http_get(self, namespace: str, pod: str, port: int, path: str, timeout_s: float = ...) -> HttpResponse:
+        """GET `path` on `port` of `pod` through a port-forward on 127.0.0.1."""
+        ...
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "no error output"
+
+
+def _free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Kubectl:
+    """The `Cluster` boundary over the kubectl CLI.
+
+    Args:
+        kubeconfig: path of the kubeconfig file, passed as ``--kubeconfig`` on every call.
+        context: the context to use, passed as ``--context`` on every call.
+        kubectl: the kubectl executable.
+        kubeconfig_display: how reports show the kubeconfig (defaults to the path); used to show a runnable
+            ``<(kind get kubeconfig ...)`` instead of a temporary file that no longer exists.
+
+    Example:
+        >>> with Kubectl.for_kind_cluster("ambient-lab") as kube:  # doctest: +SKIP
+        ...     kube.pods("istio-system", "app=ztunnel")
+    """
+
+    def __init__(
+        self, kubeconfig: str, context: str, *, kubectl: str = "kubectl", kubeconfig_display: str | None = None
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.kubectl = kubectl
+        self._kubeconfig_display = kubeconfig_display or shlex.quote(kubeconfig)
+
+    @classmethod
+    @contextmanager
+    def for_kind_cluster(cls, name: str, *, kind: str = "kind", kubectl: str = "kubectl") -> Iterator[Kubectl]:
+        """A `Kubectl` for the kind cluster `name`, through a private temporary kubeconfig.
+
+        Args:
+            name: the kind cluster's name (as ``kind get clusters`` lists it); its context is ``kind-<name>``.
+            kind: the kind executable.
+            kubectl: the kubectl executable.
+
+        Yields:
+            The boundary; the kubeconfig file (mode 0600) is deleted when the block ends.
+        """
+        with kind_kubeconfig(name, kind=kind) as path:
+            yield cls(path, f"kind-{name}", kubectl=kubectl,
+                      kubeconfig_display=f"<({shlex.join([kind, 'get', 'kubeconfig', '--name', name])})")
+
+    # --- running kubectl ---------------------------------------------------------------------------------------
+
+    def _argv(self, args: Sequence[str]) -> list[str]:
+        return [self.kubectl, "--kubeconfig", self.kubeconfig, "--context", self.context, *args]
+
+    def command(self, args: Sequence[str]) -> str:
+        """The kubectl command line for `args`, as the user could type it.
+
+        Args:
+            args: kubectl arguments after the kubeconfig and context flags.
+
+        Returns:
+            The command line as one shell string.
+        """
+        return f"{shlex.quote(self.kubectl)} --kubeconfig {self._kubeconfig_display} " \
+               f"--context {shlex.quote(self.context)} {shlex.join(args)}"
+
+    def _run(self, args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                self._argv(args), capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False
+            )
+        except FileNotFoundError as error:
+            raise ClusterError(f"{self.kubectl} is not on PATH; install kubectl or put it on PATH.") from error
+        except subprocess.TimeoutExpired as error:
+            raise ClusterError(
+                f"`{self.command(args)}` did not finish within {timeout_s:g} s; check that the cluster is up."
+            ) from error
+
+    def get_json(self, args: Sequence[str], timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> dict[str, Any]:
+        """Run ``kubectl <args> -o json`` and decode its output.
+
+        Args:
+            args: e.g. ``["get", "pods", "-n", "default"]``.
+            timeout_s: how long kubectl may take.
+
+        Returns:
+            The decoded JSON object.
+
+        Raises:
+            ClusterError: kubectl failed or printed something that is not a JSON object.
+        """
+        full = [*args, "-o", "json", f"--request-timeout={int(timeout_s)}s"]
+        result = self._run(full, timeout_s + 5)
+        if result.returncode != 0:
+            raise ClusterError(f"`{self.command(full)}` failed: {_first_line(result.stderr)}")
+        try:
+            document = json.loads(result.stdout)
+        except ValueError as error:
+            raise ClusterError(f"`{self.command(full)}` did not print JSON ({error}).") from error
+        if not isinstance(document, dict):
+            raise ClusterError(f"`{self.command(full)}` printed JSON that is not an object.")
+        return document
+
+    def pods(self, namespace: str, selector: str | None = None) -> dict[str, Any]:
+        """``kubectl get pods -o json`` in `namespace`, filtered by the label `selector` when given."""
+        return self.get_json(["get", "pods", "-n", namespace, *(["-l", selector] if selector else [])])
+
+    def nodes(self) -> dict[str, Any]:
+        """``kubectl get nodes -o json``."""
+        return self.get_json(["get", "nodes"])
+
+    def exec(
+        self,
+        namespace: str,
+        target: str,
+        container: str,
+        argv: Sequence[str],
+        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+    ) -> ExecResult:
+        """Run `argv` inside `container` of `target` with ``kubectl exec``.
+
+        Args:
+            namespace: the target's namespace.
+            target: ``deploy/NAME`` or a pod name.
+            container: the container to run in (always explicit: ``-c``).
+            argv: the command and its arguments.
+            timeout_s: how long the whole exec may take.
+
+        Returns:
+            The exit code and output; a non-zero exit is data, not an error.
+
+        Raises:
+            ClusterError: kubectl is missing or the exec did not finish in time.
+        """
+        args = ["exec", "-n", namespace, target, "-c", container, "--", *argv]
+        result = self._run(args, timeout_s)
+        return ExecResult(self.command(args), result.returncode, result.stdout, result.stderr)
+
+    def logs(self, namespace: str, pod: str, *, since_s: int | None = None, tail: int | None = None) -> str:
+        """A pod's log.
+
+        Args:
+            namespace: the pod's namespace.
+            pod: the pod's name.
+            since_s: only lines from the last `since_s` seconds.
+            tail: only the last `tail` lines (kubectl's default with a selector is 10, so ask explicitly).
+
+        Returns:
+            The log text.
+
+        Raises:
+            ClusterError: kubectl failed.
+        """
+        args = ["logs", "-n", namespace, pod]
+        if since_s is not None:
+            args.append(f"--since={max(1, int(since_s))}s")
+        if tail is not None:
+            args.append(f"--tail={int(tail)}")
+        result = self._run(args, DEFAULT_CALL_TIMEOUT_S)
+        if result.returncode != 0:
+            raise ClusterError(f"`{self.command(args)}` failed: {_first_line(result.stderr)}")
+        return result.stdout
+
+    # --- port-forward ------------------------------------------------------------------------------------------
+
+    def port_forward_args(self, namespace: str, pod: str, local_port: int, remote_port: int) -> list[str]:
+        """kubectl arguments of a port-forward that listens on 127.0.0.1 only."""
+        return ["port-forward", "-n", namespace, f"pod/{pod}", f"{local_port}:{remote_port}", "--address", "127.0.0.1"]
+
+    @contextmanager
+    def port_forward(
+        self, namespace: str, pod: str, remote_port: int, ready_timeout_s: float = PORT_FORWARD_READY_TIMEOUT_S
+    ) -> Iterator[int]:
+        """Forward a free port on 127.0.0.1 to `remote_port` of `pod` for the duration of the block.
+
+        Args:
+            namespace: the pod's namespace.
+            pod: the pod's name.
+            remote_port: the port inside the pod (it may listen on the pod's localhost only, as ztunnel's admin
+                port does: a port-forward reaches it, the API server's pod proxy does not).
+            ready_timeout_s: how long to wait for the local port to accept connections.
+
+        Yields:
+            The local port.
+
+        Raises:
+            ClusterError: kubectl exited or the port did not accept connections in time.
+        """
+        local_port = _free_local_port()
+        args = self.port_forward_args(namespace, pod, local_port, remote_port)
+        # stderr goes to a file, not a pipe nobody reads while the forward runs (a full pipe would stall kubectl).
+        with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as stderr:
+            try:
+                process = subprocess.Popen(self._argv(args), stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+            except FileNotFoundError as error:
+                raise ClusterError(f"{self.kubectl} is not on PATH; install kubectl or put it on PATH.") from error
+            try:
+                self._wait_until_accepting(process, local_port, ready_timeout_s, stderr, args)
+                yield local_port
+            finally:
+                # Always stop kubectl, whatever happened in the block.
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def _wait_until_accepting(
+        self, process: subprocess.Popen[str], port: int, timeout_s: float, stderr: Any, args: Sequence[str]
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                stderr.seek(0)
+                raise ClusterError(f"`{self.command(args)}` exited early: {_first_line(stderr.read())}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterError(f"`{self.command(args)}` did not accept connections within {timeout_s:g} s.")
+            time.sleep(0.1)
+
+    def http_get(
+        self, namespace: str, pod: str, port: int, path: str, timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+    ) -> HttpResponse:
+        """GET `path` on `port` of `pod` through a port-forward on 127.0.0.1, then stop the forward.
+
+        Args:
+            namespace: the pod's namespace.
+            pod: the pod's name.
+            port: the port inside the pod.
+            path: the request path, starting with ``/``.
+            timeout_s: how long the request may take.
+
+        Returns:
+            The status and body; an HTTP error status is data, not an error.
+
+        Raises:
+            ClusterError: the forward or the connection failed.
+        """
+        # Loopback must never go through an HTTP proxy from the environment.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with self.port_forward(namespace, pod, port) as local_port:
+            url = f"http://127.0.0.1:{local_port}{path}"
+            commands = (self.command(self.port_forward_args(namespace, pod, local_port, port)), f"GET {url}")
+            try:
+                with opener.open(url, timeout=timeout_s) as response:
+                    return HttpResponse(commands, response.status, response.read().decode("utf-8", "replace"))
+            except urllib.error.HTTPError as error:
+                return HttpResponse(commands, error.code, error.read().decode("utf-8", "replace"))
+            except (urllib.error.URLError, OSError) as error:
+                raise ClusterError(f"GET {url} through `{commands[0]}` failed: {error}.") from error
+
+
+@contextmanager
+def kind_kubeconfig(name: str, *, kind: str = "kind") -> Iterator[str]:
+    """Write the kubeconfig of kind cluster `name` to a private temporary file for the duration of the block.
+
+    The file is created with mode 0600 and deleted when the block ends (and, as a fallback, when the interpreter
+    exits). Its content is never printed or logged; errors quote only kind's stderr.
+
+    Args:
+        name: the kind cluster's name.
+        kind: the kind executable.
+
+    Yields:
+        The file's path.
+
+    Raises:
+        ClusterError: kind is missing or has no such cluster.
+    """
+    try:
+        result = subprocess.run(
+            [kind, "get", "kubeconfig", "--name", name], capture_output=True, text=True, timeout=60, check=False
+        )
+    except FileNotFoundError as error:
+        raise ClusterError(
+            f"{kind} is not on PATH; install kind, or pass --kubeconfig and --context instead."
+        ) from error
+    except subprocess.TimeoutExpired as error:
+        raise ClusterError(
+            f"`{kind} get kubeconfig --name {name}` did not finish within 60 s; check that Docker is running."
+        ) from error
+    if result.returncode != 0 or not result.stdout.strip():
+        raise ClusterError(
+            f"kind has no kubeconfig for a cluster named {name!r} ({_first_line(result.stderr)}); "
+            "pass a name that `kind get clusters` lists."
+        )
+    descriptor, path = tempfile.mkstemp(prefix="verify-kind-", suffix=".kubeconfig")  # mkstemp creates it 0600
+
+    def remove() -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    atexit.register(remove)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(result.stdout)
+        yield path
+    finally:
+        remove()
+        atexit.unregister(remove)
