@@ -14,6 +14,7 @@ from components.istio_ambient import IstioAmbient, IstioAmbientArgs
 from components.observability import Observability, ObservabilityArgs, signing_key_for
 from components.policies import MeshPolicies, MeshPoliciesArgs
 from components.settings import read_lab_config
+from components.verification import Verification, VerificationArgs
 from components.waypoint import Waypoint, WaypointArgs
 from lab import catalog, images, kind_cluster, outputs
 
@@ -73,6 +74,24 @@ if cfg.observability:
     ))
     pulumi.export(outputs.KIALI_URL, observability.kiali_url)
     pulumi.export(outputs.DASHBOARD_COMMAND, f"./lab.sh dashboard {pulumi.get_stack()}")
+
+# Verification: prove the mesh works (identities, certificates, ztunnel logs, policy effects), after every up.
+if cfg.verify:
+    tested = [
+        *bookinfo.deployments.values(), sleep.deployment, notsleep.deployment, outside.client.deployment,
+        ingress.gateway, ingress.route, *policies.resources, *(waypoint.resources if waypoint else []),
+        *(observability.resources if observability else []),
+    ]
+    cluster_arguments = (["--kind-cluster", cfg.cluster_name] if cfg.target == "kind" else
+                         ["--context", cfg.kube_context, *(["--kubeconfig", cfg.kubeconfig_path] if cfg.kubeconfig_path else [])])
+    verification = Verification("verification", VerificationArgs(
+        mode=cfg.mesh_mode, namespace=cfg.apps_namespace, cluster_arguments=cluster_arguments,
+        report_file=f".lab/reports/{pulumi.get_stack()}.json", fail_on_error=cfg.fail_on_verification_error,
+        depends_on=tested,
+    ))
+    pulumi.export(outputs.VERIFICATION, verification.report)
+    pulumi.export(outputs.CERTIFICATE_SAN, verification.certificate_san)
+    pulumi.export(outputs.ZTUNNEL_EVIDENCE, verification.ztunnel_evidence)
 
 pulumi.export(outputs.CLUSTER_NAME, cluster.cluster_name)
 pulumi.export(outputs.TARGET, cfg.target)

@@ -141,6 +141,7 @@ class Observability(pulumi.ComponentResource):
             opts=args.access.options(self, depends_on=[*args.depends_on, self.prometheus]),
         )
         self._create_traffic(args)
+        self.resources: list[pulumi.Resource] = [self.prometheus, self.kiali, self.traffic]
         self.kiali_url = f"http://127.0.0.1:{catalog.KIALI_PORT}{catalog.KIALI_WEB_ROOT}"
         self.register_outputs({"kiali_url": self.kiali_url})
 

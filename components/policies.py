@@ -92,6 +92,7 @@ class MeshPolicies(pulumi.ComponentResource):
                 },
                 opts=options,
             )
+        self.resources: list[pulumi.Resource] = [self.strict_mtls, self.l4, *([self.l7] if self.l7 else [])]
         self.in_force = [f"{catalog.ISTIO_NAMESPACE}/default (PeerAuthentication STRICT)",
                          f"{args.namespace}/productpage-l4 (AuthorizationPolicy, ztunnel)"]
         if self.l7 is not None:

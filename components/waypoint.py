@@ -51,4 +51,5 @@ class Waypoint(pulumi.ComponentResource):
             metadata={"name": args.service, "namespace": args.namespace, "labels": {catalog.USE_WAYPOINT_LABEL: name}},
             opts=args.access.options(self, depends_on=[self.gateway]),
         )
+        self.resources: list[pulumi.Resource] = [self.gateway, self.binding]
         self.register_outputs({"name": name})

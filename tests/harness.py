@@ -98,6 +98,7 @@ class ProgramRun:
     invokes: list[Invocation]
     outputs: dict[str, Any]
     secret_outputs: set[str] = field(default_factory=set)
+    registered_urns: list[str] = field(default_factory=list)
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.resources.values() if r.type == type_]
@@ -137,7 +138,32 @@ def _secret_keys(properties) -> set[str]:
     return secret
 
 
+def fake_verify_report(mode: str = "l4-only", passed: bool = True) -> dict:
+    """What `python -m verify --json` prints, in its real shape, for the checks the outputs are built from."""
+    from verify.checks import LOG_EVIDENCE_CHECK, certificate_check_name
+
+    def result(name: str, evidence: dict, ok: bool = True) -> dict:
+        return {"name": name, "passed": ok, "expected": "x", "observed": "y", "command": ["kubectl ..."],
+                "evidence": evidence, "duration_s": 0.5, "details": None}
+
+    entry = {"direction": "outbound", "src_identity": "spiffe://cluster.local/ns/default/sa/sleep"}
+    results = [
+        result(certificate_check_name("sleep"), {"certificate": {"san_uris": ["spiffe://cluster.local/ns/default/sa/sleep"]}}),
+        result(certificate_check_name("productpage"),
+               {"certificate": {"san_uris": ["spiffe://cluster.local/ns/default/sa/bookinfo-productpage"]}}),
+        result(LOG_EVIDENCE_CHECK, {"client": {"node": "n1", "entry": entry},
+                                    "server": {"node": "n2", "entry": {**entry, "direction": "inbound"}}}),
+        result("traffic: notsleep GET /productpage", {}, ok=passed),
+    ]
+    summary = "4 of 4 checks passed" if passed else "3 of 4 checks passed; failed: traffic: notsleep GET /productpage"
+    return {"mode": mode, "namespace": "default", "started_at": "2026-11-25T00:00:00+00:00", "passed": passed,
+            "summary": summary, "results": results}
+
+
 class LabMocks(pulumi.runtime.Mocks):
+    def __init__(self, verify_report: dict | None = None):
+        self.verify_report = verify_report or fake_verify_report()
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
         if args.typ == "kubernetes:helm.sh/v3:Release":
@@ -145,6 +171,8 @@ class LabMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "command:local:run" and " -m verify " in args.args.get("command", ""):
+            return {"stdout": json.dumps(self.verify_report), "stderr": "", "command": args.args.get("command")}
         if args.token == "command:local:run":
             return {"stdout": FAKE_KUBECONFIG, "stderr": "", "command": args.args.get("command")}
         return {}
@@ -155,12 +183,14 @@ class RecordingMonitor(MockMonitor):
         super().__init__(mocks)
         self.registrations: dict[str, Registration] = {}
         self.invocations: list[Invocation] = []
+        self.registered_urns: list[str] = []  # every registration, so a duplicate URN cannot hide in the dict
         self._order = 0
 
     def RegisterResource(self, request):
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             self._order += 1
+            self.registered_urns.append(response.urn)
             self.registrations[response.urn] = Registration(
                 urn=response.urn,
                 type=request.type,
@@ -191,12 +221,14 @@ class RecordingMonitor(MockMonitor):
         return super().Invoke(request)
 
 
-def run_program(stack: str, overrides: dict[str, str] | None = None, preview: bool = False) -> ProgramRun:
+def run_program(
+    stack: str, overrides: dict[str, str] | None = None, preview: bool = False, verify_report: dict | None = None
+) -> ProgramRun:
     """Evaluates __main__.py for one stack under mocks and returns what it registered and exported."""
     config = merged_config(stack)
     for key, value in (overrides or {}).items():
         config[f"{PROJECT}:{key}"] = value
-    mocks = LabMocks()
+    mocks = LabMocks(verify_report or fake_verify_report(stack))
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.reset_options(project=PROJECT, stack=stack, preview=preview)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
@@ -222,4 +254,4 @@ def run_program(stack: str, overrides: dict[str, str] | None = None, preview: bo
         return pulumi.Output.all(*exported.values())
 
     evaluate()
-    return ProgramRun(stack, monitor.registrations, monitor.invocations, outputs, secret_outputs)
+    return ProgramRun(stack, monitor.registrations, monitor.invocations, outputs, secret_outputs, monitor.registered_urns)

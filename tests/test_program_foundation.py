@@ -40,16 +40,11 @@ def test_every_kubernetes_resource_uses_the_kind_provider_and_dies_with_the_clus
     assert len(run.kubernetes()) > 30
 
 
-def test_urns_are_unique(runs):
-    for run in runs.values():
-        urns = [r.urn for r in run.resources.values()]
-        assert len(urns) == len(set(urns))
-        assert len(run.resources) == run_program_count(run)
-
-
-def run_program_count(run):
-    # RecordingMonitor numbers every registration; a duplicate URN would have overwritten one, leaving a gap.
-    return max(r.order for r in run.resources.values()) - len(run.invokes)
+def test_urns_are_unique(runs, existing_run):
+    for run in [*runs.values(), existing_run]:
+        duplicates = {urn for urn in run.registered_urns if run.registered_urns.count(urn) > 1}
+        assert not duplicates
+        assert len(run.registered_urns) == len(run.resources) > 40
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -94,9 +89,10 @@ def test_kubeconfig_is_secret_everywhere_and_never_logged(runs, stack):
     assert provider.inputs["context"] == f"kind-ambient-{stack}"
     assert provider.inputs["clusterIdentifier"].startswith(f"kind-ambient-{stack}-")
     assert outputs.KUBECONFIG in run.secret_outputs
-    [invoke] = [i for i in run.invokes if i.token == "command:local:run"]
+    [invoke] = [i for i in run.invokes if "lab.kind_cluster kubeconfig" in i.args.get("command", "")]
+    assert invoke.token == "command:local:run"
     assert invoke.args["logging"] == "none"
-    assert "kubeconfig --name" in invoke.args["command"]
+    assert invoke.args["command"] == f"venv/bin/python -m lab.kind_cluster kubeconfig --name ambient-{stack}"
     # The key inside the kubeconfig appears nowhere but in the secret-wrapped inputs.
     for resource in run.resources.values():
         for key, value in resource.inputs.items():

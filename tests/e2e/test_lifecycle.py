@@ -154,7 +154,10 @@ def changes(summary) -> dict:
 def assert_verified(out: dict, stack: str) -> None:
     report = out[outputs.VERIFICATION]
     assert report["passed"], report.get("summary")
-    assert out[outputs.CERTIFICATE_SAN]
+    assert out[outputs.CERTIFICATE_SAN] == {
+        "sleep": catalog.spiffe_id("default", "sleep"),
+        "productpage": catalog.spiffe_id("default", "bookinfo-productpage"),
+    }
     evidence = out[outputs.ZTUNNEL_EVIDENCE]
     assert evidence["client"]["entry"]["direction"] == "outbound"
     assert evidence["server"]["entry"]["direction"] == "inbound"

@@ -1,0 +1,74 @@
+"""The verification: after every `pulumi up`, run the mesh checks (the verify package) and export the evidence."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_command as command
+
+from components.cluster import PROJECT_ROOT, lab_python
+from components.kube import TYPE_PREFIX
+from verify.checks import stack_outputs
+
+# What the outputs say in a preview, where the checks never run: they test a cluster, not a plan.
+PENDING = {"passed": None, "summary": "the checks run on pulumi up, after every resource they test is ready"}
+
+
+@dataclass(frozen=True)
+class VerificationArgs:
+    mode: str
+    namespace: str
+    cluster_arguments: list[str]  # how verify reaches the cluster: --kind-cluster NAME, or --context (--kubeconfig)
+    report_file: str
+    fail_on_error: bool
+    depends_on: list[pulumi.Resource]
+
+
+def verify_command(args: VerificationArgs) -> str:
+    """The verify CLI with the JSON report on stdout. Exit 1 (a check failed) still prints the report, which this
+    component judges itself; exit 2 (usage, cluster unreachable) fails the invoke with verify's own sentence."""
+    words = [
+        "-m", "verify", "--mode", args.mode, "--namespace", args.namespace, *args.cluster_arguments,
+        "--json", "--report-file", args.report_file,
+    ]
+    return f"{lab_python()} {shlex.join(words)} || [ $? -eq 1 ]"
+
+
+def judge(printed: str, fail_on_error: bool) -> dict[str, Any]:
+    """The report printed by verify, or the update's failure with its summary when a check failed."""
+    report = json.loads(printed)
+    if fail_on_error and not report.get("passed"):
+        raise pulumi.RunError(
+            f"Verification failed: {report.get('summary')}; see the report in the stack outputs or the report file, "
+            "or set istio-ambient-lab:failOnVerificationError false to keep the stack anyway."
+        )
+    return report
+
+
+class Verification(pulumi.ComponentResource):
+    """Runs the checks on every `up` (never in preview) as an invoke: it reads the cluster, it creates nothing, so
+    a second `up` reports no resource changes."""
+
+    def __init__(self, name: str, args: VerificationArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TYPE_PREFIX}:Verification", name, None, opts)
+        if pulumi.runtime.is_dry_run():
+            report: pulumi.Output[dict] = pulumi.Output.from_input(PENDING)
+            derived = pulumi.Output.from_input({"certificate_san": None, "ztunnel_evidence": None, "verification": PENDING})
+        else:
+            result = command.local.run_output(
+                command=verify_command(args),
+                dir=PROJECT_ROOT,
+                # verify prints its progress on stderr: shown as the checks go; the JSON on stdout is not logged.
+                logging=command.local.Logging.STDERR,
+                opts=pulumi.InvokeOutputOptions(depends_on=args.depends_on, parent=self),
+            )
+            report = result.stdout.apply(lambda printed: judge(printed, args.fail_on_error))
+            derived = report.apply(stack_outputs)
+        self.report = derived.apply(lambda d: d["verification"])
+        self.certificate_san = derived.apply(lambda d: d["certificate_san"])
+        self.ztunnel_evidence = derived.apply(lambda d: d["ztunnel_evidence"])
+        self.register_outputs({"passed": report.apply(lambda r: r.get("passed"))})
