@@ -87,7 +87,7 @@ if cfg.verify:
     verification = Verification("verification", VerificationArgs(
         mode=cfg.mesh_mode, namespace=cfg.apps_namespace, cluster_arguments=cluster_arguments,
         report_file=f".lab/reports/{pulumi.get_stack()}.json", fail_on_error=cfg.fail_on_verification_error,
-        depends_on=tested,
+        depends_on=tested, addons=cfg.observability,
     ))
     pulumi.export(outputs.VERIFICATION, verification.report)
     pulumi.export(outputs.CERTIFICATE_SAN, verification.certificate_san)

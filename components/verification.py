@@ -26,6 +26,7 @@ class VerificationArgs:
     report_file: str
     fail_on_error: bool
     depends_on: list[pulumi.Resource]
+    addons: bool = False  # Prometheus and Kiali are installed: check that they saw the mesh traffic too
 
 
 def verify_command(args: VerificationArgs) -> str:
@@ -33,7 +34,7 @@ def verify_command(args: VerificationArgs) -> str:
     component judges itself; exit 2 (usage, cluster unreachable) fails the invoke with verify's own sentence."""
     words = [
         "-m", "verify", "--mode", args.mode, "--namespace", args.namespace, *args.cluster_arguments,
-        "--json", "--report-file", args.report_file,
+        *(["--addons"] if args.addons else []), "--json", "--report-file", args.report_file,
     ]
     return f"{lab_python()} {shlex.join(words)} || [ $? -eq 1 ]"
 

@@ -15,7 +15,7 @@ def test_runs_the_verify_cli_once_after_everything_it_tests(runs, stack):
     run = runs[stack]
     [invoke] = verify_invokes(run)
     assert invoke.args["command"] == (
-        f"venv/bin/python -m verify --mode {stack} --namespace default --kind-cluster ambient-{stack} --json "
+        f"venv/bin/python -m verify --mode {stack} --namespace default --kind-cluster ambient-{stack} --addons --json "
         f"--report-file .lab/reports/{stack}.json || [ $? -eq 1 ]"
     )
     assert invoke.args["logging"] == "stderr", "progress shows, the JSON report is not logged"
@@ -59,6 +59,12 @@ def test_a_failed_check_can_be_kept_as_evidence_only():
     run = run_program("l4-only", {"failOnVerificationError": "false"},
                       verify_report=fake_verify_report("l4-only", passed=False))
     assert run.outputs[outputs.VERIFICATION]["passed"] is False
+
+
+def test_addon_checks_only_with_the_addons():
+    run = run_program("l4-only", {"observability": "false"})
+    [invoke] = verify_invokes(run)
+    assert "--addons" not in invoke.args["command"]
 
 
 def test_switched_off_it_runs_nothing_and_exports_nothing():
