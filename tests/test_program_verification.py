@@ -75,5 +75,5 @@ def test_switched_off_it_runs_nothing_and_exports_nothing():
 
 def test_existing_cluster_is_reached_by_context(existing_run):
     [invoke] = verify_invokes(existing_run)
-    assert " --context gke_proj_europe-west1_lab --json" in invoke.args["command"]
+    assert " --context gke_proj_europe-west1_lab --addons --json" in invoke.args["command"]
     assert "--kind-cluster" not in invoke.args["command"]
