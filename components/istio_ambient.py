@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.kube import TYPE_PREFIX, ClusterAccess
+from components.kube import TYPE_PREFIX, ClusterAccess, helm_release
 from lab import catalog
 from lab import config as lab_config
 
@@ -93,18 +93,15 @@ class IstioAmbient(pulumi.ComponentResource):
         )
 
     def _release(self, chart: catalog.IstioChart, depends_on: list[pulumi.Resource]) -> k8s.helm.v3.Release:
-        repository = self._args.chart_repository
-        oci = repository.startswith("oci://")
-        return k8s.helm.v3.Release(
+        return helm_release(
             chart.release,
-            name=chart.release,
-            chart=f"{repository}/{chart.chart}" if oci else chart.chart,
-            repository_opts=None if oci else k8s.helm.v3.RepositoryOptsArgs(repo=repository),
+            chart=chart.chart,
             version=self._args.version,
+            repository=self._args.chart_repository,
             namespace=catalog.ISTIO_NAMESPACE,
             values=chart_values(chart, self._args.platform),
-            timeout=HELM_TIMEOUT_SECONDS,
-            # A failed install is rolled back, so the next `up` starts from a clean release.
-            cleanup_on_fail=True,
-            opts=self._args.access.options(self, depends_on=depends_on),
+            access=self._args.access,
+            parent=self,
+            depends_on=depends_on,
+            timeout_seconds=HELM_TIMEOUT_SECONDS,
         )

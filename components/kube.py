@@ -27,3 +27,36 @@ class ClusterAccess:
         return pulumi.ResourceOptions(
             parent=parent, provider=self.provider, depends_on=depends_on or [], deleted_with=self.owner, **extra
         )
+
+
+def helm_release(
+    name: str,
+    *,
+    chart: str,
+    version: str,
+    repository: str,
+    namespace: str,
+    values: pulumi.Input[dict],
+    access: ClusterAccess,
+    parent: pulumi.Resource,
+    depends_on: list[pulumi.Resource],
+    timeout_seconds: int,
+) -> k8s.helm.v3.Release:
+    """A real Helm release (hooks run, istiod may edit its own webhooks), named explicitly, waited for.
+
+    An oci:// repository is addressed through the chart reference; an https:// one through repository options.
+    """
+    oci = repository.startswith("oci://")
+    return k8s.helm.v3.Release(
+        name,
+        name=name,
+        chart=f"{repository}/{chart}" if oci else chart,
+        repository_opts=None if oci else k8s.helm.v3.RepositoryOptsArgs(repo=repository),
+        version=version,
+        namespace=namespace,
+        values=values,
+        timeout=timeout_seconds,
+        # A failed install is rolled back, so the next `up` starts from a clean release.
+        cleanup_on_fail=True,
+        opts=access.options(parent, depends_on=depends_on),
+    )

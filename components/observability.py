@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.kube import TYPE_PREFIX, ClusterAccess
+from components.kube import TYPE_PREFIX, ClusterAccess, helm_release
 from lab import catalog
 
 HELM_TIMEOUT_SECONDS = 600
@@ -116,29 +116,29 @@ class Observability(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TYPE_PREFIX}:Observability", name, None, opts)
-        self.prometheus = k8s.helm.v3.Release(
+        self.prometheus = helm_release(
             catalog.PROMETHEUS_RELEASE,
-            name=catalog.PROMETHEUS_RELEASE,
             chart="prometheus",
             version=catalog.PROMETHEUS_CHART_VERSION,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=catalog.PROMETHEUS_CHART_REPOSITORY),
+            repository=catalog.PROMETHEUS_CHART_REPOSITORY,
             namespace=catalog.ISTIO_NAMESPACE,
             values=prometheus_values(),
-            timeout=HELM_TIMEOUT_SECONDS,
-            cleanup_on_fail=True,
-            opts=args.access.options(self, depends_on=args.depends_on),
+            access=args.access,
+            parent=self,
+            depends_on=args.depends_on,
+            timeout_seconds=HELM_TIMEOUT_SECONDS,
         )
-        self.kiali = k8s.helm.v3.Release(
+        self.kiali = helm_release(
             catalog.KIALI_RELEASE,
-            name=catalog.KIALI_RELEASE,
             chart="kiali-server",
             version=catalog.KIALI_VERSION,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=catalog.KIALI_CHART_REPOSITORY),
+            repository=catalog.KIALI_CHART_REPOSITORY,
             namespace=catalog.ISTIO_NAMESPACE,
             values=pulumi.Output.secret(kiali_values(args.signing_key)),
-            timeout=HELM_TIMEOUT_SECONDS,
-            cleanup_on_fail=True,
-            opts=args.access.options(self, depends_on=[*args.depends_on, self.prometheus]),
+            access=args.access,
+            parent=self,
+            depends_on=[*args.depends_on, self.prometheus],
+            timeout_seconds=HELM_TIMEOUT_SECONDS,
         )
         self._create_traffic(args)
         self.resources: list[pulumi.Resource] = [self.prometheus, self.kiali, self.traffic]
