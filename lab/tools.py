@@ -98,18 +98,37 @@ KUBECTL = Release(
     },
 )
 
-# The CLI that matches the pulumi SDK pinned in requirements.txt.
+# The CLI that matches the pulumi SDK pinned in requirements.txt. 3.259.0 is the newest release found whose four
+# tarballs each have two agreeing independent copies. No copy of any 3.272.0 digest was found; the newer
+# releases that do have copies lack a second darwin-x64 one (3.261.0's appears only in the devenv.nix below,
+# and nixpkgs stopped updating its darwin-x64 entry at 3.250.0).
+# Source 1 (hex): pulumi/homebrew-tap Formula/pulumi.rb at commit 51fb494f9549f08978388a9994547e46509279af
+# ("Brew formula update for Pulumi version 3.259.0"), the sha256 beside each tarball's url.
+# Source 2 (nix base32, converted to hex here): a devenv.nix that pins pulumiVersion = "3.259.0" in a
+# pulumiPlatform.<system>.sha256 table (search-index file id 66529003427; the index did not name its
+# repository). The same conversion turns nixpkgs' pulumi-bin data.nix hashes for 3.250.0 and 3.221.0 into
+# exactly Homebrew's hex digests for those releases, so it is not a guess.
 PULUMI = Release(
     name="pulumi",
-    version="3.272.0",
-    minimum="3.272.0",
+    version="3.259.0",
+    minimum="3.259.0",
     base_url="https://get.pulumi.com/releases/sdk",
     asset="pulumi-v{version}-{os}-{arch}.tar.gz",
     checksums="pulumi-{version}-checksums.txt",
     archive=True,
     arch_names={"amd64": "x64", "arm64": "arm64"},
-    # Unpinned everywhere: no public copy of any 3.272.0 digest could be found.
-    sha256={platform: None for platform in PLATFORMS},
+    sha256={
+        # Homebrew tap; devenv.nix "x86_64-linux" = 1r8qyyjm94j5fz3k8gz11k3pn3ywk00b1i44813h2gf2r9x3bfll. A third
+        # copy agrees: Fryuni/config-files overlay/pulumi/data.nix at commit
+        # 16a3a25a09a095f7edd096916cf48d3ce77886ef (the same base32 string).
+        "linux/amd64": "94ba357acac23d01474084c4b00098dc0f7bc70ce13f34c777459254a5f718e5",
+        # Homebrew tap; devenv.nix "aarch64-linux" = 0lv892zyg209k3chd9wh88j8m76sc98cz0ng6sxn08d7cds35j7d.
+        "linux/arm64": "edc8327463a72160bb36cf82cf5062da9c8a244290a706d9980988e7bf486853",
+        # Homebrew tap; devenv.nix "x86_64-darwin" = 0d654rr4p847an6dl4z6nah5hqy6s5qb58qz0sms7gvph8xlrjpa.
+        "darwin/amd64": "eaca4c3b8277bfa3ab061fa3b270d1c66358a0b2e613da8c5587a04b7226c534",
+        # Homebrew tap; devenv.nix "aarch64-darwin" = 0r6801n5b1dxv7h4xyxj8h704appi921m11byvwjqzjjkqbpzhjp.
+        "darwin/arm64": "57c27f179e527e2cf9f62b841a448af72a020e44b2fb4ee0d9bd85556c00c864",
+    },
 )
 
 RELEASES: dict[str, Release] = {release.name: release for release in (KIND, KUBECTL, PULUMI)}

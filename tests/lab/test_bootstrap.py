@@ -128,7 +128,7 @@ def test_kubectl_checksum_file_holds_a_bare_digest(server, tmp_path):
 def pulumi_archive() -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in (("pulumi/pulumi", b"#!/bin/sh\necho v3.272.0\n"),
+        for name, data in (("pulumi/pulumi", b"#!/bin/sh\necho v3.259.0\n"),
                            ("pulumi/pulumi-language-python", b"#!/bin/sh\n"),
                            ("evil", b"outside pulumi/"),
                            ("pulumi/../../escape", b"climbs out")):
@@ -143,9 +143,9 @@ def pulumi_archive() -> bytes:
 
 def test_pulumi_archive_installs_only_the_binaries_of_its_pulumi_folder(server, tmp_path):
     archive = pulumi_archive()
-    server.files["/pulumi-v3.272.0-linux-x64.tar.gz"] = archive
-    server.files["/pulumi-3.272.0-checksums.txt"] = (
-        f"{sha(b'other')}  pulumi-v3.272.0-darwin-arm64.tar.gz\n{sha(archive)}  pulumi-v3.272.0-linux-x64.tar.gz\n"
+    server.files["/pulumi-v3.259.0-linux-x64.tar.gz"] = archive
+    server.files["/pulumi-3.259.0-checksums.txt"] = (
+        f"{sha(b'other')}  pulumi-v3.259.0-darwin-arm64.tar.gz\n{sha(archive)}  pulumi-v3.259.0-linux-x64.tar.gz\n"
     ).encode()
     release = dataclasses.replace(tools.PULUMI, sha256={"linux/amd64": sha(archive)})
     tools_dir = tmp_path / "tools"
@@ -242,8 +242,8 @@ def test_pulumi_archive_without_pulumi_installs_nothing(server, tmp_path):
         member = tarfile.TarInfo("pulumi/pulumi-language-python")
         tar.addfile(member, io.BytesIO(b""))
     archive = buffer.getvalue()
-    server.files["/pulumi-v3.272.0-linux-x64.tar.gz"] = archive
-    server.files["/pulumi-3.272.0-checksums.txt"] = f"{sha(archive)}  pulumi-v3.272.0-linux-x64.tar.gz\n".encode()
+    server.files["/pulumi-v3.259.0-linux-x64.tar.gz"] = archive
+    server.files["/pulumi-3.259.0-checksums.txt"] = f"{sha(archive)}  pulumi-v3.259.0-linux-x64.tar.gz\n".encode()
     release = dataclasses.replace(tools.PULUMI, sha256={"linux/amd64": sha(archive)})
     with pytest.raises(LabError) as refused:
         bootstrap.install(release, tmp_path / "tools", "linux", "amd64", {"LAB_DOWNLOAD_BASE_PULUMI": server.url})

@@ -104,8 +104,8 @@ def test_tool_missing(machine):
     (machine.folder / "pulumi").unlink()
     results = preflight.run_checks(situation(machine), host())
     assert failure(results, "pulumi") == (
-        "pulumi is not installed: run `./lab.sh up`, which installs pulumi v3.272.0 into .lab/tools, or install "
-        "v3.272.0 or newer yourself."
+        "pulumi is not installed: run `./lab.sh up`, which installs pulumi v3.259.0 into .lab/tools, or install "
+        "v3.259.0 or newer yourself."
     )
 
 

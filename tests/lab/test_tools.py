@@ -22,7 +22,7 @@ def test_what_is_pinned_and_what_is_not():
     assert pinned == {
         "kind": sorted(tools.PLATFORMS),
         "kubectl": ["darwin/arm64", "linux/amd64", "linux/arm64"],
-        "pulumi": [],
+        "pulumi": sorted(tools.PLATFORMS),
     }
 
 
@@ -40,8 +40,8 @@ def test_urls_follow_each_projects_release_layout():
         "https://dl.k8s.io/release/v1.36.4/bin/darwin/arm64/kubectl.sha256",
     )
     assert url(tools.PULUMI, "darwin", "amd64") == (
-        "https://get.pulumi.com/releases/sdk/pulumi-v3.272.0-darwin-x64.tar.gz",
-        "https://get.pulumi.com/releases/sdk/pulumi-3.272.0-checksums.txt",
+        "https://get.pulumi.com/releases/sdk/pulumi-v3.259.0-darwin-x64.tar.gz",
+        "https://get.pulumi.com/releases/sdk/pulumi-3.259.0-checksums.txt",
     )
     assert [release.base_url_variable for release in tools.RELEASES.values()] == [
         "LAB_DOWNLOAD_BASE_KIND", "LAB_DOWNLOAD_BASE_KUBECTL", "LAB_DOWNLOAD_BASE_PULUMI",
