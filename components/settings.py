@@ -11,11 +11,10 @@ from lab import config as lab_config
 def read_lab_config() -> lab_config.LabConfig:
     """The validated configuration; a bad value stops the program with its one-sentence message, no traceback."""
     prefix = f"{lab_config.PROJECT}:"
-    raw = {
-        key[len(prefix):]: value
-        for key, value in pulumi.runtime.config.CONFIG.get().items()
-        if key.startswith(prefix)
-    }
+    # The CLI's language host hands config over in the PULUMI_CONFIG environment variable; mocks and the Automation
+    # API's inline programs set it in the runtime. Both, so that no source of config is silently ignored.
+    everything = {**pulumi.runtime.config.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+    raw = {key[len(prefix):]: value for key, value in everything.items() if key.startswith(prefix)}
     try:
         return lab_config.load(raw, pulumi.get_stack())
     except lab_config.ConfigError as error:
