@@ -344,6 +344,8 @@ def cmd_verify(ctx: Context, stack: str, as_json: bool) -> int:
         # The program exports the context; the kubeconfig file is config only (the default when unset).
         argv += ["--kubeconfig", config.kubeconfig_path] if config.kubeconfig_path else []
         argv += ["--context", str(values[outputs.KUBE_CONTEXT])] if values.get(outputs.KUBE_CONTEXT) else []
+    # With the observability addons, also prove that Prometheus and Kiali saw the mesh traffic (as `up` does).
+    argv += ["--addons"] if config.observability else []
     argv += ["--json"] if as_json else []
     return _stream(argv, tool_env(ctx.paths, ctx.env), ctx.paths.root)
 
@@ -353,8 +355,22 @@ def cmd_dashboard(ctx: Context, stack: str) -> int:
     if importlib.util.find_spec("lab.dashboard") is None:
         raise LabError("The dashboard is not in this checkout yet (lab/dashboard.py is missing): update your "
                        f"clone, or use `{LAB_SCRIPT} verify` meanwhile.")
-    return _stream([sys.executable, "-m", "lab.dashboard", "--stack", stack],
-                   pulumi_env(ctx.paths, ctx.env), ctx.paths.root)
+    import signal
+
+    # Ctrl-C reaches this process and the dashboard alike. The dashboard answers it by stopping its port-forwards,
+    # removing its kubeconfig and exiting 0, so this process waits for that instead of ending (and killing it) first.
+    # A do-nothing handler rather than SIG_IGN: exec resets handlers but keeps ignored signals, and the dashboard
+    # must still receive its Ctrl-C.
+    try:
+        previous, installed = signal.signal(signal.SIGINT, lambda signum, frame: None), True
+    except ValueError:  # not the main thread: leave signals alone
+        previous, installed = None, False
+    try:
+        return _stream([sys.executable, "-m", "lab.dashboard", "--stack", stack],
+                       pulumi_env(ctx.paths, ctx.env), ctx.paths.root)
+    finally:
+        if installed:
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def cmd_diagnose(ctx: Context, stack: str) -> int:

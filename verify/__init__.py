@@ -5,7 +5,8 @@ re-runs it at any time. Public API:
 
 * `verify.evidence`: `parse_ztunnel_access_log`, `certificates_from_config_dump` and their result types.
 * `verify.cluster`: `Kubectl`, the one boundary that talks to the cluster.
-* `verify.checks`: `run_checks`, `CheckContext`, `stack_outputs`, and the pure decision functions.
+* `verify.checks`: `run_checks`, `CheckContext`, `stack_outputs`, and the pure decision functions (among them
+  `assess_prometheus_mtls` and `assess_kiali_graph`, for the addon checks that run with ``--addons``).
 * `verify.report`: `CheckResult`, `Report`, `render_table`.
 """
 

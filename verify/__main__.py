@@ -2,6 +2,7 @@
 
     python -m verify --mode l7 --kind-cluster ambient-lab
     python -m verify --mode l4-only --context kind-ambient-lab --kubeconfig ~/.kube/config --json
+    python -m verify --mode l7 --kind-cluster ambient-l7 --addons   # also prove Prometheus and Kiali saw the traffic
 
 Progress goes to stderr as each check starts and finishes; the table (or, with --json, the JSON report) goes to
 stdout. Exit status: 0 when every check passed, 1 when one failed, 2 for a usage error or an unreachable cluster.
@@ -39,6 +40,7 @@ class Options:
     json: bool
     report_file: Path | None
     timeout_s: float
+    addons: bool = False
 
 
 class UsageError(Exception):
@@ -49,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m verify",
         description="Prove that the lab's ambient mesh works: enrolment, traffic policy, mTLS certificates, "
-        "ztunnel logs and the L7 path.",
+        "ztunnel logs and the L7 path (and, with --addons, that Prometheus and Kiali saw it).",
     )
     parser.add_argument("--mode", required=True, choices=MODES, help="the mesh mode the stack built")
     parser.add_argument("--namespace", default=catalog.DEFAULT_APPS_NAMESPACE,
@@ -58,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--context", help="kubeconfig context to use; required unless --kind-cluster is given")
     parser.add_argument("--kind-cluster", metavar="NAME",
                         help="use kind cluster NAME: its kubeconfig from `kind get kubeconfig`, context kind-NAME")
+    parser.add_argument("--addons", action="store_true",
+                        help="the observability addons are installed: also check that Prometheus counted mTLS "
+                        "connections from sleep and that Kiali's graph shows sleep -> productpage")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     parser.add_argument("--report-file", type=Path, metavar="PATH", help="also write the JSON report to PATH")
     parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
@@ -65,7 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve_kubeconfig(given: str | None) -> str:
+def resolve_kubeconfig(given: str | None) -> str:
+    """The kubeconfig file to pass to kubectl: `given`, else $KUBECONFIG (one file), else ~/.kube/config.
+
+    Raises:
+        UsageError: $KUBECONFIG lists several files.
+    """
     if given:
         return given
     from_env = os.environ.get("KUBECONFIG", "")
@@ -93,12 +103,13 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     return Options(
         mode=args.mode,
         namespace=args.namespace,
-        kubeconfig=None if args.kind_cluster else _resolve_kubeconfig(args.kubeconfig),
+        kubeconfig=None if args.kind_cluster else resolve_kubeconfig(args.kubeconfig),
         context=args.context,
         kind_cluster=args.kind_cluster,
         json=args.json,
         report_file=args.report_file,
         timeout_s=args.timeout,
+        addons=args.addons,
     )
 
 
@@ -156,9 +167,10 @@ def main(
                     "(or --kind-cluster)."
                 ) from error
             progress(f"Verifying mode {options.mode} in namespace {options.namespace} "
-                     f"on {len(nodes.get('items', []))} node(s).")
+                     f"on {len(nodes.get('items', []))} node(s)"
+                     f"{', with the Prometheus and Kiali checks' if options.addons else ''}.")
             context = CheckContext(cluster=cluster, mode=options.mode, namespace=options.namespace,
-                                   timeout_s=options.timeout_s)
+                                   timeout_s=options.timeout_s, addons=options.addons)
             context.sleep = sleep or context.sleep
             context.clock = clock or context.clock
             context.now = now or context.now

@@ -20,16 +20,52 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
-__all__ = ["Cluster", "ClusterError", "ExecResult", "HttpResponse", "Kubectl", "kind_kubeconfig"]
+__all__ = [
+    "Cluster",
+    "ClusterError",
+    "ExecResult",
+    "HttpResponse",
+    "KindClusterMissing",
+    "Kubectl",
+    "PortForward",
+    "RawGetError",
+    "kind_kubeconfig",
+]
 
 DEFAULT_CALL_TIMEOUT_S = 30.0
 PORT_FORWARD_READY_TIMEOUT_S = 15.0
 
 
 class ClusterError(RuntimeError):
-    """A cluster call could not be made or did not answer; the message says what to do."""
+    """A cluster call could not be made or did not answer; the message says what to do.
+
+    Attributes:
+        reason: when kubectl or kind ran and failed, their own first error line (without the command line), for
+            callers that phrase their own sentence around it; None otherwise.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RawGetError(ClusterError):
+    """``kubectl get --raw`` failed: the API server, or the service behind its proxy, answered with an error.
+
+    ``reason`` is kubectl's line, e.g. ``Error from server (ServiceUnavailable): no endpoints available for service
+    "kiali"``.
+    """
+
+    reason: str
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message, reason)
+
+
+class KindClusterMissing(ClusterError):
+    """kind has no cluster of the name asked for (``kind get kubeconfig`` failed)."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +131,23 @@ class Cluster(Protocol):
         """GET `path` on `port` of `pod` through a port-forward on 127.0.0.1."""
         ...
 
+    def get_raw(self, path: str, timeout_s: float = ...) -> str:
+        """GET `path` from the API server (``kubectl get --raw``), e.g. a Service through its proxy.
+
+        Raises:
+            RawGetError: the API server or the proxied service answered with an error status.
+        """
+        ...
+
 
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[0] if lines else "no error output"
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no error output"
 
 
 def _free_local_port() -> int:
@@ -106,6 +155,62 @@ def _free_local_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+class PortForward:
+    """A running ``kubectl port-forward`` listening on 127.0.0.1 (made by `Kubectl.open_port_forward`).
+
+    Attributes:
+        process: the kubectl process.
+        local_port: the port on 127.0.0.1.
+        command: the kubectl command line, as the user could type it.
+    """
+
+    def __init__(self, process: subprocess.Popen[str], local_port: int, command: str, stderr: IO[str]) -> None:
+        self.process = process
+        self.local_port = local_port
+        self.command = command
+        self._stderr = stderr
+
+    @property
+    def running(self) -> bool:
+        """Whether kubectl still runs."""
+        return self.process.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """kubectl's exit code, None while it runs."""
+        return self.process.poll()
+
+    def _stderr_text(self) -> str:
+        if self._stderr.closed:
+            return ""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        return self._stderr.read()
+
+    def first_error_line(self) -> str:
+        """kubectl's first line on stderr (why it could not start), or ``no error output``."""
+        return _first_line(self._stderr_text())
+
+    def last_error_line(self) -> str:
+        """kubectl's last line on stderr (why a running forward ended), or ``no error output``."""
+        return _last_line(self._stderr_text())
+
+    def terminate(self) -> None:
+        """Ask kubectl to stop, without waiting (see `stop`)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop kubectl (SIGTERM, then SIGKILL after `timeout_s`), wait for it, and close the stderr file."""
+        self.terminate()
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._stderr.close()
 
 
 class Kubectl:
@@ -193,7 +298,8 @@ class Kubectl:
         full = [*args, "-o", "json", f"--request-timeout={int(timeout_s)}s"]
         result = self._run(full, timeout_s + 5)
         if result.returncode != 0:
-            raise ClusterError(f"`{self.command(full)}` failed: {_first_line(result.stderr)}")
+            reason = _first_line(result.stderr)
+            raise ClusterError(f"`{self.command(full)}` failed: {reason}", reason)
         try:
             document = json.loads(result.stdout)
         except ValueError as error:
@@ -262,11 +368,94 @@ class Kubectl:
             raise ClusterError(f"`{self.command(args)}` failed: {_first_line(result.stderr)}")
         return result.stdout
 
+    def get_raw(self, path: str, timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> str:
+        """GET `path` from the API server with ``kubectl get --raw``.
+
+        The API server's service proxy (``/api/v1/namespaces/NS/services/NAME:PORT/proxy/...``) reaches a ClusterIP
+        Service from outside the cluster without a port-forward; kubectl exits non-zero on any error status.
+
+        Args:
+            path: the absolute request URI, query string included (already URL-encoded).
+            timeout_s: how long the request may take.
+
+        Returns:
+            The response body.
+
+        Raises:
+            RawGetError: kubectl failed; ``reason`` holds its first error line (e.g. ``Error from server
+                (ServiceUnavailable): ...`` while the service has no ready endpoint).
+            ClusterError: kubectl is missing or did not finish in time.
+        """
+        args = ["get", "--raw", path]
+        full = [*args, f"--request-timeout={int(timeout_s)}s"]
+        result = self._run(full, timeout_s + 5)
+        if result.returncode != 0:
+            reason = _first_line(result.stderr)
+            raise RawGetError(f"`{self.command(args)}` failed: {reason}", reason)
+        return result.stdout
+
     # --- port-forward ------------------------------------------------------------------------------------------
 
-    def port_forward_args(self, namespace: str, pod: str, local_port: int, remote_port: int) -> list[str]:
-        """kubectl arguments of a port-forward that listens on 127.0.0.1 only."""
-        return ["port-forward", "-n", namespace, f"pod/{pod}", f"{local_port}:{remote_port}", "--address", "127.0.0.1"]
+    def port_forward_args(self, namespace: str, target: str, local_port: int, remote_port: int) -> list[str]:
+        """kubectl arguments of a port-forward that listens on 127.0.0.1 only.
+
+        Args:
+            namespace: the target's namespace.
+            target: a pod name, or ``KIND/NAME`` such as ``svc/kiali`` (kubectl then picks one ready pod behind it).
+            local_port: the port on 127.0.0.1.
+            remote_port: the port of the pod or Service.
+        """
+        resource = target if "/" in target else f"pod/{target}"
+        return ["port-forward", "-n", namespace, resource, f"{local_port}:{remote_port}", "--address", "127.0.0.1"]
+
+    def open_port_forward(
+        self,
+        namespace: str,
+        target: str,
+        remote_port: int,
+        *,
+        local_port: int | None = None,
+        ready_timeout_s: float = PORT_FORWARD_READY_TIMEOUT_S,
+        new_session: bool = False,
+    ) -> PortForward:
+        """Start ``kubectl port-forward`` on 127.0.0.1 and wait until the local port accepts connections.
+
+        The caller owns the returned forward and must `PortForward.stop` it; `port_forward` does that for a block.
+
+        Args:
+            namespace: the target's namespace.
+            target: a pod name, or ``svc/NAME`` (see `port_forward_args`).
+            remote_port: the port of the pod or Service.
+            local_port: the port on 127.0.0.1; None picks a free one.
+            ready_timeout_s: how long to wait for the local port to accept connections.
+            new_session: start kubectl in a session of its own, so a Ctrl-C in the terminal reaches only this
+                process, which then stops kubectl itself (a long-running forward, such as the dashboard's).
+
+        Returns:
+            The running forward.
+
+        Raises:
+            ClusterError: kubectl is missing, exited, or the port did not accept connections in time (kubectl is
+                stopped first).
+        """
+        local = local_port or _free_local_port()
+        args = self.port_forward_args(namespace, target, local, remote_port)
+        # stderr goes to a file, not a pipe nobody reads while the forward runs (a full pipe would stall kubectl).
+        # Not a `with`: the file lives as long as the forward, which closes it in `PortForward.stop`.
+        stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        try:
+            process = subprocess.Popen(self._argv(args), stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                                       start_new_session=new_session)
+        except FileNotFoundError as error:
+            stderr.close()
+            raise ClusterError(f"{self.kubectl} is not on PATH; install kubectl or put it on PATH.") from error
+        forward = PortForward(process, local, self.command(args), stderr)
+        try:
+            self._wait_until_accepting(forward, ready_timeout_s)
+        except BaseException:
+            forward.stop()
+            raise
+        return forward
 
     @contextmanager
     def port_forward(
@@ -276,7 +465,7 @@ class Kubectl:
 
         Args:
             namespace: the pod's namespace.
-            pod: the pod's name.
+            pod: the pod's name (or ``svc/NAME``).
             remote_port: the port inside the pod (it may listen on the pod's localhost only, as ztunnel's admin
                 port does: a port-forward reaches it, the API server's pod proxy does not).
             ready_timeout_s: how long to wait for the local port to accept connections.
@@ -287,41 +476,26 @@ class Kubectl:
         Raises:
             ClusterError: kubectl exited or the port did not accept connections in time.
         """
-        local_port = _free_local_port()
-        args = self.port_forward_args(namespace, pod, local_port, remote_port)
-        # stderr goes to a file, not a pipe nobody reads while the forward runs (a full pipe would stall kubectl).
-        with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as stderr:
-            try:
-                process = subprocess.Popen(self._argv(args), stdout=subprocess.DEVNULL, stderr=stderr, text=True)
-            except FileNotFoundError as error:
-                raise ClusterError(f"{self.kubectl} is not on PATH; install kubectl or put it on PATH.") from error
-            try:
-                self._wait_until_accepting(process, local_port, ready_timeout_s, stderr, args)
-                yield local_port
-            finally:
-                # Always stop kubectl, whatever happened in the block.
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        forward = self.open_port_forward(namespace, pod, remote_port, ready_timeout_s=ready_timeout_s)
+        try:
+            yield forward.local_port
+        finally:
+            # Always stop kubectl, whatever happened in the block.
+            forward.stop()
 
-    def _wait_until_accepting(
-        self, process: subprocess.Popen[str], port: int, timeout_s: float, stderr: Any, args: Sequence[str]
-    ) -> None:
+    @staticmethod
+    def _wait_until_accepting(forward: PortForward, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
-            if process.poll() is not None:
-                stderr.seek(0)
-                raise ClusterError(f"`{self.command(args)}` exited early: {_first_line(stderr.read())}")
+            if not forward.running:
+                raise ClusterError(f"`{forward.command}` exited early: {forward.first_error_line()}")
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                with socket.create_connection(("127.0.0.1", forward.local_port), timeout=0.5):
                     return
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise ClusterError(f"`{self.command(args)}` did not accept connections within {timeout_s:g} s.")
+                raise ClusterError(f"`{forward.command}` did not accept connections within {timeout_s:g} s.")
             time.sleep(0.1)
 
     def http_get(
@@ -371,7 +545,8 @@ def kind_kubeconfig(name: str, *, kind: str = "kind") -> Iterator[str]:
         The file's path.
 
     Raises:
-        ClusterError: kind is missing or has no such cluster.
+        KindClusterMissing: kind has no such cluster.
+        ClusterError: kind is missing or did not answer.
     """
     try:
         result = subprocess.run(
@@ -386,9 +561,11 @@ def kind_kubeconfig(name: str, *, kind: str = "kind") -> Iterator[str]:
             f"`{kind} get kubeconfig --name {name}` did not finish within 60 s; check that Docker is running."
         ) from error
     if result.returncode != 0 or not result.stdout.strip():
-        raise ClusterError(
-            f"kind has no kubeconfig for a cluster named {name!r} ({_first_line(result.stderr)}); "
-            "pass a name that `kind get clusters` lists."
+        reason = _first_line(result.stderr)
+        raise KindClusterMissing(
+            f"kind has no kubeconfig for a cluster named {name!r} ({reason}); pass a name that `kind get clusters` "
+            "lists.",
+            reason,
         )
     descriptor, path = tempfile.mkstemp(prefix="verify-kind-", suffix=".kubeconfig")  # mkstemp creates it 0600
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import stat
 from pathlib import Path
 
@@ -232,9 +233,20 @@ def test_verify_runs_the_verify_package_with_the_stacks_outputs(project, machine
     assert cli.main(["verify", "l7", "--json"], context(project, machine)) == 0
     assert streamed == [[
         cli.sys.executable, "-m", "verify", "--mode", "l7", "--namespace", "shop", "--kind-cluster", "ambient-l7",
-        "--json",
+        "--addons", "--json",
     ]]
     assert machine.calls() == ["stack output --json --stack l7"]
+
+
+def test_verify_leaves_the_addon_checks_out_when_observability_is_off(project, machine, streamed):
+    (project / "stacks" / "Pulumi.l7.yaml").write_text(
+        "config:\n  istio-ambient-lab:meshMode: l7\n  istio-ambient-lab:observability: false\n"
+    )
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.outputs.write_text(json.dumps({"mesh_mode": "l7", "cluster_name": "ambient-l7", "target": "kind"}))
+    assert cli.main(["verify", "l7"], context(project, machine)) == 0
+    assert "--addons" not in streamed[0]
+    assert streamed[0][-2:] == ["--kind-cluster", "ambient-l7"]
 
 
 def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project, machine, streamed):
@@ -247,6 +259,7 @@ def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project
     assert cli.main(["verify", "gke"], context(project, machine)) == 0
     assert streamed[0][3:] == [
         "--mode", "l4-only", "--namespace", "default", "--kubeconfig", "/home/me/.kube/gke", "--context", "gke_lab",
+        "--addons",
     ]
 
 
@@ -265,6 +278,25 @@ def test_dashboard_that_is_not_written_yet_is_a_sentence(project, machine, capsy
         "The dashboard is not in this checkout yet (lab/dashboard.py is missing): update your clone, or use "
         "`./lab.sh verify` meanwhile.\n"
     )
+
+
+def test_dashboard_runs_the_dashboard_module_and_leaves_ctrl_c_to_it(project, machine, monkeypatch):
+    seen = []
+
+    def stream(argv, env, cwd):
+        seen.append((list(argv), signal.getsignal(signal.SIGINT)))
+        # While the dashboard runs, Ctrl-C must not end this process (the dashboard cleans up and exits 0).
+        signal.raise_signal(signal.SIGINT)
+        return 0
+
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(cli, "_stream", stream)
+    assert cli.main(["dashboard", "l7"], context(project, machine)) == 0
+    (argv, handler), = seen
+    assert argv == [cli.sys.executable, "-m", "lab.dashboard", "--stack", "l7"]
+    # A Python handler, not SIG_IGN: exec resets handlers but would pass an ignored SIGINT on to the dashboard.
+    assert callable(handler) and handler not in (signal.SIG_IGN, signal.SIG_DFL, signal.default_int_handler)
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_diagnose_prints_the_folder(project, machine):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from cryptography import x509
@@ -21,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from lab import catalog
 from verify.checks import CheckContext
-from verify.cluster import ExecResult, HttpResponse
+from verify.cluster import ExecResult, HttpResponse, RawGetError
 
 # --- ztunnel access-log lines ----------------------------------------------------------------------------------
 
@@ -36,6 +37,7 @@ NOTSLEEP_ID = catalog.spiffe_id(NS, "notsleep")
 PRODUCTPAGE_ID = catalog.spiffe_id(NS, "bookinfo-productpage")
 WAYPOINT_ID = catalog.spiffe_id(NS, catalog.WAYPOINT_NAME)
 PRODUCTPAGE_SVC = f"productpage.{NS}.svc.cluster.local"
+ZTUNNEL_CLIENT, ZTUNNEL_SERVER = "ztunnel-4hx7p", "ztunnel-9kq2m"
 
 # Layout: <time>\t<level>\taccess\tconnection complete\t<fields>. 1.30: no cluster fields.
 LINE_130_OUTBOUND = (
@@ -265,6 +267,195 @@ def exec_failure() -> ExecResult:
                       'error: unable to upgrade connection: container not found ("sleep")\n')
 
 
+# --- Prometheus instant queries and Kiali graphs, in their APIs' formats -------------------------------------------
+
+PROMETHEUS_PROXY = "/api/v1/namespaces/istio-system/services/prometheus:9090/proxy"
+KIALI_PROXY = "/api/v1/namespaces/istio-system/services/kiali:20001/proxy/kiali"
+SCRAPE_TIME = 1790933640.123
+
+
+def prometheus_series(reporter: str, destination_workload: str, destination_principal: str, value: str,
+                      source_principal: str = SLEEP_ID) -> dict[str, Any]:
+    """One vector sample of istio_tcp_connections_opened_total with the labels ztunnel reports."""
+    return {
+        "metric": {
+            "__name__": "istio_tcp_connections_opened_total",
+            "app": "ztunnel",
+            "connection_security_policy": "mutual_tls",
+            "destination_app": destination_workload.rsplit("-", 1)[0],
+            "destination_canonical_revision": "v1",
+            "destination_canonical_service": destination_workload.rsplit("-", 1)[0],
+            "destination_cluster": "Kubernetes",
+            "destination_principal": destination_principal,
+            "destination_service": PRODUCTPAGE_SVC,
+            "destination_service_name": "productpage",
+            "destination_service_namespace": NS,
+            "destination_version": "v1",
+            "destination_workload": destination_workload,
+            "destination_workload_namespace": NS,
+            "instance": "10.244.1.3:15020",
+            "job": "kubernetes-pods",
+            "namespace": "istio-system",
+            "pod": ZTUNNEL_CLIENT if reporter == "source" else ZTUNNEL_SERVER,
+            "reporter": reporter,
+            "request_protocol": "tcp",
+            "response_flags": "-",
+            "source_app": "sleep",
+            "source_canonical_revision": "latest",
+            "source_canonical_service": "sleep",
+            "source_cluster": "Kubernetes",
+            "source_principal": source_principal,
+            "source_version": "unknown",
+            "source_workload": "sleep",
+            "source_workload_namespace": NS,
+        },
+        "value": [SCRAPE_TIME, value],
+    }
+
+
+def prometheus_vector(*series: dict[str, Any]) -> dict[str, Any]:
+    return {"status": "success", "data": {"resultType": "vector", "result": list(series)}}
+
+
+PROMETHEUS_L4 = prometheus_vector(
+    prometheus_series("source", "productpage-v1", PRODUCTPAGE_ID, "7"),
+    prometheus_series("destination", "productpage-v1", PRODUCTPAGE_ID, "7"),
+)
+PROMETHEUS_L7 = prometheus_vector(prometheus_series("source", catalog.WAYPOINT_NAME, WAYPOINT_ID, "4"))
+PROMETHEUS_EMPTY = prometheus_vector()
+PROMETHEUS_BAD_QUERY = {
+    "status": "error",
+    "errorType": "bad_data",
+    "error": 'invalid parameter "query": 1:36: parse error: unexpected "=" in label matching',
+}
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def kiali_node(workload: str, *, app: str | None = None, version: str | None = None, namespace: str = NS,
+               **flags: Any) -> dict[str, Any]:
+    """A workload node as Kiali's graph API writes it (ids are sha256 hex of the node key)."""
+    data: dict[str, Any] = {
+        "id": _hash(f"Kubernetes_{namespace}_{workload}"),
+        "nodeType": "workload",
+        "cluster": "Kubernetes",
+        "namespace": namespace,
+        "workload": workload,
+        "app": app if app is not None else workload.rsplit("-", 1)[0],
+        "healthData": None,
+        "isAmbient": True,
+        **flags,
+    }
+    if version:
+        data["version"] = version
+    return {"data": data}
+
+
+def kiali_edge(source: dict[str, Any], target: dict[str, Any], protocol: str, *, mtls: str | None = "100",
+               waypoint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An edge as Kiali writes it: rates and percentages are decimal strings; isMTLS is absent without mTLS."""
+    if protocol == "http":
+        traffic = {"protocol": "http", "rates": {"http": "0.27", "httpPercentReq": "100.0"},
+                   "responses": {"200": {"flags": {"-": "100.0"}, "hosts": {PRODUCTPAGE_SVC: "100.0"}}}}
+    else:
+        traffic = {"protocol": "tcp", "rates": {"tcp": "412.05"},
+                   "responses": {"-": {"flags": {"-": "100.0"}, "hosts": {PRODUCTPAGE_SVC: "100.0"}}}}
+    data: dict[str, Any] = {
+        "id": _hash(source["data"]["id"] + target["data"]["id"] + protocol),
+        "source": source["data"]["id"],
+        "target": target["data"]["id"],
+        "traffic": traffic,
+    }
+    if mtls is not None:
+        data["isMTLS"] = mtls
+        data["sourcePrincipal"] = SLEEP_ID
+        data["destPrincipal"] = PRODUCTPAGE_ID
+    if waypoint is not None:
+        data["waypoint"] = waypoint
+    return {"data": data}
+
+
+def kiali_graph(nodes: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {"timestamp": 1790933641, "duration": 120, "graphType": "workload",
+            "elements": {"nodes": list(nodes), "edges": list(edges)}}
+
+
+class Graph:
+    """The graphs Kiali draws of the lab's namespace, per shape."""
+
+    box: ClassVar[dict[str, Any]] = {"data": {"id": _hash("box-default"), "nodeType": "box",
+                                              "cluster": "Kubernetes", "namespace": NS, "isBox": "namespace"}}
+    sleep: ClassVar[dict[str, Any]] = kiali_node("sleep", app="sleep")
+    productpage: ClassVar[dict[str, Any]] = kiali_node("productpage-v1", version="v1")
+    details: ClassVar[dict[str, Any]] = kiali_node("details-v1", version="v1")
+    gateway: ClassVar[dict[str, Any]] = kiali_node(catalog.INGRESS_GATEWAY_WORKLOAD,
+                                                   app=catalog.INGRESS_GATEWAY_WORKLOAD,
+                                                   isGateway={"ingressInfo": {"hostnames": ["*"]}})
+    waypoint: ClassVar[dict[str, Any]] = kiali_node(catalog.WAYPOINT_NAME, app="", isWaypoint=True)
+
+    @classmethod
+    def l4(cls, *, mtls: str | None = "100") -> dict[str, Any]:
+        """No waypoint: ztunnel's TCP edges only."""
+        return kiali_graph(
+            [cls.box, cls.gateway, cls.sleep, cls.productpage, cls.details],
+            [kiali_edge(cls.gateway, cls.productpage, "tcp"),
+             kiali_edge(cls.sleep, cls.productpage, "tcp", mtls=mtls),
+             kiali_edge(cls.productpage, cls.details, "tcp")],
+        )
+
+    @classmethod
+    def l7_collapsed(cls) -> dict[str, Any]:
+        """The waypoint folded into one HTTP edge that carries a waypoint field."""
+        return kiali_graph(
+            [cls.box, cls.sleep, cls.productpage, cls.details],
+            [kiali_edge(cls.sleep, cls.productpage, "http", waypoint={"direction": "to"}),
+             kiali_edge(cls.productpage, cls.details, "tcp")],
+        )
+
+    @classmethod
+    def l7_waypoint_node(cls, *, waypoint: dict[str, Any] | None = None, protocol: str = "http",
+                         mtls: str | None = "100") -> dict[str, Any]:
+        """The waypoint as a node of its own: sleep -> waypoint -> productpage-v1."""
+        node = waypoint or cls.waypoint
+        back = kiali_edge(node, cls.sleep, protocol)["data"]
+        return kiali_graph(
+            [cls.box, cls.sleep, node, cls.productpage, cls.details],
+            [kiali_edge(cls.sleep, node, protocol, mtls=mtls, waypoint={"direction": "to", "fromEdge": back}),
+             kiali_edge(node, cls.productpage, protocol, mtls=mtls, waypoint={"direction": "from"}),
+             kiali_edge(cls.productpage, cls.details, "tcp")],
+        )
+
+    @classmethod
+    def l7_default(cls) -> dict[str, Any]:
+        """What Kiali 2.x shows by default: the waypoint's HTTP edge sleep -> productpage-v1, and ztunnel's TCP
+        edges to and from the waypoint node."""
+        return kiali_graph(
+            [cls.box, cls.sleep, cls.waypoint, cls.productpage],
+            [kiali_edge(cls.sleep, cls.productpage, "http"),
+             kiali_edge(cls.sleep, cls.waypoint, "tcp", waypoint={"direction": "to"}),
+             kiali_edge(cls.waypoint, cls.productpage, "tcp", waypoint={"direction": "from"})],
+        )
+
+    @classmethod
+    def l7_tcp_only(cls) -> dict[str, Any]:
+        """A waypoint-less path seen in l7: only ztunnel's TCP edge."""
+        return cls.l4()
+
+    @staticmethod
+    def empty() -> dict[str, Any]:
+        return kiali_graph([], [])
+
+
+def raw_error(status: str, message: str) -> RawGetError:
+    reason = f"Error from server ({status}): {message}"
+    return RawGetError(f"`kubectl --context fake get --raw ...` failed: {reason}", reason)
+
+
+KIALI_UNAVAILABLE = 'no endpoints available for service "kiali"'
+
+
 # --- Pods ------------------------------------------------------------------------------------------------------
 
 
@@ -298,6 +489,8 @@ def _matches(pod_json: dict[str, Any], selector: str | None) -> bool:
 
 
 ExecAnswer = ExecResult | Callable[[], ExecResult] | list[ExecResult]
+# A get --raw answer: a body (text, or JSON as a dict), an error to raise, or a list of those (one per call).
+RawAnswer = str | dict[str, Any] | Exception | list[Any]
 
 
 @dataclass
@@ -312,6 +505,7 @@ class FakeCluster:
     exec_answers: dict[tuple[str, str, str], ExecAnswer] = field(default_factory=dict)
     logs_by_pod: dict[str, str | list[str]] = field(default_factory=dict)
     config_dumps: dict[str, Any] = field(default_factory=dict)
+    raw_answers: dict[str, RawAnswer] = field(default_factory=dict)  # keyed by path prefix
     nodes_error: Exception | None = None
     calls: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -358,6 +552,17 @@ class FakeCluster:
         body = dump if isinstance(dump, str) else json.dumps(dump)
         return HttpResponse((f"kubectl port-forward pod/{pod} :{port}", f"GET {path}"), 200, body)
 
+    def get_raw(self, path: str, timeout_s: float = 30.0) -> str:
+        self.calls.append(("get_raw", path))
+        answer = next((value for prefix, value in self.raw_answers.items() if path.startswith(prefix)), None)
+        if isinstance(answer, list):
+            answer = answer.pop(0) if len(answer) > 1 else answer[0]
+        if answer is None:
+            raise raw_error("NotFound", "the server could not find the requested resource")
+        if isinstance(answer, Exception):
+            raise answer
+        return answer if isinstance(answer, str) else json.dumps(answer)
+
 
 class FakeClock:
     """A monotonic clock that only moves when the code under test sleeps (plus a small step per reading)."""
@@ -375,17 +580,17 @@ class FakeClock:
         self.now += seconds
 
 
-def make_context(cluster: FakeCluster, mode: str, *, timeout_s: float = 20.0) -> tuple[CheckContext, FakeClock]:
+def make_context(cluster: FakeCluster, mode: str, *, timeout_s: float = 20.0,
+                 addons: bool = False) -> tuple[CheckContext, FakeClock]:
     clock = FakeClock()
     ctx = CheckContext(cluster=cluster, mode=mode, timeout_s=timeout_s, interval_s=2.0, clock=clock,
-                       sleep=clock.sleep, now=lambda: NOW)
+                       sleep=clock.sleep, now=lambda: NOW, addons=addons)
     return ctx, clock
 
 
 # --- A healthy lab, per mode -----------------------------------------------------------------------------------
 
 CLIENT_NODE, SERVER_NODE = "lab-worker", "lab-worker2"
-ZTUNNEL_CLIENT, ZTUNNEL_SERVER = "ztunnel-4hx7p", "ztunnel-9kq2m"
 
 
 def healthy_cluster(mode: str, root: Issuer, leaves: dict[str, x509.Certificate]) -> FakeCluster:
@@ -438,6 +643,10 @@ def healthy_cluster(mode: str, root: Issuer, leaves: dict[str, x509.Certificate]
         logs_by_pod={ZTUNNEL_CLIENT: "\n".join(UNRELATED_LINES[:3] + client_log),
                      ZTUNNEL_SERVER: "\n".join(UNRELATED_LINES + server_log)},
         config_dumps=dumps,
+        raw_answers={
+            PROMETHEUS_PROXY: PROMETHEUS_L7 if waypoint else PROMETHEUS_L4,
+            KIALI_PROXY: Graph.l7_waypoint_node() if waypoint else Graph.l4(),
+        },
     )
 
 

@@ -128,3 +128,34 @@ def test_module_entry_point_runs_without_a_traceback():
 def test_help_exits_0(run, flag):
     code, _, _, _ = run([flag])
     assert code == 0
+
+
+def test_addons_flag_adds_the_prometheus_and_kiali_checks(run, healthy):
+    cluster = healthy("l7")
+    code, out, err, opened = run(["--mode", "l7", "--context", "kind-lab", "--addons", "--json"], cluster)
+    assert code == 0, err
+    assert opened[0].addons is True
+    report = json.loads(out)
+    assert report["summary"] == "11 of 11 checks passed (mode l7, namespace default)"
+    assert [result["name"] for result in report["results"]][-2:] == [
+        "prometheus: mTLS connections from sleep", "kiali: graph edge sleep -> productpage"]
+    assert "with the Prometheus and Kiali checks" in err.splitlines()[0]
+    assert any(call[0] == "get_raw" for call in cluster.calls)
+
+
+def test_without_the_addons_flag_prometheus_and_kiali_are_left_alone(run, healthy):
+    cluster = healthy("l4-only")
+    code, out, _, opened = run(["--mode", "l4-only", "--context", "kind-lab"], cluster)
+    assert code == 0 and opened[0].addons is False
+    assert "prometheus:" not in out and "kiali:" not in out
+    assert not any(call[0] == "get_raw" for call in cluster.calls)
+
+
+def test_addons_failing_check_exits_1(run, fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.raw_answers[fx.KIALI_PROXY] = fx.Graph.empty()
+    code, out, _, _ = run(["--mode", "l4-only", "--context", "kind-lab", "--addons", "--timeout", "10"], cluster)
+    assert code == 1
+    assert out.rstrip().endswith("9 of 10 checks passed (mode l4-only, namespace default); failed: kiali: graph edge "
+                                 "sleep -> productpage")
+    assert "FAILED kiali: graph edge sleep -> productpage" in out

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from verify.cluster import ClusterError, Kubectl, kind_kubeconfig
+from verify.cluster import ClusterError, KindClusterMissing, Kubectl, RawGetError, kind_kubeconfig
 
 FAKE_KUBECTL = f"""#!{sys.executable}
 import http.server, json, os, sys
@@ -19,7 +21,12 @@ with open(os.environ["FAKE_LOG"], "a") as log:
     log.write(json.dumps(args) + "\\n")
 assert args[0] == "--kubeconfig" and args[2] == "--context", args
 verb = args[4]
-if verb == "get":
+if verb == "get" and args[5] == "--raw":
+    if os.environ.get("FAKE_RAW_FAIL"):
+        sys.stderr.write(os.environ["FAKE_RAW_FAIL"] + "\\n")
+        sys.exit(1)
+    print(json.dumps({{"path": args[6]}}))
+elif verb == "get":
     if os.environ.get("FAKE_GET_FAIL"):
         sys.stderr.write('Error from server (Forbidden): pods is forbidden\\nmore detail\\n')
         sys.exit(1)
@@ -37,6 +44,15 @@ elif verb == "port-forward":
     local = int(args[args.index("--address") - 1].split(":")[0])
     with open(os.environ["FAKE_PID"], "w") as handle:
         handle.write(str(os.getpid()))
+    if os.environ.get("FAKE_PF_DIE_AFTER"):
+        import threading, time
+        def die():
+            time.sleep(float(os.environ["FAKE_PF_DIE_AFTER"]))
+            sys.stderr.write("Forwarding from 127.0.0.1:%d -> 20001\\n" % local)
+            sys.stderr.write("E1002 09:14:03.120455 portforward.go:413] lost connection to pod\\n")
+            sys.stderr.flush()
+            os._exit(1)
+        threading.Thread(target=die, daemon=True).start()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -186,3 +202,65 @@ def test_missing_kind(tmp_path):
             "lab", kind=str(tmp_path / "kind")):
         pass
 
+
+
+def test_get_raw_reads_through_the_api_server(kube, tmp_path):
+    path = "/api/v1/namespaces/istio-system/services/kiali:20001/proxy/kiali/api/namespaces/graph?namespaces=default"
+    assert json.loads(kube.get_raw(path)) == {"path": path}
+    assert calls(tmp_path)[-1][4:] == ["get", "--raw", path, "--request-timeout=30s"]
+
+
+def test_get_raw_error_keeps_kubectls_reason(kube, monkeypatch):
+    monkeypatch.setenv("FAKE_RAW_FAIL", 'Error from server (ServiceUnavailable): no endpoints available for service '
+                                        '"kiali"')
+    with pytest.raises(RawGetError) as raised:
+        kube.get_raw("/api/v1/namespaces/istio-system/services/kiali:20001/proxy/kiali/api")
+    assert raised.value.reason == 'Error from server (ServiceUnavailable): no endpoints available for service "kiali"'
+    assert str(raised.value).startswith("`") and "get --raw /api/v1/namespaces/istio-system" in str(raised.value)
+    assert isinstance(raised.value, ClusterError)
+
+
+def test_port_forward_args_take_a_service():
+    kube = Kubectl("cfg", "ctx")
+    assert kube.port_forward_args("istio-system", "svc/kiali", 20001, 20001) == [
+        "port-forward", "-n", "istio-system", "svc/kiali", "20001:20001", "--address", "127.0.0.1"]
+    assert kube.port_forward_args("istio-system", "ztunnel-1", 5, 15000)[3] == "pod/ztunnel-1"
+
+
+def test_open_port_forward_on_a_chosen_port_in_its_own_session(kube, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    forward = kube.open_port_forward("istio-system", "svc/kiali", 20001, local_port=port, new_session=True)
+    try:
+        assert forward.local_port == port and forward.running and forward.exit_code is None
+        assert forward.command.endswith(f"port-forward -n istio-system svc/kiali {port}:20001 --address 127.0.0.1")
+        pid = int((tmp_path / "pf.pid").read_text())
+        assert os.getsid(pid) == pid != os.getsid(0)  # Ctrl-C in the terminal does not reach it
+    finally:
+        forward.stop()
+    assert not forward.running
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_a_forward_that_dies_tells_kubectls_last_line(kube, monkeypatch):
+    monkeypatch.setenv("FAKE_PF_DIE_AFTER", "0.3")
+    forward = kube.open_port_forward("istio-system", "svc/kiali", 20001)
+    try:
+        deadline = time.monotonic() + 10
+        while forward.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert forward.exit_code == 1
+        assert forward.last_error_line() == "E1002 09:14:03.120455 portforward.go:413] lost connection to pod"
+        assert forward.first_error_line().startswith("Forwarding from 127.0.0.1:")
+    finally:
+        forward.stop()
+
+
+def test_a_missing_kind_cluster_is_its_own_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_KIND_FAIL", "1")
+    kind = executable(tmp_path / "kind", FAKE_KIND)
+    with pytest.raises(KindClusterMissing) as raised, kind_kubeconfig("nope", kind=kind):
+        pass
+    assert raised.value.reason == "ERROR: could not locate any control plane nodes for cluster named 'nope'"
