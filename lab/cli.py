@@ -350,11 +350,8 @@ def cmd_verify(ctx: Context, stack: str, as_json: bool) -> int:
     return _stream(argv, tool_env(ctx.paths, ctx.env), ctx.paths.root)
 
 
-def cmd_dashboard(ctx: Context, stack: str) -> int:
-    """Start the dashboard (``lab.dashboard``) for a stack."""
-    if importlib.util.find_spec("lab.dashboard") is None:
-        raise LabError("The dashboard is not in this checkout yet (lab/dashboard.py is missing): update your "
-                       f"clone, or use `{LAB_SCRIPT} verify` meanwhile.")
+def cmd_dashboard(ctx: Context, stack: str, options: Sequence[str] = ()) -> int:
+    """Start the dashboard (``lab.dashboard``) for a stack; `options` go to it as they are."""
     import signal
 
     # Ctrl-C reaches this process and the dashboard alike. The dashboard answers it by stopping its port-forwards,
@@ -366,11 +363,20 @@ def cmd_dashboard(ctx: Context, stack: str) -> int:
     except ValueError:  # not the main thread: leave signals alone
         previous, installed = None, False
     try:
-        return _stream([sys.executable, "-m", "lab.dashboard", "--stack", stack],
+        return _stream([sys.executable, "-m", "lab.dashboard", "--stack", stack, *options],
                        pulumi_env(ctx.paths, ctx.env), ctx.paths.root)
     finally:
         if installed:
             signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
+def dashboard_options(args: argparse.Namespace) -> list[str]:
+    """The dashboard subcommand's options, spelled as lab.dashboard takes them."""
+    options = [flag for flag, on in (("--prometheus", args.prometheus), ("--open", args.open)) if on]
+    for flag, value in (("--kiali-port", args.kiali_port), ("--prometheus-port", args.prometheus_port)):
+        if value is not None:
+            options += [flag, value]
+    return options
 
 
 def cmd_diagnose(ctx: Context, stack: str) -> int:
@@ -405,7 +411,11 @@ def _parser() -> argparse.ArgumentParser:
     with_stack("preflight", "check this machine before bringing a lab up")
     verify = with_stack("verify", "verify a lab that is up")
     verify.add_argument("--json", action="store_true", help="print the verification report as JSON")
-    with_stack("dashboard", "open the lab's dashboard")
+    dashboard = with_stack("dashboard", "open Kiali (and Prometheus) on 127.0.0.1 until Ctrl-C")
+    dashboard.add_argument("--prometheus", action="store_true", help="also forward Prometheus")
+    dashboard.add_argument("--open", action="store_true", help="open the URLs in a browser")
+    dashboard.add_argument("--kiali-port", metavar="PORT", help="local port for Kiali (default 20001)")
+    dashboard.add_argument("--prometheus-port", metavar="PORT", help="local port for Prometheus (default 9090)")
     with_stack("diagnose", "collect logs and cluster state into .lab/diagnostics/")
     commands.add_parser("test", help="run the test suite (further arguments go to pytest)", add_help=False)
     commands.add_parser("pulumi", help="run pulumi with the lab's state backend and passphrase", add_help=False)
@@ -437,7 +447,7 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         "preflight": lambda: cmd_preflight(ctx, args.stack),
         "test": lambda: cmd_test(ctx, passthrough),
         "verify": lambda: cmd_verify(ctx, args.stack, args.json),
-        "dashboard": lambda: cmd_dashboard(ctx, args.stack),
+        "dashboard": lambda: cmd_dashboard(ctx, args.stack, dashboard_options(args)),
         "diagnose": lambda: cmd_diagnose(ctx, args.stack),
         "pulumi": lambda: cmd_pulumi(ctx, passthrough),
     }

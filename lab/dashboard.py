@@ -1,7 +1,7 @@
 """Open a running lab's Kiali (and Prometheus) on 127.0.0.1, as ``istioctl dashboard kiali`` does, without istioctl.
 
-    ./lab.sh dashboard l7
-    venv/bin/python -m lab.dashboard --stack l7 --prometheus --kiali-port 20002 --open
+    ./lab.sh dashboard l7 --prometheus --kiali-port 20002 --open
+    venv/bin/python -m lab.dashboard --stack l7 --prometheus      (the same, without the lab.sh wrapper)
 
 It reads the stack's configuration (target, cluster, context, whether the addons are on), reaches the cluster through
 the `verify.cluster` boundary (a private temporary kubeconfig for a kind cluster), port-forwards ``svc/kiali`` (and
@@ -42,7 +42,7 @@ OBSERVABILITY_KEY = f"{lab_config.PROJECT}:observability"
 READY_TIMEOUT_S = 30.0
 # How often to look whether a port-forward is still alive.
 WATCH_INTERVAL_S = 0.5
-DIRECT_COMMAND = "venv/bin/python -m lab.dashboard"
+DIRECT_COMMAND = "./lab.sh dashboard"
 
 
 class DashboardError(Exception):
@@ -251,7 +251,7 @@ def run(
                     raise DashboardError(
                         f"Port {addon.local_port} on 127.0.0.1 is already in use, so {addon.title} cannot be forwarded "
                         f"there: stop what holds it (another dashboard?) or pick another port with `{DIRECT_COMMAND} "
-                        f"--stack {stack} {addon.port_flag} PORT`.")
+                        f"{stack} {addon.port_flag} PORT`.")
             with _forwarding(kube, options.addons, stack) as forwards:
                 for addon, _ in forwards:
                     print(f"{addon.title}: {addon.url}", file=out, flush=True)

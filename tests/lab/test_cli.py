@@ -269,17 +269,6 @@ def test_verify_before_up_says_to_bring_the_lab_up(project, machine, capsys, str
     assert streamed == []
 
 
-def test_dashboard_that_is_not_written_yet_is_a_sentence(project, machine, capsys, monkeypatch):
-    real_find_spec = cli.importlib.util.find_spec
-    monkeypatch.setattr(cli.importlib.util, "find_spec",
-                        lambda name: None if name == "lab.dashboard" else real_find_spec(name))
-    assert cli.main(["dashboard"], context(project, machine)) == 1
-    assert capsys.readouterr().err == (
-        "The dashboard is not in this checkout yet (lab/dashboard.py is missing): update your clone, or use "
-        "`./lab.sh verify` meanwhile.\n"
-    )
-
-
 def test_dashboard_runs_the_dashboard_module_and_leaves_ctrl_c_to_it(project, machine, monkeypatch):
     seen = []
 
@@ -297,6 +286,15 @@ def test_dashboard_runs_the_dashboard_module_and_leaves_ctrl_c_to_it(project, ma
     # A Python handler, not SIG_IGN: exec resets handlers but would pass an ignored SIGINT on to the dashboard.
     assert callable(handler) and handler not in (signal.SIG_IGN, signal.SIG_DFL, signal.default_int_handler)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_dashboard_options_reach_the_dashboard(project, machine, monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "_stream", lambda argv, env, cwd: seen.append(list(argv)) or 0)
+    assert cli.main(["dashboard", "l7", "--prometheus", "--open", "--kiali-port", "21001"],
+                    context(project, machine)) == 0
+    assert seen == [[cli.sys.executable, "-m", "lab.dashboard", "--stack", "l7", "--prometheus", "--open",
+                     "--kiali-port", "21001"]]
 
 
 def test_diagnose_prints_the_folder(project, machine):

@@ -198,7 +198,7 @@ def test_a_busy_port_names_the_port_and_the_flag(project):
                                 port_is_free=dashboard.port_is_free)
     assert (code, out) == (1, "")
     assert err == (f"Port {port} on 127.0.0.1 is already in use, so Kiali cannot be forwarded there: stop what holds "
-                   "it (another dashboard?) or pick another port with `venv/bin/python -m lab.dashboard --stack l7 "
+                   "it (another dashboard?) or pick another port with `./lab.sh dashboard l7 "
                    "--kiali-port PORT`.\n")
     assert kube.forwards == []
     assert dashboard.port_is_free(port)  # released again
