@@ -14,7 +14,7 @@ from components.istio_ambient import IstioAmbient, IstioAmbientArgs
 from components.observability import Observability, ObservabilityArgs, signing_key_for
 from components.policies import MeshPolicies, MeshPoliciesArgs
 from components.settings import read_lab_config
-from components.verification import Verification, VerificationArgs
+from components.verification import Verification, VerificationArgs, cluster_arguments
 from components.waypoint import Waypoint, WaypointArgs
 from lab import catalog, images, kind_cluster, outputs
 
@@ -77,17 +77,12 @@ if cfg.observability:
 
 # Verification: prove the mesh works (identities, certificates, ztunnel logs, policy effects), after every up.
 if cfg.verify:
-    tested = [
-        *bookinfo.deployments.values(), sleep.deployment, notsleep.deployment, outside.client.deployment,
-        ingress.gateway, ingress.route, *policies.resources, *(waypoint.resources if waypoint else []),
-        *(observability.resources if observability else []),
-    ]
-    cluster_arguments = (["--kind-cluster", cfg.cluster_name] if cfg.target == "kind" else
-                         ["--context", cfg.kube_context, *(["--kubeconfig", cfg.kubeconfig_path] if cfg.kubeconfig_path else [])])
+    tested = [bookinfo, sleep, notsleep, outside, ingress, policies, waypoint, observability]
     verification = Verification("verification", VerificationArgs(
-        mode=cfg.mesh_mode, namespace=cfg.apps_namespace, cluster_arguments=cluster_arguments,
+        mode=cfg.mesh_mode, namespace=cfg.apps_namespace,
+        cluster_arguments=cluster_arguments(cfg.target, cfg.cluster_name, cfg.kube_context, cfg.kubeconfig_path),
         report_file=f".lab/reports/{pulumi.get_stack()}.json", fail_on_error=cfg.fail_on_verification_error,
-        depends_on=tested, addons=cfg.observability,
+        depends_on=[resource for part in tested if part for resource in part.resources], addons=cfg.observability,
     ))
     pulumi.export(outputs.VERIFICATION, verification.report)
     pulumi.export(outputs.CERTIFICATE_SAN, verification.certificate_san)

@@ -65,4 +65,5 @@ class Bookinfo(pulumi.ComponentResource):
                 spec, args.namespace, args.access, self, args.depends_on
             )
         self.productpage = self.services[catalog.PRODUCTPAGE]
+        self.resources: list[pulumi.Resource] = list(self.deployments.values())  # what the verification waits for
         self.register_outputs({"services": list(self.services)})

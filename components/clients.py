@@ -52,6 +52,7 @@ class MeshClient(pulumi.ComponentResource):
         if args.with_service:
             create_service(name, args.namespace, catalog.CLIENT_PORT, {"app": name}, args.access, self, args.depends_on)
         self.deployment = create_deployment(spec, args.namespace, args.access, self, args.depends_on)
+        self.resources: list[pulumi.Resource] = [self.deployment]
         self.register_outputs({"name": name, "namespace": args.namespace})
 
 
@@ -77,4 +78,5 @@ class OutsideClient(pulumi.ComponentResource):
             MeshClientArgs(args.access, catalog.OUTSIDE_NAMESPACE, [self.namespace, *args.depends_on], with_service=False),
             opts=pulumi.ResourceOptions(parent=self),
         )
+        self.resources: list[pulumi.Resource] = self.client.resources
         self.register_outputs({"namespace": catalog.OUTSIDE_NAMESPACE})

@@ -92,4 +92,5 @@ class BookinfoIngress(pulumi.ComponentResource):
                 f"kubectl port-forward -n {args.namespace} svc/{catalog.INGRESS_GATEWAY_WORKLOAD} "
                 f"--address 127.0.0.1 {args.host_port}:80"
             )
+        self.resources: list[pulumi.Resource] = [self.gateway, self.route]
         self.register_outputs({"url": self.url})

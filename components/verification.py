@@ -29,6 +29,13 @@ class VerificationArgs:
     addons: bool = False  # Prometheus and Kiali are installed: check that they saw the mesh traffic too
 
 
+def cluster_arguments(target: str, cluster_name: str, context: str | None, kubeconfig_path: str | None) -> list[str]:
+    """How verify reaches the lab's cluster: by kind cluster name, or by kubeconfig context (never the current one)."""
+    if target == "kind":
+        return ["--kind-cluster", cluster_name]
+    return ["--context", context or "", *(["--kubeconfig", kubeconfig_path] if kubeconfig_path else [])]
+
+
 def verify_command(args: VerificationArgs) -> str:
     """The verify CLI with the JSON report on stdout. Exit 1 (a check failed) still prints the report, which this
     component judges itself; exit 2 (usage, cluster unreachable) fails the invoke with verify's own sentence."""
