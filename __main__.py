@@ -15,7 +15,7 @@ from components.observability import Observability, ObservabilityArgs, signing_k
 from components.policies import MeshPolicies, MeshPoliciesArgs
 from components.settings import read_lab_config
 from components.verification import Verification, VerificationArgs, cluster_arguments
-from components.waypoint import Waypoint, WaypointArgs
+from components.waypoint import Waypoint, WaypointArgs, WaypointBinding, WaypointBindingArgs
 from lab import catalog, images, kind_cluster, outputs
 
 cfg = read_lab_config()
@@ -53,12 +53,15 @@ ingress = BookinfoIngress("ingress", BookinfoIngressArgs(
     node_port=catalog.INGRESS_NODE_PORT if cfg.target == "kind" else None, host_port=cfg.ingress_host_port,
 ))
 
-# L7 processing: a waypoint for productpage (l7 stack only).
+# L7 processing: a waypoint for productpage (l7 stack only), and productpage bound to it (or to none).
 waypoint = None
 if cfg.waypoint:
     waypoint = Waypoint(catalog.WAYPOINT_NAME, WaypointArgs(
         access, cfg.apps_namespace, catalog.PRODUCTPAGE, depends_on=[istio.istiod, bookinfo.productpage],
     ))
+binding = WaypointBinding("productpage-waypoint-binding", WaypointBindingArgs(
+    access, cfg.apps_namespace, catalog.PRODUCTPAGE, waypoint, depends_on=[bookinfo.productpage],
+))
 
 # L4 and L7 authorization, STRICT mTLS.
 policies = MeshPolicies("policies", MeshPoliciesArgs(
@@ -77,7 +80,7 @@ if cfg.observability:
 
 # Verification: prove the mesh works (identities, certificates, ztunnel logs, policy effects), after every up.
 if cfg.verify:
-    tested = [bookinfo, sleep, notsleep, outside, ingress, policies, waypoint, observability]
+    tested = [bookinfo, sleep, notsleep, outside, ingress, binding, policies, waypoint, observability]
     verification = Verification("verification", VerificationArgs(
         mode=cfg.mesh_mode, namespace=cfg.apps_namespace,
         cluster_arguments=cluster_arguments(cfg.target, cfg.cluster_name, cfg.kube_context, cfg.kubeconfig_path),

@@ -29,11 +29,11 @@ def policy_plan(namespace: str, waypoint: str | None) -> PolicyPlan:
         # ztunnel enforces: sleep and the ingress gateway get through, notsleep's connection is reset.
         return PolicyPlan(l4_principals=[sleep, ingress], l7_principals=None, l7_methods=[])
     # Through a waypoint, productpage's ztunnel sees the waypoint's identity, not the client's: the L4 policy
-    # admits the waypoint (and the ingress gateway, which goes straight to the pod), and the waypoint judges
-    # clients by identity and HTTP method.
+    # admits the waypoint, and the waypoint judges clients by identity and HTTP method. The ingress gateway skips
+    # the waypoint (unless the Service says istio.io/ingress-use-waypoint), so it stays in the L4 policy only.
     return PolicyPlan(
         l4_principals=[catalog.principal(namespace, waypoint), ingress],
-        l7_principals=[sleep, ingress],
+        l7_principals=[sleep],
         l7_methods=["GET"],
     )
 

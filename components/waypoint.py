@@ -21,11 +21,7 @@ class WaypointArgs:
 
 
 class Waypoint(pulumi.ComponentResource):
-    """Gateway of class istio-waypoint (istiod deploys the Envoy), bound to one Service by label.
-
-    The binding is a patch of its own rather than a label in the Service's definition, so switching a stack between
-    l4-only and l7 adds or removes exactly these resources and leaves the Service untouched.
-    """
+    """Gateway of class istio-waypoint: istiod deploys the Envoy. `WaypointBinding` points the Service at it."""
 
     def __init__(self, name: str, args: WaypointArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TYPE_PREFIX}:Waypoint", name, None, opts)
@@ -46,10 +42,41 @@ class Waypoint(pulumi.ComponentResource):
             },
             opts=args.access.options(self, depends_on=args.depends_on),
         )
-        self.binding = k8s.core.v1.ServicePatch(
-            f"{args.service}-use-waypoint",
-            metadata={"name": args.service, "namespace": args.namespace, "labels": {catalog.USE_WAYPOINT_LABEL: name}},
-            opts=args.access.options(self, depends_on=[self.gateway]),
-        )
-        self.resources: list[pulumi.Resource] = [self.gateway, self.binding]
+        self.resources: list[pulumi.Resource] = [self.gateway]
         self.register_outputs({"name": name})
+
+
+# Istio's value for "no waypoint", even where the namespace names one.
+NO_WAYPOINT = "none"
+
+
+@dataclass(frozen=True)
+class WaypointBindingArgs:
+    access: ClusterAccess
+    namespace: str
+    service: str
+    waypoint: Waypoint | None  # None: the Service's traffic goes straight from ztunnel to ztunnel
+    depends_on: list[pulumi.Resource]
+
+
+class WaypointBinding(pulumi.ComponentResource):
+    """The Service's `istio.io/use-waypoint` label, present in both modes: the waypoint's name in l7, `none` in
+    l4-only.
+
+    Pulumi deletes what left the program only after the program (and so the verification) has finished. A binding
+    that disappeared with the l7 resources would leave productpage bound to the waypoint while the l4-only checks run;
+    a binding that changes value is updated during the program, before them. It is a patch rather than part of the
+    Service's own definition, so the Service itself never changes.
+    """
+
+    def __init__(self, name: str, args: WaypointBindingArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TYPE_PREFIX}:WaypointBinding", name, None, opts)
+        target = args.waypoint.name if args.waypoint else NO_WAYPOINT
+        depends_on = [*args.depends_on, *(args.waypoint.resources if args.waypoint else [])]
+        self.patch = k8s.core.v1.ServicePatch(
+            f"{args.service}-use-waypoint",
+            metadata={"name": args.service, "namespace": args.namespace, "labels": {catalog.USE_WAYPOINT_LABEL: target}},
+            opts=args.access.options(self, depends_on=depends_on),
+        )
+        self.resources: list[pulumi.Resource] = [self.patch]
+        self.register_outputs({"waypoint": target})

@@ -145,7 +145,7 @@ def test_l7_policies_admit_the_waypoint_at_l4_and_judge_methods_at_l7(runs):
         "targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}],
         "action": "ALLOW",
         "rules": [{
-            "from": [{"source": {"principals": [PRINCIPAL.format("sleep"), PRINCIPAL.format("bookinfo-gateway-istio")]}}],
+            "from": [{"source": {"principals": [PRINCIPAL.format("sleep")]}}],
             "to": [{"operation": {"methods": ["GET"]}}],
         }],
     }
@@ -167,12 +167,20 @@ def test_waypoint_only_in_l7(runs):
     }
     assert waypoint.inputs["metadata"]["labels"] == {"istio.io/waypoint-for": "service"}
     assert waypoint.inputs["metadata"]["annotations"] == {"pulumi.com/waitFor": "condition=Programmed"}
-    binding = run.named("kubernetes:core/v1:ServicePatch", "productpage-use-waypoint")
-    assert binding.inputs["metadata"] == {
-        "name": "productpage", "namespace": "default", "labels": {"istio.io/use-waypoint": catalog.WAYPOINT_NAME}}
-    assert run.depends_on(binding, waypoint)
     assert run.depends_on(waypoint, run.named(SERVICE, "productpage"))
     assert run.depends_on(waypoint, run.named(RELEASE, "istiod"))
+
+
+@pytest.mark.parametrize("stack,target", [("l4-only", "none"), ("l7", catalog.WAYPOINT_NAME)])
+def test_productpage_is_bound_to_the_waypoint_or_to_none(runs, stack, target):
+    """In both modes, so that leaving l7 unbinds productpage while the program runs, before the checks."""
+    run = runs[stack]
+    binding = run.named("kubernetes:core/v1:ServicePatch", "productpage-use-waypoint")
+    assert binding.inputs["metadata"] == {
+        "name": "productpage", "namespace": "default", "labels": {"istio.io/use-waypoint": target}}
+    assert run.depends_on(binding, run.named(SERVICE, "productpage"))
+    if stack == "l7":
+        assert run.depends_on(binding, run.named(GATEWAY, catalog.WAYPOINT_NAME))
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -216,20 +224,20 @@ def test_the_two_stacks_differ_by_exactly_the_mode_specific_resources(runs):
     assert l4 - l7 == set()
     assert {urn.rsplit("::", 1)[1] for urn in l7 - l4} == {
         catalog.WAYPOINT_NAME,  # the Waypoint component and its Gateway
-        "productpage-use-waypoint",
         "productpage-l7",
     }
-    assert len(l7 - l4) == 4
+    assert len(l7 - l4) == 3
 
 
 def test_switching_mode_in_place_changes_only_mode_specific_inputs():
     """Same stack, mode flipped by config (as `pulumi config set meshMode l7` does): every shared resource keeps its
-    inputs except the L4 policy, whose principals move from sleep to the waypoint."""
+    inputs except the L4 policy, whose principals move from sleep to the waypoint, and productpage's waypoint label,
+    which moves from none to the waypoint."""
     before = run_program("l4-only")
     after = run_program("l4-only", {"meshMode": "l7"})
     changed = sorted(
         urn.rsplit("::", 1)[1] for urn, resource in before.resources.items()
         if urn in after.resources and after.resources[urn].inputs != resource.inputs
     )
-    assert changed == ["productpage-l4"]
+    assert changed == ["productpage-l4", "productpage-use-waypoint"]
     assert set(after.resources) - set(before.resources) and set(before.resources) <= set(after.resources)

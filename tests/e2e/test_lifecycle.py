@@ -180,14 +180,16 @@ def test_up_no_change_switch_and_destroy(workdir, stack):
         assert changes(lab.preview(expect_no_changes=True).change_summary) == {}
         assert changes(lab.refresh(expect_no_changes=True).summary.resource_changes) == {}
 
-        # Switch the mode in place and back: only the waypoint, its binding and the L7 policy come and go.
+        # Switch the mode in place and back: the waypoint and the L7 policy come and go; the L4 policy and
+        # productpage's waypoint label change; nothing is replaced.
         lab.set("meshMode", other)
         switched = changes(lab.up().summary.resource_changes)
-        mode_specific = 4  # Waypoint component, its Gateway, the use-waypoint patch, the L7 policy
+        mode_specific = 3  # Waypoint component, its Gateway, the L7 policy
         if other == "l7":
             assert switched.get("create") == mode_specific and "delete" not in switched, switched
         else:
             assert switched.get("delete") == mode_specific and "create" not in switched, switched
+        assert switched.get("update") == 2, switched  # productpage-l4, productpage-use-waypoint
         assert "replace" not in switched
         assert_verified(lab.outputs(), other)
         lab.set("meshMode", stack)

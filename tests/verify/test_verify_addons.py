@@ -137,13 +137,23 @@ def test_l4_only_without_mtls_fails(fx):
                         "(seen: sleep -> productpage-v1: tcp, mTLS 0%, no waypoint)")
 
 
-def test_l4_only_with_a_waypoint_or_http_fails(fx):
+def test_l4_only_without_a_direct_tcp_edge_fails(fx):
     ok, observed, _ = assess_kiali_graph(roundtrip(fx.Graph.l7_waypoint_node()), "default", "l4-only")
-    assert not ok
-    assert observed.startswith(f"sleep -> {catalog.WAYPOINT_NAME} -> productpage-v1 goes through a waypoint, but this "
-                               "mode has none")
+    assert not ok and observed.startswith("no direct tcp edge sleep -> productpage-v1 with mTLS (seen: ")
     ok, observed, _ = assess_kiali_graph(roundtrip(fx.Graph.l7_collapsed()), "default", "l4-only")
-    assert not ok and "carries http, not tcp: an L7 proxy is in the path" in observed
+    assert not ok and observed.startswith("no direct tcp edge sleep -> productpage-v1 with mTLS (seen: ")
+    assert "http" in observed
+
+
+def test_l4_only_after_a_switch_from_l7_passes_on_the_direct_edge(fx):
+    """Kiali's 120 s window still holds the waypoint's routes right after l7 -> l4-only: history, not a fault."""
+    before, now = fx.Graph.l7_waypoint_node(), fx.Graph.l4()
+    nodes = before["elements"]["nodes"] + [n for n in now["elements"]["nodes"] if n not in before["elements"]["nodes"]]
+    merged = {**now, "elements": {"nodes": nodes, "edges": before["elements"]["edges"] + now["elements"]["edges"]}}
+    ok, observed, _ = assess_kiali_graph(roundtrip(merged), "default", "l4-only")
+    assert ok, observed
+    assert observed.startswith("sleep -> productpage-v1: tcp, mTLS 100%, no waypoint")
+    assert "(also in the window, from before: " in observed
 
 
 def test_l7_collapsed_edge_with_a_waypoint_field_passes(fx):
@@ -397,4 +407,4 @@ def test_l7_graph_in_the_l4_stack_fails_the_check(fx, healthy):
     cluster.raw_answers[fx.KIALI_PROXY] = fx.Graph.l7_waypoint_node()
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=6)
     result = checks.check_kiali_graph(ctx)
-    assert not result.passed and "goes through a waypoint, but this mode has none" in result.observed
+    assert not result.passed and "no direct tcp edge sleep -> productpage-v1 with mTLS" in result.observed
