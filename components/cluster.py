@@ -134,7 +134,7 @@ class ExistingCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: ExistingClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TYPE_PREFIX}:ExistingCluster", name, None, opts)
         self.cluster_name = args.context
-        self.kubeconfig_path = os.path.expanduser(args.kubeconfig_path) if args.kubeconfig_path else None
+        self.kubeconfig_path = args.kubeconfig_path  # absolute already: lab.config expands it
         self.provider = k8s.Provider(
             "existing",
             # A path, not the file's content: nothing secret enters the state.

@@ -7,6 +7,7 @@ value and what is allowed. Plain Python: no Pulumi import, so tests and the CLI 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -225,7 +226,8 @@ def load(raw_config: Mapping[str, str], stack: str) -> LabConfig:
 
     platform = raw["platform"].strip() or None
     kube_context = raw["kubeContext"].strip() or None
-    kubeconfig_path = raw["kubeconfigPath"].strip() or None
+    # Absolute, ~ expanded: the provider and kubectl (which expands no ~) must read the same file.
+    kubeconfig_path = os.path.abspath(os.path.expanduser(raw["kubeconfigPath"].strip())) if raw["kubeconfigPath"].strip() else None
     if target == "kind":
         for key, value in (("platform", platform), ("kubeContext", kube_context), ("kubeconfigPath", kubeconfig_path)):
             if value:

@@ -268,9 +268,6 @@ def run(
                                 f"{forward.last_error_line()}): run `{LAB_SCRIPT} dashboard {stack}` again.")
                     sleep(WATCH_INTERVAL_S)
     # What opening the cluster raised: the body turns its own errors into sentences.
-    except UsageError:  # $KUBECONFIG names several files
-        raise DashboardError(f"KUBECONFIG lists several files: set {lab_config.PROJECT}:kubeconfigPath of stack "
-                             f"{stack} to the one to use.") from None
     except KindClusterMissing:
         raise _not_up(stack, f"kind has no cluster named {config.cluster_name}") from None
     except ClusterError as error:  # kind is missing or does not answer

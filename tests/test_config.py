@@ -95,3 +95,9 @@ def test_bad_values_are_refused_with_one_sentence(raw, message):
         load(raw, "l4-only")
     assert str(caught.value) == message
     assert not re.search(r"[.!?] [A-Z]", str(caught.value)), "one sentence"
+
+
+def test_kubeconfig_path_is_made_absolute_for_provider_and_kubectl_alike(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/me")
+    cfg = load({"target": "existing", "kubeContext": "c", "kubeconfigPath": "~/.kube/prod.yaml"}, "s")
+    assert cfg.kubeconfig_path == "/home/me/.kube/prod.yaml"

@@ -70,17 +70,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_kubeconfig(given: str | None) -> str:
-    """The kubeconfig file to pass to kubectl: `given`, else $KUBECONFIG (one file), else ~/.kube/config.
-
-    Raises:
-        UsageError: $KUBECONFIG lists several files.
+def resolve_kubeconfig(given: str | None) -> str | None:
+    """The kubeconfig file to pass to kubectl: `given` (with ~ expanded: kubectl does not), else $KUBECONFIG's one
+    file, else ~/.kube/config; None when $KUBECONFIG lists several files, which kubectl then merges itself, as the
+    Kubernetes provider does.
     """
     if given:
-        return given
+        return os.path.abspath(os.path.expanduser(given))
     from_env = os.environ.get("KUBECONFIG", "")
     if os.pathsep in from_env:
-        raise UsageError("KUBECONFIG lists several files; pass the one to use with --kubeconfig.")
+        return None
     return from_env or str(Path.home() / ".kube" / "config")
 
 

@@ -229,12 +229,12 @@ class Kubectl:
     """
 
     def __init__(
-        self, kubeconfig: str, context: str, *, kubectl: str = "kubectl", kubeconfig_display: str | None = None
+        self, kubeconfig: str | None, context: str, *, kubectl: str = "kubectl", kubeconfig_display: str | None = None
     ) -> None:
-        self.kubeconfig = kubeconfig
+        self.kubeconfig = kubeconfig  # None: kubectl reads (and merges) the files $KUBECONFIG lists
         self.context = context
         self.kubectl = kubectl
-        self._kubeconfig_display = kubeconfig_display or shlex.quote(kubeconfig)
+        self._kubeconfig_display = kubeconfig_display or (shlex.quote(kubeconfig) if kubeconfig else None)
 
     @classmethod
     @contextmanager
@@ -256,7 +256,8 @@ class Kubectl:
     # --- running kubectl ---------------------------------------------------------------------------------------
 
     def _argv(self, args: Sequence[str]) -> list[str]:
-        return [self.kubectl, "--kubeconfig", self.kubeconfig, "--context", self.context, *args]
+        kubeconfig = ["--kubeconfig", self.kubeconfig] if self.kubeconfig else []
+        return [self.kubectl, *kubeconfig, "--context", self.context, *args]
 
     def command(self, args: Sequence[str]) -> str:
         """The kubectl command line for `args`, as the user could type it.
@@ -267,8 +268,8 @@ class Kubectl:
         Returns:
             The command line as one shell string.
         """
-        return f"{shlex.quote(self.kubectl)} --kubeconfig {self._kubeconfig_display} " \
-               f"--context {shlex.quote(self.context)} {shlex.join(args)}"
+        kubeconfig = f"--kubeconfig {self._kubeconfig_display} " if self._kubeconfig_display else ""
+        return f"{shlex.quote(self.kubectl)} {kubeconfig}--context {shlex.quote(self.context)} {shlex.join(args)}"
 
     def _run(self, args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
         try:

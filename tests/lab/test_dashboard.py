@@ -293,13 +293,13 @@ def test_an_existing_cluster_is_reached_with_its_kubeconfig_and_context(project)
         assert (kube.kubeconfig, kube.context) == ("/home/me/.kube/gke", "gke_lab")
 
 
-def test_several_kubeconfig_files_ask_for_the_config_key(project, monkeypatch):
+def test_several_kubeconfig_files_are_left_to_kubectl_to_merge(project, monkeypatch):
     (project / "stacks" / "Pulumi.eks.yaml").write_text(
         "config:\n  istio-ambient-lab:target: existing\n  istio-ambient-lab:kubeContext: eks_lab\n")
     monkeypatch.setenv("KUBECONFIG", os.pathsep.join(["/a/config", "/b/config"]))
-    code, _, err, _ = run(project, ["--stack", "eks"], open_cluster=dashboard.open_cluster)
-    assert code == 1 and err == ("KUBECONFIG lists several files: set istio-ambient-lab:kubeconfigPath of stack eks to "
-                                 "the one to use.\n")
+    with dashboard.open_cluster(stack_config(project, "eks")) as kube:
+        assert kube.kubeconfig is None and kube.context == "eks_lab"
+        assert kube._argv(["get", "pods"]) == ["kubectl", "--context", "eks_lab", "get", "pods"]
 
 
 def test_ctrl_c_before_the_forward_opens_still_exits_0(project):
