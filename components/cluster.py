@@ -11,6 +11,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_kubernetes as k8s
 
+from components.failures import fail_with_sentence
 from components.kube import TYPE_PREFIX, ClusterAccess
 from lab import kind_cluster
 
@@ -119,7 +120,7 @@ class KindCluster(pulumi.ComponentResource):
             logging=command.local.Logging.NONE,
             opts=pulumi.InvokeOutputOptions(depends_on=[self.cluster], parent=self),
         )
-        return result.stdout
+        return result.recover(fail_with_sentence("Reading the kind cluster's kubeconfig")).stdout
 
 
 @dataclass(frozen=True)

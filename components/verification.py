@@ -11,6 +11,7 @@ import pulumi
 import pulumi_command as command
 
 from components.cluster import PROJECT_ROOT, lab_python
+from components.failures import fail_with_sentence
 from components.kube import TYPE_PREFIX
 from verify.checks import stack_outputs
 
@@ -48,7 +49,15 @@ def verify_command(args: VerificationArgs) -> str:
 
 def judge(printed: str, fail_on_error: bool) -> dict[str, Any]:
     """The report printed by verify, or the update's failure with its summary when a check failed."""
-    report = json.loads(printed)
+    try:
+        report = json.loads(printed)
+        if not isinstance(report, dict):
+            raise ValueError("not a report")
+    except ValueError:
+        raise pulumi.RunError(
+            "The verification printed no report; run `./lab.sh verify` to see why, or set "
+            "istio-ambient-lab:verify false to skip it."
+        ) from None
     if fail_on_error and not report.get("passed"):
         raise pulumi.RunError(
             f"Verification failed: {report.get('summary')}; see the report in the stack outputs or the report file, "
@@ -74,7 +83,8 @@ class Verification(pulumi.ComponentResource):
                 logging=command.local.Logging.STDERR,
                 opts=pulumi.InvokeOutputOptions(depends_on=args.depends_on, parent=self),
             )
-            report = result.stdout.apply(lambda printed: judge(printed, args.fail_on_error))
+            printed = result.recover(fail_with_sentence("The verification")).stdout
+            report = printed.apply(lambda text: judge(text, args.fail_on_error))
             derived = report.apply(stack_outputs)
         self.report = derived.apply(lambda d: d["verification"])
         self.certificate_san = derived.apply(lambda d: d["certificate_san"])

@@ -161,8 +161,10 @@ def fake_verify_report(mode: str = "l4-only", passed: bool = True) -> dict:
 
 
 class LabMocks(pulumi.runtime.Mocks):
-    def __init__(self, verify_report: dict | None = None):
+    def __init__(self, verify_report: dict | None = None, failing_command: tuple[str, str] | None = None):
         self.verify_report = verify_report or fake_verify_report()
+        # (part of a command, its output): that command fails the way pulumi-command reports a non-zero exit.
+        self.failing_command = failing_command
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
@@ -171,8 +173,13 @@ class LabMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
+        command = args.args.get("command", "")
+        if self.failing_command and self.failing_command[0] in command:
+            # How the engine hands a failed invoke back to the SDK: a failure, which the SDK raises.
+            return {}, [("command", f'exit status 1: running "{command}":\n{self.failing_command[1]}')]
         if args.token == "command:local:run" and " -m verify " in args.args.get("command", ""):
-            return {"stdout": json.dumps(self.verify_report), "stderr": "", "command": args.args.get("command")}
+            printed = self.verify_report if isinstance(self.verify_report, str) else json.dumps(self.verify_report)
+            return {"stdout": printed, "stderr": "", "command": args.args.get("command")}
         if args.token == "command:local:run":
             return {"stdout": FAKE_KUBECONFIG, "stderr": "", "command": args.args.get("command")}
         return {}
@@ -222,13 +229,14 @@ class RecordingMonitor(MockMonitor):
 
 
 def run_program(
-    stack: str, overrides: dict[str, str] | None = None, preview: bool = False, verify_report: dict | None = None
+    stack: str, overrides: dict[str, str] | None = None, preview: bool = False, verify_report: dict | None = None,
+    failing_command: tuple[str, str] | None = None,
 ) -> ProgramRun:
     """Evaluates __main__.py for one stack under mocks and returns what it registered and exported."""
     config = merged_config(stack)
     for key, value in (overrides or {}).items():
         config[f"{PROJECT}:{key}"] = value
-    mocks = LabMocks(verify_report or fake_verify_report(stack))
+    mocks = LabMocks(verify_report or fake_verify_report(stack), failing_command)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.reset_options(project=PROJECT, stack=stack, preview=preview)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
