@@ -24,14 +24,10 @@ def bookinfo_workloads() -> list[WorkloadSpec]:
                 "memory": "256Mi",
             }
         elif app == catalog.PRODUCTPAGE:
-            extra = {
-                "scratch_dirs": {"tmp": "/tmp"},
-                "pod_annotations": {
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(catalog.BOOKINFO_PORT),
-                    "prometheus.io/path": "/metrics",
-                },
-            }
+            # Istio's sample also asks Prometheus to scrape productpage's /metrics. Not here: Prometheus is outside
+            # the mesh, so under STRICT mTLS every scrape would be refused (a target forever down, denials in the
+            # ztunnel log). The mesh's own metrics come from ztunnel and the waypoint.
+            extra = {"scratch_dirs": {"tmp": "/tmp"}}
         specs.append(
             WorkloadSpec(
                 deployment=deployment, app=app, version=version, service_account=f"bookinfo-{app}",

@@ -21,7 +21,9 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def lab_python() -> str:
     """The interpreter the lifecycle commands run with, relative to the project when it lives there.
 
-    Relative keeps the command text in the state the same on every checkout, so a second `up` sees no change.
+    Relative keeps the command text short and the same wherever the checkout lives. The commands' `dir` is the
+    checkout's absolute path, kept in the state: after moving the checkout, run `up` once (it re-runs the idempotent
+    create with the new path) before `destroy`, which runs from the stored path.
     """
     executable = sys.executable
     if executable.startswith(PROJECT_ROOT + os.sep):

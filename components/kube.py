@@ -56,7 +56,7 @@ def helm_release(
         namespace=namespace,
         values=values,
         timeout=timeout_seconds,
-        # A failed install is rolled back, so the next `up` starts from a clean release.
+        # A failed upgrade deletes what it newly created; a failed install stays, and the next `up` upgrades it.
         cleanup_on_fail=True,
         opts=access.options(parent, depends_on=depends_on),
     )

@@ -53,7 +53,7 @@ def kiali_values(signing_key: str) -> dict:
         "deployment": {
             "view_only_mode": True,
             "service_type": "ClusterIP",
-            "ingress_enabled": False,
+            "ingress": {"enabled": False},
             "image_name": catalog.KIALI_IMAGE.name,
             "image_version": catalog.KIALI_IMAGE.tag,
             "image_pull_policy": "IfNotPresent",

@@ -74,7 +74,8 @@ def test_bookinfo_shape(runs, stack):
     assert reviews["containers"][0]["env"] == [{"name": "LOG_DIR", "value": "/tmp/logs"}]
     assert {m["mountPath"] for m in reviews["containers"][0]["volumeMounts"]} == {"/tmp", "/opt/ibm/wlp/output"}
     productpage = run.named(DEPLOYMENT, "productpage-v1")
-    assert productpage.inputs["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    annotations = productpage.inputs["spec"]["template"]["metadata"].get("annotations") or {}
+    assert "prometheus.io/scrape" not in annotations, "STRICT mTLS refuses Prometheus's plaintext scrape"
 
 
 @pytest.mark.parametrize("stack", STACKS)
