@@ -76,6 +76,9 @@ CLIENT_PORT = 80
 # A curl pod in a namespace outside the mesh: the client STRICT mTLS must refuse.
 OUTSIDE_NAMESPACE = "mesh-outside"
 OUTSIDE_CLIENT = "outside-client"
+# What the outside client asks for: a service no ALLOW policy covers, so only STRICT mTLS can refuse it.
+STRICT_PROBE_SERVICE = "details"
+STRICT_PROBE_PATH = "/details/0"
 
 WAYPOINT_NAME = "productpage-waypoint"  # istiod names the waypoint's Deployment, Service and SA after the Gateway
 INGRESS_GATEWAY_NAME = "bookinfo-gateway"

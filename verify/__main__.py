@@ -117,7 +117,8 @@ def open_kubectl(options: Options) -> AbstractContextManager[Cluster]:
     if options.kind_cluster:
         return Kubectl.for_kind_cluster(options.kind_cluster)
     # parse_options guarantees a kubeconfig and a context whenever there is no kind cluster.
-    return nullcontext(Kubectl(str(options.kubeconfig), str(options.context)))
+    # kubeconfig None: $KUBECONFIG lists several files, which kubectl merges itself.
+    return nullcontext(Kubectl(options.kubeconfig, str(options.context)))
 
 
 def main(

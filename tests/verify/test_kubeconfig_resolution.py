@@ -23,3 +23,11 @@ def test_one_file_in_kubeconfig_is_passed_explicitly(monkeypatch):
     monkeypatch.setenv("KUBECONFIG", "/a")
     assert resolve_kubeconfig(None) == "/a"
     assert Kubectl("/a", "ctx")._argv(["get", "nodes"])[:3] == ["kubectl", "--kubeconfig", "/a"]
+
+
+def test_the_cli_passes_no_kubeconfig_flag_when_kubectl_must_merge(monkeypatch):
+    from verify.__main__ import open_kubectl, parse_options
+
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join(["/a", "/b"]))
+    with open_kubectl(parse_options(["--mode", "l4-only", "--context", "prod"])) as kube:
+        assert kube._argv(["get", "nodes"]) == ["kubectl", "--context", "prod", "get", "nodes"]

@@ -124,10 +124,19 @@ def test_enrolment_passes_and_skips_gateway_pods(fx):
 
 
 def test_enrolment_fails_on_a_pod_without_redirection(fx):
-    pods = app_pods(fx) + [fx.pod("stray-1", app="stray", enrolled=False)]
+    pods = app_pods(fx) + [fx.pod("ratings-v1-2", app="ratings", enrolled=False)]
     seen = assess_enrolment(fx.pod_list(*pods), fx.pod_list())
     assert not seen.ok and not seen.settled
-    assert "stray-1 is not enrolled (ambient.istio.io/redirection=None)" in seen.observed
+    assert "ratings-v1-2 is not enrolled (ambient.istio.io/redirection=None)" in seen.observed
+
+
+def test_enrolment_ignores_pods_that_are_not_the_labs_apps(fx):
+    """The traffic CronJob's finished pods (and anything else in an existing namespace) are not judged."""
+    pods = app_pods(fx) + [fx.pod("bookinfo-traffic-29001-x", app="bookinfo-traffic", phase="Succeeded"),
+                           fx.pod("someone-elses", app="billing", enrolled=False)]
+    seen = assess_enrolment(fx.pod_list(*pods), fx.pod_list())
+    assert seen.ok, seen.observed
+    assert "bookinfo-traffic" not in seen.observed and "someone-elses" not in seen.observed
 
 
 def test_enrolment_restart_fails_and_settles(fx):
@@ -234,7 +243,8 @@ def test_outside_client_answered_is_a_strict_failure(fx, healthy):
     assert not result.passed and "STRICT" in result.expected
     exec_call = next(call for call in cluster.calls if call[0] == "exec")
     assert exec_call[1] == catalog.OUTSIDE_NAMESPACE
-    assert exec_call[4][-1] == "http://productpage.default.svc.cluster.local:9080/productpage"
+    assert exec_call[4][-1] == "http://details.default.svc.cluster.local:9080/details/0"
+    assert result.name == "traffic: outside-client GET /details/0"
 
 
 def test_outside_client_empty_reply_is_accepted(fx, healthy):
