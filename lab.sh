@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-if ! command -v python3 >/dev/null || ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-  echo "Install Python 3.10 or newer as python3, then run ./lab.sh again." >&2
+if ! command -v python3 >/dev/null || ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "Install Python 3.11 or newer as python3, then run ./lab.sh again." >&2
   exit 1
 fi
 if [[ ! -x venv/bin/python ]]; then

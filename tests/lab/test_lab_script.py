@@ -81,3 +81,9 @@ def test_the_script_hands_every_other_command_to_the_cli(project, fake_bin):
     result = lab_sh(project, fake_bin, "--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: ./lab.sh [-h] COMMAND ...")
+
+
+def test_the_script_asks_for_the_python_the_code_needs():
+    """verify uses datetime.UTC and possessive regex quantifiers: Python 3.11."""
+    script = (REPOSITORY / "lab.sh").read_text()
+    assert "sys.version_info < (3, 11)" in script and "Install Python 3.11 or newer" in script
