@@ -80,18 +80,31 @@ def existing_clusters() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip() and not line.startswith("No kind clusters")]
 
 
+class OwnerUnknown(KindError):
+    """The cluster exists but its owner label cannot be read (a stopped cluster, an API server that does not answer)."""
+
+
 def cluster_owner(name: str) -> str | None:
-    """The owner label of the cluster's control-plane node, or None when it has none (or cannot be read)."""
-    with _temporary_kubeconfig(name) as kubeconfig:
-        result = _run(
-            ["kubectl", "--kubeconfig", kubeconfig, "get", "node", f"{name}-control-plane", "-o", "json"], check=False
-        )
+    """The owner label of the cluster's control-plane node, or None when the node has none.
+
+    Raises:
+        OwnerUnknown: the label cannot be read, which is not the same as a cluster without one.
+    """
+    try:
+        with _temporary_kubeconfig(name) as kubeconfig:
+            result = _run(
+                ["kubectl", "--kubeconfig", kubeconfig, "get", "node", f"{name}-control-plane", "-o", "json"],
+                check=False,
+            )
+    except KindError as error:
+        raise OwnerUnknown(str(error)) from None
     if result.returncode != 0:
-        return None
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise OwnerUnknown(detail[-1] if detail else f"kubectl exit {result.returncode}")
     try:
         return json.loads(result.stdout)["metadata"].get("labels", {}).get(OWNER_LABEL)
     except (ValueError, KeyError, TypeError):
-        return None
+        raise OwnerUnknown("the node's description is not JSON") from None
 
 
 class _temporary_kubeconfig:
@@ -114,11 +127,16 @@ class _temporary_kubeconfig:
             os.remove(self.path)
 
 
-def _clash_message(name: str, owner: str | None) -> str:
+def _stack_of(owner: str) -> str:
+    return owner.split(".", 1)[1] if "." in owner else owner
+
+
+def _clash_message(name: str, owner: str | None, our_owner: str) -> str:
     whose = f"belongs to {owner}" if owner else "was not created by this stack"
+    stack = _stack_of(our_owner)
     return (
-        f"kind cluster '{name}' already exists and {whose}; adopt it with "
-        f"`pulumi config set istio-ambient-lab:adoptExistingCluster true` or remove it with "
+        f"kind cluster '{name}' already exists and {whose}; adopt it with `./lab.sh up {stack} --adopt` "
+        f"(or set istio-ambient-lab:adoptExistingCluster to true) or remove it with "
         f"`kind delete cluster --name {name}`, then run pulumi up again."
     )
 
@@ -126,11 +144,18 @@ def _clash_message(name: str, owner: str | None) -> str:
 def create(name: str, owner: str, config_yaml: str, adopt: bool = False) -> str:
     """Creates the cluster, or reuses it when this stack already owns it. Returns what was done, for the log."""
     if name in existing_clusters():
-        current = cluster_owner(name)
+        try:
+            current = cluster_owner(name)
+        except OwnerUnknown as error:
+            raise KindError(
+                f"kind cluster '{name}' already exists but does not say who owns it ({error}); start it with "
+                f"`docker start {name}-control-plane` or remove it with `kind delete cluster --name {name}`, then "
+                f"run pulumi up again."
+            ) from None
         if current == owner:
             return f"kind cluster '{name}' already exists and belongs to this stack; reusing it."
         if not adopt:
-            raise KindError(_clash_message(name, current))
+            raise KindError(_clash_message(name, current, owner))
         with _temporary_kubeconfig(name) as kubeconfig:
             _run(["kubectl", "--kubeconfig", kubeconfig, "label", "node", f"{name}-control-plane",
                   f"{OWNER_LABEL}={owner}", "--overwrite"])
@@ -159,12 +184,20 @@ def create(name: str, owner: str, config_yaml: str, adopt: bool = False) -> str:
 
 
 def delete(name: str, owner: str) -> str:
-    """Deletes the cluster if this stack owns it; a cluster already gone is fine, someone else's is left alone."""
+    """Deletes the cluster if it carries this stack's label; a cluster already gone is fine; one with another
+    owner, or none (re-created by hand), is left alone; one whose label cannot be read stops the destroy."""
     if name not in existing_clusters():
         return f"kind cluster '{name}' is already gone."
-    current = cluster_owner(name)
-    if current is not None and current != owner:
-        return f"kind cluster '{name}' now belongs to {current}; left it alone."
+    try:
+        current = cluster_owner(name)
+    except OwnerUnknown as error:
+        raise KindError(
+            f"kind cluster '{name}' exists but its owner cannot be read ({error}); start it with "
+            f"`docker start {name}-control-plane` and destroy again, or delete it yourself with "
+            f"`kind delete cluster --name {name}` and destroy again."
+        ) from None
+    if current != owner:
+        return f"kind cluster '{name}' {'now belongs to ' + current if current else 'was not made by this stack'}; left it alone."
     with tempfile.TemporaryDirectory(prefix="lab-kind-") as scratch:
         _run(["kind", "delete", "cluster", "--name", name, "--kubeconfig", os.path.join(scratch, "kubeconfig")])
     return f"deleted kind cluster '{name}'."

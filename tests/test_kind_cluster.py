@@ -30,6 +30,8 @@ FAKE_KIND = textwrap.dedent(
     if args[:2] == ["get", "clusters"]:
         print("\\n".join(state["clusters"]) if state["clusters"] else "No kind clusters found.")
     elif args[:2] == ["get", "kubeconfig"]:
+        if flag("--name") in state.get("stopped", []):
+            sys.stderr.write("ERROR: failed to get cluster internal kubeconfig: command failed\\n"); sys.exit(1)
         print("apiVersion: v1\\nclient-key-data: SECRET-" + flag("--name"))
     elif args[:2] == ["create", "cluster"]:
         if state.get("create_fails"):
@@ -124,7 +126,7 @@ def test_a_cluster_of_the_same_name_from_elsewhere_is_refused_with_the_way_out(f
         kind_cluster.create("lab", OWNER, config_yaml())
     assert str(caught.value) == (
         "kind cluster 'lab' already exists and was not created by this stack; adopt it with "
-        "`pulumi config set istio-ambient-lab:adoptExistingCluster true` or remove it with "
+        "`./lab.sh up l4-only --adopt` (or set istio-ambient-lab:adoptExistingCluster to true) or remove it with "
         "`kind delete cluster --name lab`, then run pulumi up again."
     )
     set_state(["lab"], {"lab": "istio-ambient-lab.l7"})
@@ -178,6 +180,35 @@ def test_delete_own_cluster_gone_cluster_and_someone_elses(fake_tools):
     set_state(["lab"], {"lab": "someone.else"})
     assert kind_cluster.delete("lab", OWNER) == "kind cluster 'lab' now belongs to someone.else; left it alone."
     assert get_state()["clusters"] == ["lab"]
+
+
+def test_delete_leaves_a_cluster_without_owner_label_alone(fake_tools):
+    """The user deleted ours by hand and made another of the same name: not ours to delete."""
+    set_state, get_state, calls = fake_tools
+    set_state(["lab"], {})
+    assert kind_cluster.delete("lab", OWNER) == "kind cluster 'lab' was not made by this stack; left it alone."
+    assert get_state()["clusters"] == ["lab"]
+
+
+def test_delete_of_a_cluster_whose_owner_cannot_be_read_stops_with_what_to_do(fake_tools):
+    set_state, get_state, calls = fake_tools
+    set_state(["lab"], {"lab": OWNER}, stopped=["lab"])
+    with pytest.raises(kind_cluster.KindError) as caught:
+        kind_cluster.delete("lab", OWNER)
+    assert str(caught.value) == (
+        "kind cluster 'lab' exists but its owner cannot be read (`kind get kubeconfig` failed: ERROR: failed to "
+        "get cluster internal kubeconfig: command failed); start it with `docker start lab-control-plane` and "
+        "destroy again, or delete it yourself with `kind delete cluster --name lab` and destroy again."
+    )
+    assert get_state()["clusters"] == ["lab"]
+
+
+def test_create_over_a_stopped_cluster_says_what_to_do(fake_tools):
+    set_state, get_state, calls = fake_tools
+    set_state(["lab"], {"lab": OWNER}, stopped=["lab"])
+    with pytest.raises(kind_cluster.KindError, match=r"already exists but does not say who owns it .*; start it with "
+                       r"`docker start lab-control-plane` or remove it"):
+        kind_cluster.create("lab", OWNER, config_yaml())
 
 
 def test_kubeconfig_of_a_missing_cluster_says_what_to_do(fake_tools):
