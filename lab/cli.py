@@ -320,8 +320,10 @@ def cmd_preflight(ctx: Context, stack: str) -> int:
 
 
 def cmd_test(ctx: Context, pytest_args: Sequence[str]) -> int:
-    """Run the test suite; a run that collects no tests fails."""
-    code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=ctx.paths.root)
+    """Run the test suite; a run that collects no tests fails. The project's tools folder comes first on PATH, so
+    the end-to-end tests find the kind, kubectl and pulumi that `up` installed."""
+    code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=ctx.paths.root,
+                           env=tool_env(ctx.paths, ctx.env))
     if code == 5:  # pytest's "no tests collected": non-zero already, but say why
         ctx.say("pytest collected no tests, which counts as a failure: check the paths and options you gave it.")
     return code

@@ -1,9 +1,9 @@
 """End to end, through the Pulumi Automation API, against real kind clusters.
 
-Needs a Docker daemon, kind, kubectl and the pulumi CLI on PATH (./lab.sh up puts project-local copies in .lab/tools;
-add that folder to PATH first). Without them every test here skips with the reason. Run with:
+Needs a Docker daemon, kind, kubectl and the pulumi CLI on PATH (./lab.sh test puts .lab/tools, where ./lab.sh up
+installs them, first on PATH). Without them every test here skips with the reason. Run with:
 
-    PATH="$PWD/.lab/tools:$PATH" ./lab.sh test tests/e2e
+    ./lab.sh test tests/e2e
 
 Each test works on a copy of the project in a temporary folder (its own file state backend, its own passphrase,
 cluster names prefixed e2e- and ports away from a lab you may have running), so the checkout is never touched.

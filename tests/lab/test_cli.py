@@ -309,9 +309,11 @@ def test_pulumi_and_test_pass_every_argument_through(project, machine, streamed,
     assert cli.main(["pulumi", "config", "set", "--stack", "l7", "-h"], context(project, machine)) == 0
     assert streamed == [["pulumi", "config", "set", "--stack", "l7", "-h"]]
     ran = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda argv, cwd: ran.append(argv) or 0)
+    monkeypatch.setattr(cli.subprocess, "call", lambda argv, cwd, env: ran.append((argv, env["PATH"])) or 0)
     assert cli.main(["test", "-q", "-k", "lab"], context(project, machine)) == 0
-    assert ran == [[cli.sys.executable, "-m", "pytest", "-q", "-k", "lab"]]
+    [(argv, path)] = ran
+    assert argv == [cli.sys.executable, "-m", "pytest", "-q", "-k", "lab"]
+    assert path.split(cli.os.pathsep)[0] == str(project / ".lab" / "tools"), "e2e tests find the installed tools"
 
 
 def test_a_bad_stack_value_is_the_config_modules_sentence(project, machine, capsys):
