@@ -70,7 +70,9 @@ class BookinfoIngress(pulumi.ComponentResource):
             },
             opts=args.access.options(self, depends_on=[self.gateway]),
         )
+        self.url = f"http://127.0.0.1:{args.host_port}/productpage"
         self.node_port_service = None
+        self.port_forward = None
         if args.node_port is not None:
             # Our own NodePort Service in front of the gateway's pods: the node port is fixed, so kind's port
             # mapping (127.0.0.1:<host port> -> node port) is known before the cluster exists.
@@ -84,10 +86,8 @@ class BookinfoIngress(pulumi.ComponentResource):
                 },
                 opts=args.access.options(self, depends_on=[self.gateway]),
             )
-            self.url = f"http://127.0.0.1:{args.host_port}/productpage"
-            self.port_forward = None
         else:
-            self.url = f"http://127.0.0.1:{args.host_port}/productpage"
+            # No host port mapping on an existing cluster: the user forwards one.
             self.port_forward = (
                 f"kubectl port-forward -n {args.namespace} svc/{catalog.INGRESS_GATEWAY_WORKLOAD} "
                 f"--address 127.0.0.1 {args.host_port}:80"

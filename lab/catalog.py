@@ -55,11 +55,10 @@ ZTUNNEL = IstioChart(chart="ztunnel", release="ztunnel")
 ISTIO_CHARTS = (ISTIO_BASE, ISTIOD, ISTIO_CNI, ZTUNNEL)
 
 # Objects Istio's charts create that the checks look for.
-ZTUNNEL_DAEMONSET = "ztunnel"  # ztunnel's resources are always named ztunnel
-ZTUNNEL_POD_LABEL = "app=ztunnel"
+ZTUNNEL_POD_LABEL = "app=ztunnel"  # ztunnel's resources are always named ztunnel
 ZTUNNEL_ADMIN_PORT = 15000  # /config_dump; binds localhost only
-ISTIO_CNI_DAEMONSET = "istio-cni-node"
-ISTIOD_DEPLOYMENT = "istiod"
+ISTIOD_POD_LABEL = "app=istiod"
+ISTIO_CNI_POD_LABEL = "k8s-app=istio-cni-node"  # the cni chart's DaemonSet istio-cni-node
 
 AMBIENT_LABEL = "istio.io/dataplane-mode"
 AMBIENT_LABEL_VALUE = "ambient"

@@ -17,13 +17,11 @@ from pathlib import Path
 from lab import catalog
 from lab.bootstrap import Runner, last_line, run_captured
 
-ISTIOD_POD_LABEL = "app=istiod"
-ISTIO_CNI_POD_LABEL = "k8s-app=istio-cni-node"
 
 # (file, pod selector) of the Istio components whose logs explain most failures.
 _LOGS = (
-    ("istiod.log", ISTIOD_POD_LABEL),
-    ("istio-cni.log", ISTIO_CNI_POD_LABEL),
+    ("istiod.log", catalog.ISTIOD_POD_LABEL),
+    ("istio-cni.log", catalog.ISTIO_CNI_POD_LABEL),
     ("ztunnel.log", catalog.ZTUNNEL_POD_LABEL),
 )
 
