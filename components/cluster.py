@@ -115,14 +115,22 @@ class KindCluster(pulumi.ComponentResource):
 
     def _read_kubeconfig(self, args: KindClusterArgs) -> pulumi.Output[str]:
         # An invoke, not a resource: read on every up (certificates can change), never stored in plain text, and
-        # never logged. It waits for the cluster and is skipped while the cluster is still unknown in a preview.
-        result = command.local.run_output(
-            command=f"{lab_python()} -m lab.kind_cluster kubeconfig --name {shlex.quote(args.name)}",
-            dir=PROJECT_ROOT,
-            logging=command.local.Logging.NONE,
-            opts=pulumi.InvokeOutputOptions(depends_on=[self.cluster], parent=self),
-        )
-        return result.recover(fail_with_sentence("Reading the kind cluster's kubeconfig")).stdout
+        # never logged. It is issued from the cluster Command's stdout, not after `depends_on` the Command: in a
+        # preview that will create the cluster, pulumi-command already returns an ID (it runs nothing), and the
+        # engine runs an invoke once its dependencies have IDs, so it would look for a cluster that does not exist
+        # yet. stdout stays unknown until the create has really run, and an apply on an unknown value never runs.
+        # A preview of a stack whose cluster exists knows stdout from the state, so it reads the kubeconfig and
+        # shows the real diffs inside the cluster.
+        def read(_created: str) -> pulumi.Output[str]:
+            result = command.local.run_output(
+                command=f"{lab_python()} -m lab.kind_cluster kubeconfig --name {shlex.quote(args.name)}",
+                dir=PROJECT_ROOT,
+                logging=command.local.Logging.NONE,
+                opts=pulumi.InvokeOutputOptions(parent=self),
+            )
+            return result.recover(fail_with_sentence("Reading the kind cluster's kubeconfig")).stdout
+
+        return self.cluster.stdout.apply(read)
 
 
 @dataclass(frozen=True)
