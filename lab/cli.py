@@ -21,12 +21,13 @@ from typing import TextIO
 
 import yaml
 
-from lab import bootstrap, diagnostics, kind_cluster, outputs, preflight
+from lab import bootstrap, diagnostics, kind_cluster, outputs, preflight, stack_files
 from lab import config as lab_config
 from lab.bootstrap import LabError, last_line
 from lab.preflight import LAB_SCRIPT
 
 DEFAULT_STACK = "l4-only"
+STACK_DIR = "stacks"  # Pulumi.yaml's stackConfigDir
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ def pulumi_env(paths: Paths, env: Mapping[str, str]) -> dict[str, str]:
         PULUMI_CONFIG_PASSPHRASE_FILE=str(paths.passphrase),
         PULUMI_SKIP_UPDATE_CHECK="true",
     )
+    result[stack_files.FALLBACK_ENV] = "true"  # the salt lives in the state, not in the tracked stack file
     return result
 
 
@@ -454,7 +456,8 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         "pulumi": lambda: cmd_pulumi(ctx, passthrough),
     }
     try:
-        return handlers[args.command]()
+        with stack_files.salt_kept_out(ctx.paths.root / STACK_DIR):
+            return handlers[args.command]()
     except LabError as error:
         print(error, file=sys.stderr)
         return 1

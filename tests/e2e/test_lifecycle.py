@@ -68,24 +68,31 @@ def user_kubeconfig_contexts() -> list[str]:
 
 
 class Lab:
-    """One stack of a throwaway copy of the project."""
+    """One stack of a throwaway copy of the project.
+
+    The stack gets a name of its own (`e2e-<mode>-<random>`, its config copied from the mode's stack file), so a
+    run never meets the user's stacks, their stack files' salts or their clusters.
+    """
 
     def __init__(self, stack: str, cluster: str, work: str):
-        self.stack_name = stack
+        self.mode = stack
+        self.stack_name = f"e2e-{stack}-{secrets.token_hex(3)}"
+        shutil.copy2(os.path.join(work, "stacks", f"Pulumi.{stack}.yaml"),
+                     os.path.join(work, "stacks", f"Pulumi.{self.stack_name}.yaml"))
         self.cluster = cluster
         self.passphrase = secrets.token_urlsafe(24)
         state = os.path.join(work, "state")
         os.makedirs(state, exist_ok=True)
         self.printed: list[str] = []
         self.stack = auto.create_or_select_stack(
-            stack_name=stack,
+            stack_name=self.stack_name,
             work_dir=work,
             opts=auto.LocalWorkspaceOptions(
                 work_dir=work,
                 env_vars={
                     "PULUMI_BACKEND_URL": f"file://{state}",
                     "PULUMI_CONFIG_PASSPHRASE": self.passphrase,
-                    "PULUMI_SKIP_UPDATE_CHECKS": "true",
+                    "PULUMI_SKIP_UPDATE_CHECK": "true",
                 },
                 secrets_provider="passphrase",
             ),
@@ -170,6 +177,10 @@ def test_up_no_change_switch_and_destroy(workdir, stack):
     lab = Lab(stack, f"e2e-{stack}", workdir)
     other = "l7" if stack == "l4-only" else "l4-only"
     try:
+        # ./lab.sh up previews before it updates (the Automation API's up does not): a brand-new stack's first
+        # preview must pass without a cluster.
+        first = changes(lab.preview().change_summary)
+        assert first.get("create", 0) > 0 and set(first) == {"create"}, first
         result = lab.up()
         out = lab.outputs()
         assert out[outputs.MESH_MODE] == stack
