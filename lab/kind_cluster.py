@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 
 import yaml
@@ -24,6 +25,9 @@ import yaml
 from lab import catalog
 
 OWNER_LABEL = "istio-ambient-lab/owner"
+LAB_SCRIPT = "./lab.sh"
+KIND_TOOL = ".lab/tools/kind"  # where ./lab.sh installs kind: the one a message can name and know it exists
+START_TIMEOUT_S = 120
 KEEP_FAILED_ENV = "LAB_KEEP_FAILED_CLUSTER"  # set to 1 to keep a half-created cluster for debugging
 
 
@@ -108,23 +112,53 @@ def cluster_owner(name: str) -> str | None:
 
 
 class _temporary_kubeconfig:
-    """A kubeconfig for one cluster in a 0600 temp file, removed on exit; its content is never printed."""
+    """A kubeconfig for one cluster in a 0600 temp file, removed on exit; its content is never printed.
+
+    kind is asked first and the file made only once it answered, so a failed `kind get kubeconfig` leaves no file.
+    """
 
     def __init__(self, name: str):
         self.name = name
         self.path = ""
 
     def __enter__(self) -> str:
-        fd, self.path = tempfile.mkstemp(prefix="lab-kubeconfig-", suffix=".yaml")
-        os.close(fd)  # mkstemp creates it 0600
         content = _run(["kind", "get", "kubeconfig", "--name", self.name]).stdout
-        with open(self.path, "w", encoding="utf-8") as handle:
+        fd, self.path = tempfile.mkstemp(prefix="lab-kubeconfig-", suffix=".yaml")  # mkstemp creates it 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(content)
         return self.path
 
     def __exit__(self, *_exc: object) -> None:
         if self.path and os.path.exists(self.path):
             os.remove(self.path)
+
+
+def stopped_nodes(name: str) -> list[str]:
+    """The cluster's node containers that are not running (after a Docker or host restart), by name."""
+    out = _run(["docker", "ps", "-a", "--filter", f"label=io.x-k8s.kind.cluster={name}",
+                "--format", "{{.Names}} {{.State}}"]).stdout
+    return sorted(words[0] for words in (line.split() for line in out.splitlines()) if len(words) == 2
+                  and words[1] != "running")
+
+
+def start(name: str) -> str:
+    """Starts a stopped cluster's node containers and waits until its API server answers again."""
+    nodes = stopped_nodes(name)
+    if not nodes:
+        return f"kind cluster '{name}' is running."
+    _run(["docker", "start", *nodes])
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            with _temporary_kubeconfig(name) as kubeconfig:
+                if _run(["kubectl", "--kubeconfig", kubeconfig, "get", "--raw", "/readyz"], check=False).returncode == 0:
+                    return f"started kind cluster '{name}' ({len(nodes)} node(s))."
+        except KindError:
+            pass
+        if time.monotonic() > deadline:
+            raise KindError(f"kind cluster '{name}' was started but its API server did not answer within "
+                            f"{START_TIMEOUT_S} s; run `{LAB_SCRIPT} diagnose` and look at the node containers' logs.")
+        time.sleep(2)
 
 
 def _stack_of(owner: str) -> str:
@@ -135,9 +169,9 @@ def _clash_message(name: str, owner: str | None, our_owner: str) -> str:
     whose = f"belongs to {owner}" if owner else "was not created by this stack"
     stack = _stack_of(our_owner)
     return (
-        f"kind cluster '{name}' already exists and {whose}; adopt it with `./lab.sh up {stack} --adopt` "
-        f"(or set istio-ambient-lab:adoptExistingCluster to true) or remove it with "
-        f"`kind delete cluster --name {name}`, then run pulumi up again."
+        f"kind cluster '{name}' already exists and {whose}; adopt it with `{LAB_SCRIPT} up {stack} --adopt` "
+        f"or, if nobody needs it, remove it with `{KIND_TOOL} delete cluster --name {name}`, then run "
+        f"`{LAB_SCRIPT} up {stack}` again."
     )
 
 
@@ -149,8 +183,8 @@ def create(name: str, owner: str, config_yaml: str, adopt: bool = False) -> str:
         except OwnerUnknown as error:
             raise KindError(
                 f"kind cluster '{name}' already exists but does not say who owns it ({error}); start it with "
-                f"`docker start {name}-control-plane` or remove it with `kind delete cluster --name {name}`, then "
-                f"run pulumi up again."
+                f"`{LAB_SCRIPT} up {_stack_of(owner)}` if it is this stack's, or check whose it is before removing it "
+                f"with `{KIND_TOOL} delete cluster --name {name}`."
             ) from None
         if current == owner:
             return f"kind cluster '{name}' already exists and belongs to this stack; reusing it."
@@ -159,7 +193,7 @@ def create(name: str, owner: str, config_yaml: str, adopt: bool = False) -> str:
         with _temporary_kubeconfig(name) as kubeconfig:
             _run(["kubectl", "--kubeconfig", kubeconfig, "label", "node", f"{name}-control-plane",
                   f"{OWNER_LABEL}={owner}", "--overwrite"])
-        return f"adopted kind cluster '{name}'; pulumi destroy will delete it."
+        return f"adopted kind cluster '{name}'; `{LAB_SCRIPT} destroy {_stack_of(owner)}` will delete it."
 
     with tempfile.TemporaryDirectory(prefix="lab-kind-") as scratch:
         config_path = os.path.join(scratch, "kind-config.yaml")
@@ -178,7 +212,8 @@ def create(name: str, owner: str, config_yaml: str, adopt: bool = False) -> str:
             tail = (result.stderr or result.stdout).strip().splitlines()
             raise KindError(
                 f"kind could not create cluster '{name}' ({tail[-1] if tail else 'no output'}); "
-                f"run ./lab.sh preflight to check Docker and the host, then pulumi up again."
+                f"run `{LAB_SCRIPT} preflight {_stack_of(owner)}` to check Docker and the host, then "
+                f"`{LAB_SCRIPT} up {_stack_of(owner)}` again."
             )
     return f"created kind cluster '{name}'."
 
@@ -193,8 +228,8 @@ def delete(name: str, owner: str) -> str:
     except OwnerUnknown as error:
         raise KindError(
             f"kind cluster '{name}' exists but its owner cannot be read ({error}); start it with "
-            f"`docker start {name}-control-plane` and destroy again, or delete it yourself with "
-            f"`kind delete cluster --name {name}` and destroy again."
+            f"`{LAB_SCRIPT} up {_stack_of(owner)}` and destroy again, or, if it is this stack's, delete it with "
+            f"`{KIND_TOOL} delete cluster --name {name}` and destroy again."
         ) from None
     if current != owner:
         return f"kind cluster '{name}' {'now belongs to ' + current if current else 'was not made by this stack'}; left it alone."
@@ -207,15 +242,21 @@ def kubeconfig(name: str) -> str:
     """The cluster's kubeconfig, for the Kubernetes provider only; the caller keeps it secret."""
     if name not in existing_clusters():
         raise KindError(
-            f"kind cluster '{name}' is recorded in the stack but no longer exists; run `pulumi destroy` and then "
-            f"`pulumi up` to build it again."
+            f"kind cluster '{name}' is recorded in the stack but no longer exists; run `{LAB_SCRIPT} up` for the "
+            f"stack, which creates it again (`{LAB_SCRIPT} destroy` removes what is left of it)."
+        )
+    stopped = stopped_nodes(name)
+    if stopped:
+        raise KindError(
+            f"kind cluster '{name}' is stopped (Docker or the host restarted); run `{LAB_SCRIPT} up` for the stack, "
+            f"which starts it, or start it yourself with `docker start {' '.join(stopped)}`."
         )
     return _run(["kind", "get", "kubeconfig", "--name", name]).stdout
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.kind_cluster", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("create", "delete", "kubeconfig"))
+    parser.add_argument("action", choices=("create", "delete", "kubeconfig", "start"))
     parser.add_argument("--name", required=True)
     parser.add_argument("--owner", default="")
     parser.add_argument("--adopt", action="store_true")
@@ -226,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(create(args.name, args.owner, sys.stdin.read(), adopt=args.adopt))
         elif args.action == "delete":
             print(delete(args.name, args.owner))
+        elif args.action == "start":
+            print(start(args.name))
         else:
             sys.stdout.write(kubeconfig(args.name))
     except KindError as error:

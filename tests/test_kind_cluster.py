@@ -59,6 +59,8 @@ FAKE_KUBECTL = textwrap.dedent(
     args = sys.argv[1:]
     assert args[0] == "--kubeconfig" and os.path.exists(args[1]), "kubectl must get the temporary kubeconfig"
     assert oct(os.stat(args[1]).st_mode & 0o777) == "0o600"
+    if args[2:4] == ["get", "--raw"]:
+        sys.exit(0)
     node = args[4]
     name = node.removesuffix("-control-plane")
     if args[2:4] == ["get", "node"]:
@@ -71,11 +73,35 @@ FAKE_KUBECTL = textwrap.dedent(
 )
 
 
+FAKE_DOCKER = textwrap.dedent(
+    """\
+    #!/usr/bin/env python3
+    import json, os, sys
+    state_file = os.environ["FAKE_STATE"]
+    state = json.load(open(state_file))
+    args = sys.argv[1:]
+    with open(state_file + ".log", "a") as log:
+        log.write("docker " + " ".join(args) + "\\n")
+    if args[:2] == ["ps", "-a"]:
+        name = args[args.index("--filter") + 1].rsplit("=", 1)[1]
+        if name in state["clusters"]:
+            status = "exited" if name in state.get("stopped", []) else "running"
+            for node in (f"{name}-control-plane", f"{name}-worker"):
+                print(node, status)
+    elif args[0] == "start":
+        state["stopped"] = [c for c in state.get("stopped", []) if not any(n.startswith(c + "-") for n in args[1:])]
+        json.dump(state, open(state_file, "w"))
+    else:
+        sys.exit(99)
+    """
+)
+
+
 @pytest.fixture
 def fake_tools(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, body in (("kind", FAKE_KIND), ("kubectl", FAKE_KUBECTL)):
+    for name, body in (("kind", FAKE_KIND), ("kubectl", FAKE_KUBECTL), ("docker", FAKE_DOCKER)):
         path = bin_dir / name
         path.write_text(body.replace("#!/usr/bin/env python3", f"#!{sys.executable}"))
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
@@ -126,8 +152,8 @@ def test_a_cluster_of_the_same_name_from_elsewhere_is_refused_with_the_way_out(f
         kind_cluster.create("lab", OWNER, config_yaml())
     assert str(caught.value) == (
         "kind cluster 'lab' already exists and was not created by this stack; adopt it with "
-        "`./lab.sh up l4-only --adopt` (or set istio-ambient-lab:adoptExistingCluster to true) or remove it with "
-        "`kind delete cluster --name lab`, then run pulumi up again."
+        "`./lab.sh up l4-only --adopt` or, if nobody needs it, remove it with `.lab/tools/kind delete cluster "
+        "--name lab`, then run `./lab.sh up l4-only` again."
     )
     set_state(["lab"], {"lab": "istio-ambient-lab.l7"})
     with pytest.raises(kind_cluster.KindError, match="already exists and belongs to istio-ambient-lab.l7; adopt"):
@@ -144,7 +170,7 @@ def test_adopt_labels_the_cluster_so_later_runs_see_it_as_ours(fake_tools):
     set_state, get_state, calls = fake_tools
     set_state(["lab"], {})
     assert kind_cluster.create("lab", OWNER, config_yaml(), adopt=True) == (
-        "adopted kind cluster 'lab'; pulumi destroy will delete it."
+        "adopted kind cluster 'lab'; `./lab.sh destroy l4-only` will delete it."
     )
     assert get_state()["owners"]["lab"] == OWNER
     assert "reusing it" in kind_cluster.create("lab", OWNER, config_yaml())
@@ -156,8 +182,8 @@ def test_a_failed_create_removes_the_half_made_cluster(fake_tools, monkeypatch):
     with pytest.raises(kind_cluster.KindError) as caught:
         kind_cluster.create("lab", OWNER, config_yaml())
     assert str(caught.value) == (
-        "kind could not create cluster 'lab' (ERROR: failed to create cluster: boom); run ./lab.sh preflight to "
-        "check Docker and the host, then pulumi up again."
+        "kind could not create cluster 'lab' (ERROR: failed to create cluster: boom); run `./lab.sh preflight "
+        "l4-only` to check Docker and the host, then `./lab.sh up l4-only` again."
     )
     assert get_state()["clusters"] == []
 
@@ -197,8 +223,8 @@ def test_delete_of_a_cluster_whose_owner_cannot_be_read_stops_with_what_to_do(fa
         kind_cluster.delete("lab", OWNER)
     assert str(caught.value) == (
         "kind cluster 'lab' exists but its owner cannot be read (`kind get kubeconfig` failed: ERROR: failed to "
-        "get cluster internal kubeconfig: command failed); start it with `docker start lab-control-plane` and "
-        "destroy again, or delete it yourself with `kind delete cluster --name lab` and destroy again."
+        "get cluster internal kubeconfig: command failed); start it with `./lab.sh up l4-only` and destroy again, "
+        "or, if it is this stack's, delete it with `.lab/tools/kind delete cluster --name lab` and destroy again."
     )
     assert get_state()["clusters"] == ["lab"]
 
@@ -207,7 +233,7 @@ def test_create_over_a_stopped_cluster_says_what_to_do(fake_tools):
     set_state, get_state, calls = fake_tools
     set_state(["lab"], {"lab": OWNER}, stopped=["lab"])
     with pytest.raises(kind_cluster.KindError, match=r"already exists but does not say who owns it .*; start it with "
-                       r"`docker start lab-control-plane` or remove it"):
+                       r"`./lab.sh up l4-only` if it is this stack's"):
         kind_cluster.create("lab", OWNER, config_yaml())
 
 
@@ -216,9 +242,42 @@ def test_kubeconfig_of_a_missing_cluster_says_what_to_do(fake_tools):
     with pytest.raises(kind_cluster.KindError) as caught:
         kind_cluster.kubeconfig("lab")
     assert str(caught.value) == (
-        "kind cluster 'lab' is recorded in the stack but no longer exists; run `pulumi destroy` and then "
-        "`pulumi up` to build it again."
+        "kind cluster 'lab' is recorded in the stack but no longer exists; run `./lab.sh up` for the stack, which "
+        "creates it again (`./lab.sh destroy` removes what is left of it)."
     )
+
+
+def test_kubeconfig_of_a_stopped_cluster_says_how_to_start_it(fake_tools):
+    set_state, get_state, calls = fake_tools
+    set_state(["lab"], {"lab": OWNER}, stopped=["lab"])
+    with pytest.raises(kind_cluster.KindError) as caught:
+        kind_cluster.kubeconfig("lab")
+    assert str(caught.value) == (
+        "kind cluster 'lab' is stopped (Docker or the host restarted); run `./lab.sh up` for the stack, which starts "
+        "it, or start it yourself with `docker start lab-control-plane lab-worker`."
+    )
+
+
+def test_start_brings_a_stopped_cluster_back_and_leaves_a_running_one_alone(fake_tools):
+    set_state, get_state, calls = fake_tools
+    set_state(["lab"], {"lab": OWNER}, stopped=["lab"])
+    assert kind_cluster.start("lab") == "started kind cluster 'lab' (2 node(s))."
+    assert get_state()["stopped"] == []
+    assert "docker start lab-control-plane lab-worker" in calls()
+    assert kind_cluster.start("lab") == "kind cluster 'lab' is running."
+    assert kind_cluster.kubeconfig("lab").startswith("apiVersion: v1")
+
+
+def test_a_failed_kubeconfig_read_leaves_no_temporary_file(fake_tools, tmp_path, monkeypatch):
+    set_state, get_state, calls = fake_tools
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)  # take TMPDIR as set above
+    set_state(["lab"], {"lab": OWNER}, stopped=["lab"])
+    with pytest.raises(kind_cluster.OwnerUnknown):
+        kind_cluster.cluster_owner("lab")
+    assert os.listdir(tmp_path / "tmp") == []
 
 
 def test_cli_as_pulumi_runs_it(fake_tools):
