@@ -37,7 +37,7 @@ class KindClusterArgs:
     workers: int
     node_image: str
     ingress_host_port: int
-    owner: str  # the owner label value: which project and stack created the cluster
+    owner: str  # which project and stack the cluster is for; the create adds a token unique to this stack's state
     adopt_existing: bool = False
     preload_images: list[str] | None = None  # `lab.images preload` arguments; None: nodes pull from registries
     registry_mirror: str | None = None
@@ -49,11 +49,11 @@ class KindCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: KindClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TYPE_PREFIX}:KindCluster", name, None, opts)
         self.cluster_name = args.name
-        config = kind_cluster.kind_config(
-            args.name, args.workers, args.node_image, args.ingress_host_port, args.owner
-        )
+        config = kind_cluster.kind_config(args.name, args.workers, args.node_image, args.ingress_host_port)
         self.config_yaml = kind_cluster.render_config(config)
         self.cluster = self._create_cluster(args)
+        # The owner label the create wrote (stack id and the state's token), for ./lab.sh's checks before an up.
+        self.owner = self.cluster.stdout.apply(kind_cluster.owner_in)
         node_setup = self._set_up_nodes(args)
         kubeconfig = self._read_kubeconfig(args)
         self.kubeconfig = pulumi.Output.secret(kubeconfig)
@@ -67,7 +67,7 @@ class KindCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=node_setup),
         )
         self.access = ClusterAccess(provider=self.provider, owner=self.cluster)
-        self.register_outputs({"cluster_name": args.name, "kubeconfig": self.kubeconfig})
+        self.register_outputs({"cluster_name": args.name, "kubeconfig": self.kubeconfig, "owner": self.owner})
 
     def _create_cluster(self, args: KindClusterArgs) -> command.local.Command:
         base = f"{lab_python()} -m lab.kind_cluster"

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -35,12 +37,41 @@ class KindError(RuntimeError):
     """A lifecycle step that cannot go on; the message says what to do."""
 
 
+PREVIOUS_OUTPUT_ENV = "PULUMI_COMMAND_STDOUT"  # pulumi-command hands a Command's stored stdout to its update and delete
+_OWNER_IN_OUTPUT = re.compile(r"\(owner ([A-Za-z0-9._-]+)\)")
+TOKEN_HEX = 8
+
+
 def owner_label_value(project: str, stack: str) -> str:
-    """The node label value naming the stack that owns a cluster (a label value: at most 63 characters)."""
-    return f"{project}.{stack}"[:63].strip("-_.")
+    """Which project and stack a cluster is for: the first part of its owner label (the rest is the state's token)."""
+    return f"{project}.{stack}"[: 63 - TOKEN_HEX - 1].strip("-_.")
 
 
-def kind_config(name: str, workers: int, node_image: str, ingress_host_port: int, owner: str) -> dict:
+def owner_in(output: str | None) -> str | None:
+    """The owner label a create recorded in its output (the Command's stdout in the state), if any."""
+    found = _OWNER_IN_OUTPUT.search(output or "")
+    return found.group(1) if found else None
+
+
+def new_owner(stack_id: str) -> str:
+    """An owner label unique to one stack's state: two checkouts or backends with the same stack name differ."""
+    return f"{stack_id}.{secrets.token_hex(TOKEN_HEX // 2)}"
+
+
+def with_owner_label(config_yaml: str, owner: str) -> str:
+    """The kind config with the owner label on the control-plane node, where kind writes it at creation."""
+    config = yaml.safe_load(config_yaml)
+    config["nodes"][0].setdefault("labels", {})[OWNER_LABEL] = owner
+    return render_config(config)
+
+
+def node_shape(cfg) -> dict:
+    """The config values that shape the kind nodes (a lab.config.LabConfig): changing any needs a new cluster."""
+    return {"clusterName": cfg.cluster_name, "workers": cfg.workers, "nodeImage": cfg.node_image,
+            "ingressHostPort": cfg.ingress_host_port}
+
+
+def kind_config(name: str, workers: int, node_image: str, ingress_host_port: int) -> dict:
     """The kind cluster configuration: everything listens on 127.0.0.1, every node runs the pinned image.
 
     The ingress node port is mapped from the control-plane node only; kube-proxy answers a NodePort on every node.
@@ -48,7 +79,6 @@ def kind_config(name: str, workers: int, node_image: str, ingress_host_port: int
     control_plane = {
         "role": "control-plane",
         "image": node_image,
-        "labels": {OWNER_LABEL: owner},
         "extraPortMappings": [
             {
                 "containerPort": catalog.INGRESS_NODE_PORT,
@@ -161,13 +191,15 @@ def start(name: str) -> str:
         time.sleep(2)
 
 
-def _stack_of(owner: str) -> str:
-    return owner.split(".", 1)[1] if "." in owner else owner
+def _stack_of(stack_id: str) -> str:
+    return stack_id.split(".", 1)[1] if "." in stack_id else stack_id
 
 
-def _clash_message(name: str, owner: str | None, our_owner: str) -> str:
+def _clash_message(name: str, owner: str | None, stack_id: str) -> str:
     whose = f"belongs to {owner}" if owner else "was not created by this stack"
-    stack = _stack_of(our_owner)
+    if owner and owner.startswith(stack_id + "."):
+        whose += " (the same stack name in another checkout or state)"
+    stack = _stack_of(stack_id)
     return (
         f"kind cluster '{name}' already exists and {whose}; adopt it with `{LAB_SCRIPT} up {stack} --adopt` "
         f"or, if nobody needs it, remove it with `{KIND_TOOL} delete cluster --name {name}`, then run "
@@ -175,30 +207,36 @@ def _clash_message(name: str, owner: str | None, our_owner: str) -> str:
     )
 
 
-def create(name: str, owner: str, config_yaml: str, adopt: bool = False) -> str:
-    """Creates the cluster, or reuses it when this stack already owns it. Returns what was done, for the log."""
+def create(name: str, stack_id: str, config_yaml: str, adopt: bool = False, previous_output: str | None = None) -> str:
+    """Creates the cluster, or reuses it when this stack's state already owns it. Returns what was done, ending with
+    the owner label in brackets: pulumi keeps that output in the state and hands it to the update and the delete.
+
+    The owner label is the stack's id and a token made once per state; a re-run (an update of the Command) reuses
+    the token it finds in `previous_output`, so only the state that created a cluster ever matches it.
+    """
+    owner = owner_in(previous_output) or new_owner(stack_id)
     if name in existing_clusters():
         try:
             current = cluster_owner(name)
         except OwnerUnknown as error:
             raise KindError(
                 f"kind cluster '{name}' already exists but does not say who owns it ({error}); start it with "
-                f"`{LAB_SCRIPT} up {_stack_of(owner)}` if it is this stack's, or check whose it is before removing it "
-                f"with `{KIND_TOOL} delete cluster --name {name}`."
+                f"`{LAB_SCRIPT} up {_stack_of(stack_id)}` if it is this stack's, or check whose it is before removing "
+                f"it with `{KIND_TOOL} delete cluster --name {name}`."
             ) from None
         if current == owner:
-            return f"kind cluster '{name}' already exists and belongs to this stack; reusing it."
+            return f"kind cluster '{name}' already exists and belongs to this stack; reusing it (owner {owner})."
         if not adopt:
-            raise KindError(_clash_message(name, current, owner))
+            raise KindError(_clash_message(name, current, stack_id))
         with _temporary_kubeconfig(name) as kubeconfig:
             _run(["kubectl", "--kubeconfig", kubeconfig, "label", "node", f"{name}-control-plane",
                   f"{OWNER_LABEL}={owner}", "--overwrite"])
-        return f"adopted kind cluster '{name}'; `{LAB_SCRIPT} destroy {_stack_of(owner)}` will delete it."
+        return f"adopted kind cluster '{name}'; `{LAB_SCRIPT} destroy {_stack_of(stack_id)}` will delete it (owner {owner})."
 
     with tempfile.TemporaryDirectory(prefix="lab-kind-") as scratch:
         config_path = os.path.join(scratch, "kind-config.yaml")
         with open(config_path, "w", encoding="utf-8") as handle:
-            handle.write(config_yaml)
+            handle.write(with_owner_label(config_yaml, owner))
         # A throwaway kubeconfig: kind would otherwise add a context to the user's and switch to it.
         throwaway = os.path.join(scratch, "kubeconfig")
         result = _run(
@@ -212,15 +250,17 @@ def create(name: str, owner: str, config_yaml: str, adopt: bool = False) -> str:
             tail = (result.stderr or result.stdout).strip().splitlines()
             raise KindError(
                 f"kind could not create cluster '{name}' ({tail[-1] if tail else 'no output'}); "
-                f"run `{LAB_SCRIPT} preflight {_stack_of(owner)}` to check Docker and the host, then "
-                f"`{LAB_SCRIPT} up {_stack_of(owner)}` again."
+                f"run `{LAB_SCRIPT} preflight {_stack_of(stack_id)}` to check Docker and the host, then "
+                f"`{LAB_SCRIPT} up {_stack_of(stack_id)}` again."
             )
-    return f"created kind cluster '{name}'."
+    return f"created kind cluster '{name}' (owner {owner})."
 
 
-def delete(name: str, owner: str) -> str:
-    """Deletes the cluster if it carries this stack's label; a cluster already gone is fine; one with another
-    owner, or none (re-created by hand), is left alone; one whose label cannot be read stops the destroy."""
+def delete(name: str, stack_id: str, previous_output: str | None = None) -> str:
+    """Deletes the cluster if it carries the owner label this state's create recorded; a cluster already gone is
+    fine; one with another owner, or none (re-created by hand), is left alone; one whose label cannot be read stops
+    the destroy. A state from before owner tokens recorded no owner: its label is the bare stack id."""
+    owner = owner_in(previous_output) or stack_id
     if name not in existing_clusters():
         return f"kind cluster '{name}' is already gone."
     try:
@@ -228,7 +268,7 @@ def delete(name: str, owner: str) -> str:
     except OwnerUnknown as error:
         raise KindError(
             f"kind cluster '{name}' exists but its owner cannot be read ({error}); start it with "
-            f"`{LAB_SCRIPT} up {_stack_of(owner)}` and destroy again, or, if it is this stack's, delete it with "
+            f"`{LAB_SCRIPT} up {_stack_of(stack_id)}` and destroy again, or, if it is this stack's, delete it with "
             f"`{KIND_TOOL} delete cluster --name {name}` and destroy again."
         ) from None
     if current != owner:
@@ -262,11 +302,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--adopt", action="store_true")
     args = parser.parse_args(argv)
     try:
+        previous = os.environ.get(PREVIOUS_OUTPUT_ENV)
         if args.action == "create":
             # The config arrives on stdin so that the command line stays short and stable in the state.
-            print(create(args.name, args.owner, sys.stdin.read(), adopt=args.adopt))
+            print(create(args.name, args.owner, sys.stdin.read(), adopt=args.adopt, previous_output=previous))
         elif args.action == "delete":
-            print(delete(args.name, args.owner))
+            print(delete(args.name, args.owner, previous_output=previous))
         elif args.action == "start":
             print(start(args.name))
         else:

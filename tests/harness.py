@@ -28,6 +28,8 @@ MAIN = os.path.join(ROOT, "__main__.py")
 PROJECT = "istio-ambient-lab"
 STACKS = ("l4-only", "l7")
 
+FAKE_OWNER_TOKEN = "0a1b2c3d"  # the token lab.kind_cluster's create would draw for the state
+
 # What `kind get kubeconfig` would print: a key inside, so the tests can prove it never leaks.
 FAKE_KUBECONFIG = (
     "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://127.0.0.1:40000\n  name: kind-x\n"
@@ -201,10 +203,10 @@ class LabMocks(pulumi.runtime.Mocks):
         if self.preview:  # an existing stack's Command keeps its stored output and runs nothing
             return "done (from the state)"
         self.commands_run.append(create)
-        match = re.search(r"lab\.kind_cluster create --name (\S+)", create)
+        match = re.search(r"lab\.kind_cluster create --name (\S+) --owner (\S+)", create)
         if match:
             self.clusters.add(match.group(1).strip("'"))
-            return f"created kind cluster '{match.group(1)}'."
+            return f"created kind cluster '{match.group(1)}' (owner {match.group(2)}.{FAKE_OWNER_TOKEN})."
         return "done"
 
     def call(self, args: pulumi.runtime.MockCallArgs):

@@ -12,7 +12,9 @@ import pytest
 from lab import kind_cluster
 from tests.harness import ROOT
 
-OWNER = "istio-ambient-lab.l4-only"
+OWNER = "istio-ambient-lab.l4-only"  # the stack id the component passes as --owner
+OURS = OWNER + ".0a1b2c3d"  # the owner label this stack's state created the cluster with
+CREATED = f"created kind cluster 'lab' (owner {OURS})."  # the create's output, kept in the state
 
 FAKE_KIND = textwrap.dedent(
     """\
@@ -124,25 +126,40 @@ def fake_tools(tmp_path, monkeypatch):
 
 
 def config_yaml(name="lab"):
-    return kind_cluster.render_config(kind_cluster.kind_config(name, 2, "img@sha256:" + "0" * 64, 8080, OWNER))
+    return kind_cluster.render_config(kind_cluster.kind_config(name, 2, "img@sha256:" + "0" * 64, 8080))
 
 
 def test_create_makes_the_cluster_with_its_owner_label_and_a_throwaway_kubeconfig(fake_tools):
     set_state, get_state, calls = fake_tools
-    assert kind_cluster.create("lab", OWNER, config_yaml()) == "created kind cluster 'lab'."
+    printed = kind_cluster.create("lab", OWNER, config_yaml())
+    owner = kind_cluster.owner_in(printed)
+    assert printed == f"created kind cluster 'lab' (owner {owner})."
+    assert owner.startswith(OWNER + ".") and len(owner) == len(OURS)
     state = get_state()
-    assert state["clusters"] == ["lab"] and state["owners"]["lab"] == OWNER
+    assert state["clusters"] == ["lab"] and state["owners"]["lab"] == owner
     assert not state["kubeconfig_flag"].startswith(os.path.expanduser("~")), "never the user's kubeconfig"
     assert not os.path.exists(state["kubeconfig_flag"]), "the throwaway kubeconfig is removed"
 
 
 def test_create_is_idempotent_for_the_owner(fake_tools):
     set_state, get_state, calls = fake_tools
-    set_state(["lab"], {"lab": OWNER})
-    assert kind_cluster.create("lab", OWNER, config_yaml()) == (
-        "kind cluster 'lab' already exists and belongs to this stack; reusing it."
+    set_state(["lab"], {"lab": OURS})
+    assert kind_cluster.create("lab", OWNER, config_yaml(), previous_output=CREATED) == (
+        f"kind cluster 'lab' already exists and belongs to this stack; reusing it (owner {OURS})."
     )
     assert not any(c.startswith("create") for c in calls())
+
+
+def test_two_states_with_the_same_stack_name_never_share_a_cluster(fake_tools):
+    """Another checkout (or a deleted .lab/) has the same project and stack name but not this state's token."""
+    set_state, get_state, calls = fake_tools
+    set_state(["lab"], {"lab": OWNER + ".ffffffff"})
+    with pytest.raises(kind_cluster.KindError, match=r"belongs to istio-ambient-lab.l4-only.ffffffff \(the same stack "
+                       r"name in another checkout or state\); adopt it with `./lab.sh up l4-only --adopt`"):
+        kind_cluster.create("lab", OWNER, config_yaml())
+    assert kind_cluster.delete("lab", OWNER, previous_output=CREATED) == (
+        "kind cluster 'lab' now belongs to istio-ambient-lab.l4-only.ffffffff; left it alone.")
+    assert get_state()["clusters"] == ["lab"]
 
 
 def test_a_cluster_of_the_same_name_from_elsewhere_is_refused_with_the_way_out(fake_tools):
@@ -163,17 +180,17 @@ def test_a_cluster_of_the_same_name_from_elsewhere_is_refused_with_the_way_out(f
 def test_names_match_whole_lines_never_substrings(fake_tools):
     set_state, get_state, calls = fake_tools
     set_state(["lab-old", "mylab"], {})
-    assert kind_cluster.create("lab", OWNER, config_yaml()) == "created kind cluster 'lab'."
+    assert kind_cluster.create("lab", OWNER, config_yaml()).startswith("created kind cluster 'lab' (owner ")
 
 
 def test_adopt_labels_the_cluster_so_later_runs_see_it_as_ours(fake_tools):
     set_state, get_state, calls = fake_tools
     set_state(["lab"], {})
-    assert kind_cluster.create("lab", OWNER, config_yaml(), adopt=True) == (
-        "adopted kind cluster 'lab'; `./lab.sh destroy l4-only` will delete it."
-    )
-    assert get_state()["owners"]["lab"] == OWNER
-    assert "reusing it" in kind_cluster.create("lab", OWNER, config_yaml())
+    printed = kind_cluster.create("lab", OWNER, config_yaml(), adopt=True)
+    owner = kind_cluster.owner_in(printed)
+    assert printed == f"adopted kind cluster 'lab'; `./lab.sh destroy l4-only` will delete it (owner {owner})."
+    assert get_state()["owners"]["lab"] == owner
+    assert "reusing it" in kind_cluster.create("lab", OWNER, config_yaml(), previous_output=printed)
 
 
 def test_a_failed_create_removes_the_half_made_cluster(fake_tools, monkeypatch):
@@ -199,13 +216,21 @@ def test_a_failed_create_can_be_kept_for_debugging(fake_tools, monkeypatch):
 
 def test_delete_own_cluster_gone_cluster_and_someone_elses(fake_tools):
     set_state, get_state, calls = fake_tools
-    set_state(["lab"], {"lab": OWNER})
-    assert kind_cluster.delete("lab", OWNER) == "deleted kind cluster 'lab'."
+    set_state(["lab"], {"lab": OURS})
+    assert kind_cluster.delete("lab", OWNER, previous_output=CREATED) == "deleted kind cluster 'lab'."
     assert get_state()["clusters"] == []
-    assert kind_cluster.delete("lab", OWNER) == "kind cluster 'lab' is already gone."
+    assert kind_cluster.delete("lab", OWNER, previous_output=CREATED) == "kind cluster 'lab' is already gone."
     set_state(["lab"], {"lab": "someone.else"})
-    assert kind_cluster.delete("lab", OWNER) == "kind cluster 'lab' now belongs to someone.else; left it alone."
+    assert kind_cluster.delete("lab", OWNER, previous_output=CREATED) == (
+        "kind cluster 'lab' now belongs to someone.else; left it alone.")
     assert get_state()["clusters"] == ["lab"]
+
+
+def test_delete_from_a_state_without_owner_token_matches_the_bare_stack_id(fake_tools):
+    """A stack brought up before owner tokens recorded none: its cluster carries the project.stack label."""
+    set_state, get_state, calls = fake_tools
+    set_state(["lab"], {"lab": OWNER})
+    assert kind_cluster.delete("lab", OWNER, previous_output="created kind cluster 'lab'.") == "deleted kind cluster 'lab'."
 
 
 def test_delete_leaves_a_cluster_without_owner_label_alone(fake_tools):
@@ -218,9 +243,9 @@ def test_delete_leaves_a_cluster_without_owner_label_alone(fake_tools):
 
 def test_delete_of_a_cluster_whose_owner_cannot_be_read_stops_with_what_to_do(fake_tools):
     set_state, get_state, calls = fake_tools
-    set_state(["lab"], {"lab": OWNER}, stopped=["lab"])
+    set_state(["lab"], {"lab": OURS}, stopped=["lab"])
     with pytest.raises(kind_cluster.KindError) as caught:
-        kind_cluster.delete("lab", OWNER)
+        kind_cluster.delete("lab", OWNER, previous_output=CREATED)
     assert str(caught.value) == (
         "kind cluster 'lab' exists but its owner cannot be read (`kind get kubeconfig` failed: ERROR: failed to "
         "get cluster internal kubeconfig: command failed); start it with `./lab.sh up l4-only` and destroy again, "
@@ -289,7 +314,7 @@ def test_cli_as_pulumi_runs_it(fake_tools):
         input=config_yaml(), capture_output=True, text=True, cwd=ROOT, env=env,
     )
     assert create.returncode == 0, create.stderr
-    assert create.stdout == "created kind cluster 'lab'.\n"
+    assert create.stdout.startswith("created kind cluster 'lab' (owner istio-ambient-lab.l4-only.")
     kubeconfig = subprocess.run([sys.executable, "-m", "lab.kind_cluster", "kubeconfig", "--name", "lab"],
                                 capture_output=True, text=True, cwd=ROOT, env=env)
     assert kubeconfig.stdout.startswith("apiVersion: v1") and kubeconfig.stderr == ""
@@ -300,6 +325,14 @@ def test_cli_as_pulumi_runs_it(fake_tools):
     assert clash.returncode == 1
     assert clash.stderr.startswith("error: kind cluster 'lab' already exists and belongs to istio-ambient-lab.l4-only")
     assert "Traceback" not in clash.stderr
+    # pulumi-command runs the stored delete with the create's stdout in PULUMI_COMMAND_STDOUT: that names the owner.
+    delete = [sys.executable, "-m", "lab.kind_cluster", "delete", "--name", "lab", "--owner", OWNER]
+    stranger = subprocess.run(delete, capture_output=True, text=True, cwd=ROOT,
+                              env={**env, "PULUMI_COMMAND_STDOUT": CREATED})
+    assert stranger.stdout.startswith("kind cluster 'lab' now belongs to") and get_state()["clusters"] == ["lab"]
+    ours = subprocess.run(delete, capture_output=True, text=True, cwd=ROOT,
+                          env={**env, "PULUMI_COMMAND_STDOUT": create.stdout.strip()})
+    assert ours.stdout == "deleted kind cluster 'lab'.\n" and get_state()["clusters"] == []
 
 
 def test_missing_kind_is_a_sentence(monkeypatch, tmp_path):
@@ -310,7 +343,7 @@ def test_missing_kind_is_a_sentence(monkeypatch, tmp_path):
 
 
 def test_kind_config_matches_the_kind_schema_we_rely_on():
-    config = kind_cluster.kind_config("lab", 3, "kindest/node:v1.36.1@sha256:" + "1" * 64, 9090, OWNER)
+    config = kind_cluster.kind_config("lab", 3, "kindest/node:v1.36.1@sha256:" + "1" * 64, 9090)
     assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4" and config["kind"] == "Cluster"
     allowed_node_keys = {"role", "image", "labels", "extraPortMappings"}
     for node in config["nodes"]:
