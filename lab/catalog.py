@@ -159,3 +159,6 @@ def all_images(istio_version: str = ISTIO_VERSION, observability: bool = True) -
     if observability:
         images += [PROMETHEUS_IMAGE, PROMETHEUS_RELOADER_IMAGE, KIALI_IMAGE]
     return images
+
+# What the user types to drive the lab; named in every sentence that tells them what to do.
+LAB_SCRIPT = "./lab.sh"

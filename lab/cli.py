@@ -194,8 +194,9 @@ def _ensure_tools(ctx: Context, names: Sequence[str]) -> None:
     )
 
 
-def _preflight(ctx: Context, stack: str, config: lab_config.LabConfig, adopt: bool) -> bool:
-    """Run and print the checks; whether all passed."""
+def _preflight(ctx: Context, stack: str, config: lab_config.LabConfig, adopt: bool,
+               recorded: Mapping[str, object] | None = None) -> bool:
+    """Run and print the checks; whether all passed. ``recorded``: the stack's outputs, when it was up before."""
     results = preflight.run_checks(
         preflight.Situation(
             stack=stack,
@@ -206,6 +207,7 @@ def _preflight(ctx: Context, stack: str, config: lab_config.LabConfig, adopt: bo
             adopt=config.adopt_existing_cluster or adopt,
             ingress_port=config.ingress_host_port,
             tools=[bootstrap.RELEASES[name] for name in _tools_for(config)],
+            recorded=recorded or {},
         ),
         ctx.host,
     )
@@ -232,15 +234,58 @@ def _collect_diagnostics(ctx: Context, config: lab_config.LabConfig) -> Path:
 # --- Commands ------------------------------------------------------------------------------------------------------
 
 
-def cmd_up(ctx: Context, stack: str, adopt: bool) -> int:
-    """Bring a stack's lab up: tools, preflight, state, stack, ``pulumi up``; diagnostics on failure."""
-    total = 5
+def _nothing_up(ctx: Context, stack: str) -> LabError:
+    return LabError(f"Nothing has been brought up here for stack {stack}: run `{LAB_SCRIPT} up {stack}` first.")
+
+
+def _shape_change(recorded: Mapping[str, object], config: lab_config.LabConfig) -> str:
+    """What changed in the node shape since the last up, as "workers 2 -> 1", or "" when nothing did."""
+    before = recorded.get(outputs.NODE_SHAPE)
+    if not isinstance(before, dict):
+        return ""
+    now = kind_cluster.node_shape(config)
+    return ", ".join(f"{key} {before.get(key)} -> {value}" for key, value in now.items() if before.get(key) != value)
+
+
+def _bring_back_cluster(ctx: Context, stack: str, config: lab_config.LabConfig, recorded: Mapping[str, object],
+                        env: Mapping[str, str], recreate: bool) -> None:
+    """Before pulumi runs: the stack's recorded kind cluster is in a state its program can work with.
+
+    A node-shape change needs a new cluster, which through the engine means uninstalling every release one by one
+    through the old cluster first: the lab destroys and rebuilds instead, when asked to. A cluster deleted by hand
+    leaves a record that previews against nothing: the record goes (nothing of the user's is touched, the cluster
+    and everything in it is gone already). A stopped cluster (Docker or host restart) is started.
+    """
+    name = str(recorded.get(outputs.CLUSTER_NAME) or config.cluster_name)
+    changed = _shape_change(recorded, config)
+    if changed and not recreate:
+        raise LabError(f"Stack {stack}'s kind cluster changes shape ({changed}), which needs a new cluster: run "
+                       f"`{LAB_SCRIPT} up {stack} --recreate` to destroy this lab and build it again, or undo the change.")
+    clusters = kind_cluster.existing_clusters()
+    if changed or name not in clusters:
+        ctx.detail(f"node shape changes ({changed}): destroying the lab to build it again" if changed else
+                   f"kind cluster {name} was deleted outside the lab: clearing the stack's record of it")
+        if _stream(["pulumi", "destroy", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
+            raise LabError(f"`pulumi destroy` failed: read its output above, fix the cause, then run `{LAB_SCRIPT} up "
+                           f"{stack}` again.")
+        return
+    if kind_cluster.stopped_nodes(name):
+        ctx.detail(f"kind cluster {name} is stopped: starting it")
+        ctx.detail(kind_cluster.start(name))
+    else:
+        ctx.detail(f"kind cluster {name} is running")
+
+
+def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int:
+    """Bring a stack's lab up: tools, preflight, state, stack, its cluster, ``pulumi up``; diagnostics on failure."""
+    total = 6
     config = stack_config(ctx.paths.root, stack)
     ctx.step(1, total, "tools")
     _ensure_tools(ctx, _tools_for(config))
+    recorded = stack_outputs(ctx, stack)
 
     ctx.step(2, total, "preflight")
-    if not _preflight(ctx, stack, config, adopt):
+    if not _preflight(ctx, stack, config, adopt, recorded):
         raise LabError(f"Preflight found the problems marked FAIL above: fix them, then run `{LAB_SCRIPT} up "
                        f"{stack}` again.")
 
@@ -263,10 +308,19 @@ def cmd_up(ctx: Context, stack: str, adopt: bool) -> int:
         )
         if adopted.returncode != 0:
             raise LabError(f"pulumi could not set {preflight.ADOPT_CONFIG_KEY} ({last_line(adopted.stderr)}): set it "
-                           f"with `{LAB_SCRIPT} pulumi config set {preflight.ADOPT_CONFIG_KEY} true`, then run "
-                           f"`{LAB_SCRIPT} up {stack}` again.")
+                           f"with `{LAB_SCRIPT} pulumi config set {preflight.ADOPT_CONFIG_KEY} true --stack {stack}`, "
+                           f"then run `{LAB_SCRIPT} up {stack}` again.")
 
-    ctx.step(5, total, "pulumi up")
+    ctx.step(5, total, "cluster")
+    if config.target == "kind" and recorded.get(outputs.CLUSTER_NAME):
+        try:
+            _bring_back_cluster(ctx, stack, config, recorded, env, recreate)
+        except kind_cluster.KindError as error:
+            raise LabError(str(error)) from None
+    else:
+        ctx.detail("created by pulumi up" if config.target == "kind" else f"existing cluster, context {config.kube_context}")
+
+    ctx.step(6, total, "pulumi up")
     if _stream(["pulumi", "up", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
         folder = _collect_diagnostics(ctx, config)
         raise LabError(f"`pulumi up` failed: read its output above and the diagnostics in {folder}, fix the cause, "
@@ -275,21 +329,41 @@ def cmd_up(ctx: Context, stack: str, adopt: bool) -> int:
     return 0
 
 
+def _stack_exists(ctx: Context, stack: str, env: Mapping[str, str]) -> bool:
+    """Whether the lab's backend holds the stack. A failed select alone says nothing: the stack list decides."""
+    if ctx.host.run(["pulumi", "stack", "select", stack], env=env, cwd=ctx.paths.root, timeout=120).returncode == 0:
+        return True
+    listed = ctx.host.run(["pulumi", "stack", "ls", "--json"], env=env, cwd=ctx.paths.root, timeout=120)
+    try:
+        names = {entry.get("name") for entry in json.loads(listed.stdout)} if listed.returncode == 0 else None
+    except (ValueError, AttributeError):
+        names = None
+    if names is None:
+        raise LabError(f"pulumi could not list the stacks in {ctx.paths.state} ({last_line(listed.stderr)}): fix "
+                       f"that, then run `{LAB_SCRIPT} destroy {stack}` again.")
+    if stack in names:
+        raise LabError(f"pulumi could not select stack {stack}, which exists: run `{LAB_SCRIPT} pulumi stack select "
+                       f"{stack}` to see why, fix it, then run `{LAB_SCRIPT} destroy {stack}` again.")
+    return False
+
+
 def cmd_destroy(ctx: Context, stack: str) -> int:
     """Destroy a stack's lab, then check that its kind cluster is gone."""
     total = 3
     config = stack_config(ctx.paths.root, stack)
+    # No state folder: nothing was ever brought up here. Say so before installing tools or creating any state.
+    if not ctx.paths.state.is_dir():
+        ctx.say(f"Nothing to destroy: stack {stack} has never been brought up here.")
+        return 0
     ctx.step(1, total, "tools")
     _ensure_tools(ctx, _tools_for(config))
 
     ctx.step(2, total, "pulumi destroy")
-    # No state folder: nothing was ever brought up here, and creating one just to find that out would leave a trace.
-    env = pulumi_env(ctx.paths, ctx.env) if ctx.paths.state.is_dir() else None
-    known = env is not None and ctx.host.run(["pulumi", "stack", "select", stack], env=env, cwd=ctx.paths.root,
-                                             timeout=120).returncode == 0
-    if not known:
+    env = pulumi_env(ctx.paths, ctx.env)
+    if not _stack_exists(ctx, stack, env):
         ctx.detail(f"stack {stack} does not exist in {ctx.paths.state}: nothing to destroy")
         return 0
+    recorded = stack_outputs(ctx, stack)
     if _stream(["pulumi", "destroy", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
         raise LabError(f"`pulumi destroy` failed: read its output above, fix the cause, then run `{LAB_SCRIPT} "
                        f"destroy {stack}` again.")
@@ -298,17 +372,20 @@ def cmd_destroy(ctx: Context, stack: str) -> int:
     if config.target != "kind":
         ctx.detail("an existing cluster stays; the lab removed only what it added")
         return 0
-    name = config.cluster_name
+    name = str(recorded.get(outputs.CLUSTER_NAME) or config.cluster_name)
     clusters = ctx.host.run(["kind", "get", "clusters"], env=tool_env(ctx.paths, ctx.env), timeout=60)
     if clusters.returncode != 0:
         raise LabError(f"`kind get clusters` failed ({last_line(clusters.stderr)}): start Docker, then check with "
-                       f"`kind get clusters` that {name} is gone.")
+                       f"`{kind_cluster.KIND_TOOL} get clusters` that {name} is gone.")
     if name in (line.strip() for line in clusters.stdout.splitlines()):
         owner = ctx.host.cluster_owner(name)
-        if owner and owner != kind_cluster.owner_label_value(lab_config.PROJECT, stack):
+        situation = preflight.Situation(stack=stack, project_dir=ctx.paths.root, env=ctx.env, cluster_name=name,
+                                        recorded=recorded)
+        if owner and owner is not preflight.OWNER_UNKNOWN and not situation.is_ours(owner):
             ctx.say(f"The kind cluster {name} belongs to {owner}, so the lab left it alone.")
             return 0
-        raise LabError(f"The kind cluster {name} is still there: remove it with `kind delete cluster --name {name}`.")
+        raise LabError(f"The kind cluster {name} is still there: if it is this stack's, remove it with "
+                       f"`{kind_cluster.KIND_TOOL} delete cluster --name {name}`.")
     ctx.say(f"Nothing is left: no kind cluster named {name}.")
     return 0
 
@@ -336,6 +413,8 @@ def cmd_verify(ctx: Context, stack: str, as_json: bool) -> int:
     if importlib.util.find_spec("verify") is None:
         raise LabError("The verify package is missing from this checkout: update your clone, then run it again.")
     config = stack_config(ctx.paths.root, stack)
+    if not ctx.paths.state.is_dir():
+        raise _nothing_up(ctx, stack)
     _ensure_tools(ctx, _tools_for(config))
     values = stack_outputs(ctx, stack)
     if not values.get(outputs.MESH_MODE):
@@ -357,6 +436,9 @@ def cmd_verify(ctx: Context, stack: str, as_json: bool) -> int:
 def cmd_dashboard(ctx: Context, stack: str, options: Sequence[str] = ()) -> int:
     """Start the dashboard (``lab.dashboard``) for a stack; `options` go to it as they are."""
     import signal
+
+    if not ctx.paths.state.is_dir():
+        raise _nothing_up(ctx, stack)
 
     # Ctrl-C reaches this process and the dashboard alike. The dashboard answers it by stopping its port-forwards,
     # removing its kubeconfig and exiting 0, so this process waits for that instead of ending (and killing it) first.
@@ -386,6 +468,8 @@ def dashboard_options(args: argparse.Namespace) -> list[str]:
 def cmd_diagnose(ctx: Context, stack: str) -> int:
     """Collect diagnostics for a stack and print where they are."""
     config = stack_config(ctx.paths.root, stack)
+    if not ctx.paths.state.is_dir():
+        raise _nothing_up(ctx, stack)
     _ensure_tools(ctx, [name for name in _tools_for(config) if name != "pulumi"])
     _collect_diagnostics(ctx, config)
     return 0
@@ -411,6 +495,8 @@ def _parser() -> argparse.ArgumentParser:
 
     up = with_stack("up", "bring a lab up (installs missing tools and runs the preflight checks first)")
     up.add_argument("--adopt", action="store_true", help="take over an existing kind cluster of the stack's name")
+    up.add_argument("--recreate", action="store_true",
+                    help="destroy and rebuild the lab when a node-shape setting (workers, nodeImage, ...) changed")
     with_stack("destroy", "destroy a lab and check that nothing is left")
     with_stack("preflight", "check this machine before bringing a lab up")
     verify = with_stack("verify", "verify a lab that is up")
@@ -446,7 +532,7 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         # Whatever this process starts (lab.kind_cluster's kind and kubectl included) finds the project's tools.
         os.environ["PATH"] = tool_env(ctx.paths, os.environ)["PATH"]
     handlers: dict[str, Callable[[], int]] = {
-        "up": lambda: cmd_up(ctx, args.stack, args.adopt),
+        "up": lambda: cmd_up(ctx, args.stack, args.adopt, args.recreate),
         "destroy": lambda: cmd_destroy(ctx, args.stack),
         "preflight": lambda: cmd_preflight(ctx, args.stack),
         "test": lambda: cmd_test(ctx, passthrough),

@@ -27,7 +27,7 @@ import yaml
 from lab import catalog
 
 OWNER_LABEL = "istio-ambient-lab/owner"
-LAB_SCRIPT = "./lab.sh"
+LAB_SCRIPT = catalog.LAB_SCRIPT
 KIND_TOOL = ".lab/tools/kind"  # where ./lab.sh installs kind: the one a message can name and know it exists
 START_TIMEOUT_S = 120
 KEEP_FAILED_ENV = "LAB_KEEP_FAILED_CLUSTER"  # set to 1 to keep a half-created cluster for debugging
