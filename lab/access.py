@@ -26,7 +26,6 @@ from lab import bootstrap, tools
 from lab import config as lab_config
 from lab.bootstrap import LabError, Runner
 from lab.preflight import LAB_SCRIPT
-from verify.cluster import ClusterError, KindClusterMissing, kind_kubeconfig
 
 
 @dataclass(frozen=True)
@@ -120,6 +119,9 @@ def write_kubeconfig(lab_dir: Path, stack: str, config: lab_config.LabConfig, en
         context = str(config.kube_context)
         _write_private(path, yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": context}))
         return Access(stack, path, (str(path), *_user_kubeconfig_files(config, env)), context)
+    # Imported here: lab.cli imports this module, and runs without the verify package (cmd_verify says so).
+    from verify.cluster import ClusterError, KindClusterMissing, kind_kubeconfig
+
     kind = shutil.which("kind", path=env.get("PATH", ""))
     if kind is None:
         raise LabError(f"kind is not installed: run `{LAB_SCRIPT} up {stack}`, which installs it.")
