@@ -43,7 +43,7 @@ case "$1 $2" in
 esac""")
     machine.bin.add("kubectl", f"""
 [ "$1" = version ] && {{ echo '{KUBECTL_JSON}'; exit 0; }}
-echo "kubectl $* | $KUBECONFIG" >> {machine.calls_log}
+printf "%s | %s\n" "kubectl $*" "$KUBECONFIG" >> {machine.calls_log}
 echo "kubectl ran"
 """)
     istioctl(machine, "1.31.1")
