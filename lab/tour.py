@@ -82,8 +82,8 @@ def steps(config: lab_config.LabConfig) -> list[Step]:
     ztunnel_logs = ("-n", catalog.ISTIO_NAMESPACE, "logs")
     return [
         Step("Installation, steps 1-2", "Istio in ambient mode", "istioctl", ("version",),
-             f"client, control plane and data plane all at {config.istio_version}: the lab installed Istio with Helm "
-             "(base, istiod, istio-cni, ztunnel), not with `istioctl install`"),
+             f"client version and control plane version both {config.istio_version}: the lab installed Istio with "
+             "Helm (base, istiod, istio-cni, ztunnel), not with `istioctl install`"),
         Step("Installation, step 3", "Istio's resources", "kubectl", ("-n", catalog.ISTIO_NAMESPACE, "get", "all"),
              "DaemonSets ztunnel and istio-cni-node with one pod per node, and istiod; no ingress gateway here: the "
              f"lab's {catalog.INGRESS_GATEWAY_WORKLOAD} runs in {ns}"),
