@@ -132,7 +132,8 @@ def steps(config: lab_config.LabConfig) -> list[Step]:
         Step("Kiali dashboard, step 1", "Kiali is installed", "kubectl",
              ("-n", catalog.ISTIO_NAMESPACE, "rollout", "status", f"deployment/{catalog.KIALI_SERVICE}",
               "--timeout", "60s"),
-             "successfully rolled out: Kiali, installed by the lab with Prometheus (the tutorial applies samples/addons)",
+             "successfully rolled out: Kiali, installed by the lab with Prometheus (the tutorial applies "
+             "samples/addons)",
              needs_addons=True),
         Step("Kiali dashboard, steps 2-4", "Open the graph (run it yourself: it stays until Ctrl-C)", "lab",
              ("dashboard", "{stack}"),

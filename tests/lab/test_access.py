@@ -1,4 +1,4 @@
-"""./lab.sh kubeconfig, kubectl and istioctl against fake kind, kubectl and istioctl that record what they were given."""
+"""./lab.sh kubeconfig, shell, kubectl and istioctl against fake kind, kubectl and istioctl that record their calls."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def lab(machine, tmp_path):  # noqa: F811 (the fixture imported above)
 case "$1 $2" in
   "version ") echo "kind v0.32.0 go1.26.5 linux/amd64" ;;
   "get kubeconfig")
-    [ "$4" = ambient-l7 ] || {{ echo "ERROR: could not locate any control plane nodes for cluster named '$4'" >&2; exit 1; }}
+    [ "$4" = ambient-l7 ] || {{
+      echo "ERROR: could not locate any control plane nodes for cluster named '$4'" >&2; exit 1; }}
     /bin/cat <<'EOF'
 {KIND_KUBECONFIG}EOF
     ;;
@@ -127,7 +128,8 @@ def test_into_user_config_is_kinds_own_export_and_only_when_asked(project, lab):
 
 
 def test_kubectl_gets_every_argument_and_the_stacks_kubeconfig(project, lab, user_kubeconfig, capfd):  # noqa: F811
-    assert cli.main(["kubectl", "l7", "-n", "default", "get", "pods", "-o", "json", "--help"], context(project, lab)) == 0
+    argv = ["kubectl", "l7", "-n", "default", "get", "pods", "-o", "json", "--help"]
+    assert cli.main(argv, context(project, lab)) == 0
     assert tool_calls(lab) == [f"kubectl -n default get pods -o json --help | {project}/.lab/kube/l7.kubeconfig"]
     assert capfd.readouterr().out == "kubectl ran\n", "stdout is kubectl's alone"
 
@@ -137,7 +139,7 @@ def test_istioctl_of_the_stacks_version_on_path_is_used_with_the_stacks_kubeconf
     assert tool_calls(lab) == [f"istioctl ztunnel-config workloads | {project}/.lab/kube/l7.kubeconfig"]
 
 
-def test_istioctl_of_another_version_is_not_used_and_unpinned_needs_the_trust_switch(project, lab, capsys):  # noqa: F811
+def test_istioctl_of_another_version_is_unused_and_unpinned_needs_the_trust_switch(project, lab, capsys):  # noqa: F811
     istioctl(lab, "1.30.5")
     assert cli.main(["istioctl", "l7", "version"], context(project, lab)) == 1
     assert tool_calls(lab) == []
@@ -164,7 +166,8 @@ def test_istioctl_installs_per_version_from_the_release_checksum_when_trusted(pr
     archive = istioctl_archive(f'#!/bin/sh\necho "installed $* | $KUBECONFIG" >> {lab.calls_log}\n')
     asset = "/1.31.1/istioctl-1.31.1-linux-amd64.tar.gz"
     server.files[asset] = archive
-    server.files[asset + ".sha256"] = f"{hashlib.sha256(archive).hexdigest()} istioctl-1.31.1-linux-amd64.tar.gz\n".encode()
+    digest = hashlib.sha256(archive).hexdigest()
+    server.files[asset + ".sha256"] = f"{digest} istioctl-1.31.1-linux-amd64.tar.gz\n".encode()
     ctx = context(project, lab, LAB_DOWNLOAD_BASE_ISTIOCTL=server.url, LAB_TRUST_PUBLISHED_CHECKSUMS="1")
     assert cli.main(["istioctl", "l7", "waypoint", "list"], ctx) == 0
     installed = project / ".lab" / "tools" / "istio-1.31.1"
@@ -225,3 +228,15 @@ def test_istioctl_release_layout_and_pins():
     assert set(tools.istioctl_release("9.9.9").sha256.values()) == {None}
     from lab import catalog
     assert catalog.ISTIO_VERSION in tools.ISTIOCTL_SHA256, "bumping Istio means looking for istioctl digests too"
+
+
+def test_shell_starts_the_users_shell_on_the_stack_with_istioctl_first_on_path(project, lab):  # noqa: F811
+    seen = lab.calls_log.parent / "shell.txt"
+    shell = lab.bin.add("myshell", f'printf "%s\\n%s\\n" "$KUBECONFIG" "$PATH" > {seen}')
+    ctx = context(project, lab, SHELL=str(shell))
+    assert cli.main(["shell", "l7"], ctx) == 0
+    kubeconfig, path = seen.read_text().splitlines()
+    assert kubeconfig == f"{project}/.lab/kube/l7.kubeconfig"
+    # The user's istioctl is 1.31.1, the stack's version, so its folder comes first, then the lab's tools.
+    assert path.split(os.pathsep)[:2] == [lab.bin.path, str(project / ".lab" / "tools")]
+    assert "Your own kubeconfig is untouched." in ctx.out.getvalue()

@@ -82,7 +82,9 @@ def cluster(lab):  # noqa: F811
 [ "$1" = version ] && {{ echo '{KUBECTL_JSON}'; exit 0; }}
 printf "%s | %s\n" "kubectl $*" "$KUBECONFIG" >> {lab.calls_log}
 case "$*" in
-  *"get daemonset ztunnel"*) [ -n "$NO_ISTIO" ] && {{ echo 'Error from server (NotFound): daemonsets.apps "ztunnel" not found' >&2; exit 1; }}; echo daemonset.apps/ztunnel ;;
+  *"get daemonset ztunnel"*)
+    [ -n "$NO_ISTIO" ] && {{ echo 'Error from server (NotFound): daemonsets.apps "ztunnel" not found' >&2; exit 1; }}
+    echo daemonset.apps/ztunnel ;;
   *"-l app=sleep"*"nodeName"*) printf worker-a ;;
   *"-l app=productpage"*"nodeName"*) printf worker-b ;;
   *"spec.nodeName=worker-a"*) printf ztunnel-aaaaa ;;
