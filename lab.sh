@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The lab's entry point: ./lab.sh up | destroy | preflight | test | verify | dashboard | diagnose | pulumi (-h: help).
+# The lab's entry point: ./lab.sh up | destroy | preflight | test | verify | dashboard | diagnose | pulumi |
+# kubeconfig | shell | kubectl | istioctl | tour (-h: help).
 # It only makes sure the project's virtualenv venv/ exists and matches requirements.txt, then hands over to lab.cli.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"

@@ -21,7 +21,7 @@ from typing import TextIO
 
 import yaml
 
-from lab import bootstrap, diagnostics, kind_cluster, outputs, preflight, stack_files
+from lab import access, bootstrap, diagnostics, kind_cluster, outputs, preflight, stack_files, tour
 from lab import config as lab_config
 from lab.bootstrap import LabError, last_line
 from lab.preflight import LAB_SCRIPT
@@ -481,6 +481,90 @@ def cmd_pulumi(ctx: Context, pulumi_args: Sequence[str]) -> int:
     return _stream(["pulumi", *pulumi_args], pulumi_env(ctx.paths, ctx.env), ctx.paths.root)
 
 
+# --- Hands on the cluster: kubeconfig, shell, kubectl, istioctl, tour ---------------------------------------------
+
+
+def _quiet_progress(text: str) -> None:
+    """Tool progress on stderr, and only when something is installed: stdout belongs to kubectl's output and to the
+    export line that `eval` reads."""
+    if ": using " not in text:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _access(ctx: Context, stack: str) -> tuple[lab_config.LabConfig, access.Access]:
+    """The stack's config and a kubeconfig for its cluster, with kubectl (and kind for a kind target) at hand."""
+    access.require_known_stack(ctx.paths.root, stack)
+    config = stack_config(ctx.paths.root, stack)
+    bootstrap.ensure_tools(ctx.paths.tools, [name for name in _tools_for(config) if name != "pulumi"], env=ctx.env,
+                           run=ctx.host.run, platform_=ctx.platform, progress=_quiet_progress)
+    return config, access.write_kubeconfig(ctx.paths.lab, stack, config, tool_env(ctx.paths, ctx.env))
+
+
+def _istioctl(ctx: Context, config: lab_config.LabConfig) -> Path:
+    return access.ensure_istioctl(ctx.paths.tools, config.istio_version, env=ctx.env, run=ctx.host.run,
+                                  platform_=ctx.platform, progress=_quiet_progress)
+
+
+def cmd_kubeconfig(ctx: Context, stack: str, into_user_config: bool) -> int:
+    """Write the stack's kubeconfig (0600, under .lab/) and print the `export` line for `eval`; never its content."""
+    config, reach = _access(ctx, stack)
+    if into_user_config:
+        if config.target != "kind":
+            ctx.say(f"# Context {reach.context} is already in your own kubeconfig: nothing to add.")
+        else:
+            # kind's own merge: into $KUBECONFIG or ~/.kube/config, and it makes the cluster the current context.
+            merged = ctx.host.run(["kind", "export", "kubeconfig", "--name", config.cluster_name],
+                                  env=tool_env(ctx.paths, ctx.env), timeout=60)
+            if merged.returncode != 0:
+                raise LabError(f"`kind export kubeconfig --name {config.cluster_name}` failed "
+                               f"({last_line(merged.stderr)}): start Docker, then run it again.")
+            ctx.say(f"# Added context {reach.context} to your kubeconfig and made it the current one.")
+        return 0
+    ctx.say(f"# Stack {stack}: context {reach.context}. Apply with: eval \"$({LAB_SCRIPT} kubeconfig {stack})\"")
+    ctx.say(reach.export_line)
+    return 0
+
+
+def cmd_shell(ctx: Context, stack: str) -> int:
+    """Start the user's shell with KUBECONFIG on the stack and the lab's kubectl and istioctl first on PATH."""
+    config, reach = _access(ctx, stack)
+    folders = [str(ctx.paths.tools)]
+    try:
+        folders.insert(0, str(_istioctl(ctx, config).parent))
+    except LabError as error:  # a shell without istioctl is still a shell: say why, and go on
+        print(f"No istioctl in this shell: {error}", file=sys.stderr)
+    env = reach.env({**ctx.env, "PATH": os.pathsep.join([*folders, ctx.env.get("PATH", "")])})
+    shell = ctx.env.get("SHELL") or "/bin/sh"
+    ctx.say(f"A shell on stack {stack} (context {reach.context}); `exit` leaves it. Your own kubeconfig is untouched.")
+    return _stream([shell], env, ctx.paths.root)
+
+
+def cmd_kubectl(ctx: Context, stack: str, args: Sequence[str]) -> int:
+    """kubectl against the stack's cluster (KUBECONFIG set for this one command)."""
+    _, reach = _access(ctx, stack)
+    return _stream(["kubectl", *args], reach.env(tool_env(ctx.paths, ctx.env)), ctx.paths.root)
+
+
+def cmd_istioctl(ctx: Context, stack: str, args: Sequence[str]) -> int:
+    """istioctl of the stack's istioVersion against the stack's cluster."""
+    config, reach = _access(ctx, stack)
+    return _stream([str(_istioctl(ctx, config)), *args], reach.env(tool_env(ctx.paths, ctx.env)), ctx.paths.root)
+
+
+def cmd_tour(ctx: Context, stack: str, list_only: bool) -> int:
+    """Walk the seed tutorial's steps on the stack's cluster (``--list``: print them without a cluster)."""
+    access.require_known_stack(ctx.paths.root, stack)
+    config = stack_config(ctx.paths.root, stack)
+    if list_only:
+        tour.list_steps(stack, config, ctx.out)
+        return 0
+    _, reach = _access(ctx, stack)
+    executables = {"kubectl": "kubectl", "istioctl": str(_istioctl(ctx, config))}
+    walk = tour.Tour(stack, config, executables, reach.env(tool_env(ctx.paths, ctx.env)), ctx.host.run,
+                     lambda argv, env: _stream(argv, env, ctx.paths.root), ctx.out)
+    return walk.run_all()
+
+
 # --- Entry point ---------------------------------------------------------------------------------------------------
 
 
@@ -507,6 +591,17 @@ def _parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--kiali-port", metavar="PORT", help="local port for Kiali (default 20001)")
     dashboard.add_argument("--prometheus-port", metavar="PORT", help="local port for Prometheus (default 9090)")
     with_stack("diagnose", "collect logs and cluster state into .lab/diagnostics/")
+    kubeconfig = with_stack("kubeconfig", "write the stack's kubeconfig into .lab/kube/ and print the export line "
+                            "for eval")
+    kubeconfig.add_argument("--into-user-config", action="store_true",
+                            help="instead, add the kind cluster's context to your own kubeconfig (kind export)")
+    with_stack("shell", "start your shell with kubectl and istioctl on the stack's cluster")
+    for tool in ("kubectl", "istioctl"):
+        passing = commands.add_parser(tool, help=f"run {tool} against a stack's cluster: {LAB_SCRIPT} {tool} STACK "
+                                      "ARGS...", description=f"Run {tool} against a stack's cluster.")
+        passing.add_argument("stack", help="stack name; every argument after it goes to " + tool)
+    tour_command = with_stack("tour", "walk the tutorial's steps live on a stack's cluster")
+    tour_command.add_argument("--list", action="store_true", help="print the steps and commands without running them")
     commands.add_parser("test", help="run the test suite (further arguments go to pytest)", add_help=False)
     commands.add_parser("pulumi", help="run pulumi with the lab's state backend and passphrase", add_help=False)
     return parser
@@ -525,8 +620,10 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # test and pulumi hand everything after them over untouched, options included.
     passes_through = argv[:1] in (["test"], ["pulumi"])
-    args = _parser().parse_args(argv[:1] if passes_through else argv)
-    passthrough = argv[1:] if passes_through else []
+    # kubectl and istioctl take a stack first, then hand the rest over the same way.
+    head = 1 if passes_through else 2 if argv[:1] in (["kubectl"], ["istioctl"]) else len(argv)
+    args = _parser().parse_args(argv[:head])
+    passthrough = argv[head:]
     if ctx is None:
         ctx = Context(Paths(Path(__file__).resolve().parent.parent))
         # Whatever this process starts (lab.kind_cluster's kind and kubectl included) finds the project's tools.
@@ -540,6 +637,11 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         "dashboard": lambda: cmd_dashboard(ctx, args.stack, dashboard_options(args)),
         "diagnose": lambda: cmd_diagnose(ctx, args.stack),
         "pulumi": lambda: cmd_pulumi(ctx, passthrough),
+        "kubeconfig": lambda: cmd_kubeconfig(ctx, args.stack, args.into_user_config),
+        "shell": lambda: cmd_shell(ctx, args.stack),
+        "kubectl": lambda: cmd_kubectl(ctx, args.stack, passthrough),
+        "istioctl": lambda: cmd_istioctl(ctx, args.stack, passthrough),
+        "tour": lambda: cmd_tour(ctx, args.stack, args.list),
     }
     try:
         with stack_files.salt_kept_out(ctx.paths.root / STACK_DIR):
