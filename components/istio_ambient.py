@@ -43,10 +43,12 @@ class IstioAmbientArgs:
 def chart_values(chart: catalog.IstioChart, platform: str | None) -> dict:
     """The values each chart gets: the ambient profile where Istio requires it, the platform where one is set."""
     values: dict = {}
-    if chart in (catalog.ISTIOD, catalog.ISTIO_CNI):
-        # istiod: PILOT_ENABLE_AMBIENT; cni: cni.ambient.enabled. Not on ztunnel: there it picks the distroless
-        # image, which has no shell for debugging.
-        values["profile"] = "ambient"
+    profile = catalog.ISTIO_CHART_PROFILES.get(chart)
+    if profile:
+        # istiod: PILOT_ENABLE_AMBIENT; cni: cni.ambient.enabled. The profile also selects the distroless images,
+        # which catalog.istio_images lists. Not on ztunnel, which needs no profile and keeps its plain image (with
+        # a shell, for debugging).
+        values["profile"] = profile
     if platform in lab_config.CHART_PLATFORMS and chart is not catalog.ISTIO_BASE:
         values["global"] = {"platform": platform}
     return values

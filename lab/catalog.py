@@ -140,9 +140,33 @@ def bookinfo_image(service: str, version: str) -> Image:
     return Image(f"docker.io/istio/examples-bookinfo-{service}-{version}", BOOKINFO_IMAGE_TAG)
 
 
+# The Helm profile each Istio chart is installed with (components/istio_ambient.py passes it as `profile`).
+# istiod needs it for PILOT_ENABLE_AMBIENT, the CNI agent for cni.ambient.enabled; ztunnel needs none.
+ISTIO_CHART_PROFILES = {ISTIOD: "ambient", ISTIO_CNI: "ambient"}
+# The `global.variant` a profile sets, which the charts append to the image tag (`<version>-<variant>`): the ambient
+# profile (chart files/profile-ambient.yaml) sets `distroless`.
+PROFILE_IMAGE_VARIANTS = {"ambient": "distroless"}
+
+
+def istio_image_tag(chart: IstioChart, version: str) -> str:
+    """The tag of the image a chart runs under the profile the lab gives it: ``1.31.1`` or ``1.31.1-distroless``."""
+    variant = PROFILE_IMAGE_VARIANTS.get(ISTIO_CHART_PROFILES.get(chart, ""))
+    return f"{version}-{variant}" if variant else version
+
+
 def istio_images(version: str = ISTIO_VERSION) -> list[Image]:
-    """Images the Istio charts run: istiod, the CNI agent, ztunnel, and proxyv2 for waypoints and gateways."""
-    return [Image(f"docker.io/istio/{name}", version) for name in ("pilot", "install-cni", "ztunnel", "proxyv2")]
+    """The images Istio runs in the lab, with the tags the charts really render.
+
+    istiod and the CNI agent get the ambient profile and so the distroless variant; ztunnel gets no profile and
+    runs the plain image. Waypoints and gateways are not rendered by a chart but by istiod's injector, which takes
+    istiod's own `global.variant`: proxyv2 carries istiod's tag.
+    """
+    return [
+        Image("docker.io/istio/pilot", istio_image_tag(ISTIOD, version)),
+        Image("docker.io/istio/install-cni", istio_image_tag(ISTIO_CNI, version)),
+        Image("docker.io/istio/ztunnel", istio_image_tag(ZTUNNEL, version)),
+        Image("docker.io/istio/proxyv2", istio_image_tag(ISTIOD, version)),
+    ]
 
 
 KIALI_IMAGE = Image("quay.io/kiali/kiali", f"v{KIALI_VERSION}")
