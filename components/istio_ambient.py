@@ -7,7 +7,8 @@ Dependency graph (istio.io ambient Helm install, each release waited for):
     Gateway API CRDs ───────┴────────────────> istiod
 
 - base carries Istio's CRDs and the validation webhook that istiod and every later Istio object rely on.
-- istiod needs the Gateway API CRDs present when it starts, or it will not serve waypoints and gateways.
+- istiod does not need the Gateway API CRDs to start (it begins watching a kind when its CRD appears); installing
+  them first means the waypoint and ingress Gateways are served from istiod's first sync, not after a later watch.
 - ztunnel gets its workload certificates from istiod, so it cannot become ready before istiod.
 - istio-cni needs neither istiod nor ztunnel and installs beside them; apps wait for both cni and ztunnel
   (`ready`), because a pod started before the CNI agent runs on its node escapes ambient capture.

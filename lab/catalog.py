@@ -16,7 +16,10 @@ ISTIO_MINIMUM_VERSION = "1.30.5"
 ISTIO_CHART_REPOSITORY = "https://blob.istio.io/istio-release/charts"
 
 GATEWAY_API_VERSION = "v1.6.1"
-GATEWAY_API_MINIMUM_VERSION = "v1.6.0"  # istiod 1.31 ignores older CRDs (keyed on their bundle-version annotation)
+# The lab's Gateways and HTTPRoute are gateway.networking.k8s.io/v1, which the standard channel serves from v1.0.0.
+# istiod itself has minimum bundle versions only for kinds the lab does not use (GRPCRoute, BackendTLSPolicy,
+# TLSRoute, TCPRoute), none for Gateway or HTTPRoute.
+GATEWAY_API_MINIMUM_VERSION = "v1.0.0"
 
 # kind v0.32.0's own default node image (Kubernetes 1.36), by tag and digest as kind's docs ask.
 KIND_NODE_IMAGE = (
