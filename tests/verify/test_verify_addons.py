@@ -51,8 +51,21 @@ def test_the_prometheus_query_selects_mtls_connections_from_the_sleep_principal(
 def test_the_kiali_graph_path_goes_through_the_service_proxy_and_the_web_root():
     assert kiali_graph_path("default") == (
         "/api/v1/namespaces/istio-system/services/kiali:20001/proxy/kiali/api/namespaces/graph?"
-        "namespaces=default&graphType=workload&duration=120s"
+        "namespaces=default&graphType=workload&duration=120s&refreshInterval=0"
     )
+
+
+def test_kiali_is_asked_for_an_uncached_graph_right_after_a_mode_switch(fx, healthy):
+    """Kiali's cache may still hold the l4-only graph after a switch to l7; only the uncached query sees today's."""
+    cluster = healthy("l7")
+    uncached = kiali_graph_path("default")
+    # The fake answers the uncached query with today's graph and anything else with the cached l4-only one.
+    cluster.raw_answers = {uncached: fx.Graph.l7_waypoint_node(), fx.PROMETHEUS_PROXY: fx.PROMETHEUS_L7,
+                           fx.KIALI_PROXY: fx.Graph.l4()}
+    ctx, _ = fx.make_context(cluster, "l7", addons=True, timeout_s=4)
+    result = addons.check_kiali_graph(ctx)
+    assert result.passed, result.observed
+    assert all("refreshInterval=0" in call[1] for call in cluster.calls if call[0] == "get_raw")
 
 
 # --- Prometheus decision ----------------------------------------------------------------------------------------------

@@ -198,10 +198,21 @@ def test_notsleep_getting_200_in_l4_only_fails_with_the_observation(fx, healthy)
     result = traffic.check_traffic(ctx, case("notsleep"))
     assert not result.passed
     assert result.observed == "HTTP 200, title 'Simple Bookstore App'"
-    assert result.expected.startswith("connection reset")
-    assert "Timed out after" in result.details and "waiting for 2 answers in a row of: connection reset" in \
+    assert result.expected.startswith("connection closed by ztunnel's L4 policy")
+    assert "Timed out after" in result.details and "waiting for 2 answers in a row of: connection closed" in \
         result.details and "last seen: HTTP 200" in result.details
     assert result.command and "deploy/notsleep" in result.command[0] and "Connection: close" in result.command[0]
+
+
+@pytest.mark.parametrize("closed, seen", [("curl_reset", "curl exit 56"), ("curl_empty_reply", "curl exit 52")])
+def test_an_l4_deny_is_accepted_as_reset_or_empty_reply_and_says_which(fx, healthy, closed, seen):
+    """Before, an empty reply (curl exit 52) from ztunnel's L4 deny failed the check although Istio accepts it."""
+    cluster = healthy("l4-only")
+    cluster.exec_answers[("default", "deploy/notsleep", "GET")] = getattr(fx, closed)()
+    ctx, _ = fx.make_context(cluster, "l4-only")
+    result = traffic.check_traffic(ctx, case("notsleep"))
+    assert result.passed and seen in result.observed
+    assert result.evidence["curl_exit"] == int(seen[-2:])
 
 
 def test_a_policy_that_propagates_late_passes_after_retries(fx, healthy):

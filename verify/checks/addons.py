@@ -51,8 +51,14 @@ def prometheus_query_path(query: str) -> str:
 
 
 def kiali_graph_path(namespace: str, duration: str = KIALI_GRAPH_DURATION) -> str:
-    """Kiali's workload graph API for `namespace`, through the API server's service proxy."""
-    query = urllib.parse.urlencode({"namespaces": namespace, "graphType": "workload", "duration": duration})
+    """Kiali's workload graph API for `namespace`, through the API server's service proxy, uncached.
+
+    Kiali 2.27 and newer serve graphs from a cache refreshed every 60 s and shared by every anonymous user, so right
+    after a switch from l4-only to l7 the cached graph can still be the old mode's. ``refreshInterval=0`` asks for a
+    graph computed now (kiali graph/options.go: zero or less bypasses the cache); older Kialis ignore the parameter.
+    """
+    query = urllib.parse.urlencode({"namespaces": namespace, "graphType": "workload", "duration": duration,
+                                    "refreshInterval": 0})
     web_root = f"{_service_proxy(catalog.KIALI_SERVICE, catalog.KIALI_PORT)}{catalog.KIALI_WEB_ROOT}"
     return f"{web_root}/api/namespaces/graph?{query}"
 
