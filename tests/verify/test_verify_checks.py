@@ -440,7 +440,9 @@ def test_l7_path_passes_on_a_healthy_lab(fx, healthy, mode):
     ctx, _ = fx.make_context(healthy(mode), mode)
     result = l7_path.check_l7_path(ctx)
     assert result.passed, result.observed
-    assert bool(result.evidence["envoy_headers"]) == (mode == "l7")
+    responses = result.evidence["responses"]
+    assert len(responses) == l7_path.L7_PATH_REQUESTS
+    assert all(bool(response["envoy_headers"]) == (mode == "l7") for response in responses)
 
 
 def test_l7_path_fails_when_the_waypoint_is_missing_in_l7(fx, healthy):
@@ -448,7 +450,7 @@ def test_l7_path_fails_when_the_waypoint_is_missing_in_l7(fx, healthy):
     cluster.exec_answers[("default", "deploy/sleep", "GET")] = fx.curl_page(envoy=False)
     ctx, _ = fx.make_context(cluster, "l7", timeout_s=4)
     result = l7_path.check_l7_path(ctx)
-    assert not result.passed and result.observed == "no Envoy headers (server: gunicorn)"
+    assert not result.passed and result.observed == "no Envoy headers in any of 3 responses (server: gunicorn)"
     assert "waiting for the waypoint to be in the path" in result.details
 
 
@@ -458,6 +460,18 @@ def test_l7_path_fails_when_envoy_is_in_the_path_in_l4_only(fx, healthy):
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
     result = l7_path.check_l7_path(ctx)
     assert not result.passed and "server: istio-envoy" in result.observed
+
+
+@pytest.mark.parametrize("mode", base.MODES)
+def test_l7_path_fails_when_only_some_responses_match_the_mode(fx, healthy, mode):
+    """Before, one matching response passed: in l4-only a path where the waypoint answered every other request did."""
+    cluster = healthy(mode)
+    wrong = fx.curl_page(envoy=mode != "l7")
+    cluster.exec_answers[("default", "deploy/sleep", "GET")] = [fx.curl_page(envoy=mode == "l7"), wrong] * 50
+    ctx, _ = fx.make_context(cluster, mode, timeout_s=6)
+    result = l7_path.check_l7_path(ctx)
+    assert not result.passed, result.observed
+    assert ("Envoy headers in 1 of 3" in result.observed) or ("Envoy headers in 2 of 3" in result.observed)
 
 
 def test_l7_path_needs_a_successful_request(fx, healthy):

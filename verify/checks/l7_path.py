@@ -42,6 +42,10 @@ def envoy_markers(headers: Mapping[str, str]) -> dict[str, str]:
     return markers
 
 
+# Responses read per attempt; every one must agree with the mode.
+L7_PATH_REQUESTS = 3
+
+
 def check_l7_path(ctx: CheckContext) -> CheckResult:
     """Show whether the waypoint's Envoy handled sleep -> productpage: present in ``l7``, absent in ``l4-only``.
 
@@ -51,22 +55,38 @@ def check_l7_path(ctx: CheckContext) -> CheckResult:
     only Envoy adds (see `envoy_markers`): ``server: istio-envoy`` and ``x-envoy-upstream-service-time``. It passes
     in ``l7`` when at least one is present (a mesh may switch either off in proxyHeaders, not both by default),
     and in ``l4-only`` when neither is.
+
+    One answer can be luck (a request that happened to miss or hit the waypoint while a mode switch propagates), so
+    each attempt reads `L7_PATH_REQUESTS` responses, each on a new connection, and passes only when every one of
+    them says the same.
     """
     started = ctx.clock()
     in_path = ctx.facts.waypoint_in_path
     url = TRAFFIC_CASES[0].url(ctx.namespace)
 
     def probe() -> Observation:
-        outcome, command = send_curl(ctx, catalog.SLEEP, ctx.namespace, "GET", url)
-        markers = envoy_markers(outcome.headers)
-        evidence = {"envoy_headers": markers, "server": outcome.headers.get("server"), "request": outcome.to_dict()}
-        if outcome.kind != OK:
-            return Observation(False, f"request failed: {outcome.detail}", evidence, [command])
-        if markers:
-            seen = "Envoy headers " + ", ".join(f"{name}: {value}" for name, value in markers.items())
+        responses, commands, failed = [], [], None
+        for _ in range(L7_PATH_REQUESTS):
+            outcome, command = send_curl(ctx, catalog.SLEEP, ctx.namespace, "GET", url)
+            commands.append(command)
+            responses.append({"envoy_headers": envoy_markers(outcome.headers),
+                              "server": outcome.headers.get("server"), "request": outcome.to_dict()})
+            if outcome.kind != OK:
+                failed = outcome.detail
+                break
+        evidence = {"responses": responses}
+        if failed:
+            return Observation(False, f"request failed: {failed}", evidence, commands[-1:])
+        with_envoy = sum(bool(response["envoy_headers"]) for response in responses)
+        if with_envoy:
+            first = next(response["envoy_headers"] for response in responses if response["envoy_headers"])
+            seen = (f"Envoy headers in {with_envoy} of {len(responses)} responses ("
+                    + ", ".join(f"{name}: {value}" for name, value in first.items()) + ")")
         else:
-            seen = f"no Envoy headers (server: {outcome.headers.get('server', 'absent')})"
-        return Observation(bool(markers) == in_path, seen, evidence, [command])
+            servers = sorted({str(response["server"] or "absent") for response in responses})
+            seen = f"no Envoy headers in any of {len(responses)} responses (server: {', '.join(servers)})"
+        every_one_agrees = with_envoy == len(responses) if in_path else with_envoy == 0
+        return Observation(every_one_agrees, seen, evidence, commands[-1:])
 
     if in_path:
         expected = (f"response from sleep GET /productpage carries server: {ENVOY_SERVER_NAME} or "
