@@ -9,6 +9,13 @@ if ! command -v python3 >/dev/null || ! python3 -c 'import sys; sys.exit(sys.ver
   echo "Install Python 3.11 or newer as python3, then run ./lab.sh again." >&2
   exit 1
 fi
+# A venv outlives the Python it was made from: after an upgrade its python is gone or another version, and pip
+# would fail with a misleading message. Rebuild it then.
+want=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [[ -e venv ]] && [[ "$(venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" != "$want" ]]; then
+  echo "venv/ was made by another Python than python3 $want: rebuilding it." >&2
+  rm -rf venv
+fi
 if [[ ! -x venv/bin/python ]]; then
   python3 -m venv venv || {
     rm -rf venv
