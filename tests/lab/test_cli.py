@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import catalog, cli
+from lab import catalog, cli, preflight
 from lab.bootstrap import run_captured
 from lab.cli import Context, Paths
 from lab.preflight import Host
@@ -394,3 +394,51 @@ def test_failed_destroy_says_what_to_do(project, machine, capsys):
     assert capsys.readouterr().err == (
         "`pulumi destroy` failed: read its output above, fix the cause, then run `./lab.sh destroy l7` again.\n"
     )
+
+
+def test_up_refuses_a_node_shape_change_with_the_command_that_rebuilds(project, machine, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", machine.bin.path)
+    up_before(project, machine, workers=3)
+    machine.clusters.write_text("ambient-l7\n")
+    ctx = context(project, machine)
+    ctx.host.cluster_owner = lambda name: "istio-ambient-lab.l7.0a1b2c3d"
+    assert cli.main(["up", "l7"], ctx) == 1
+    assert capsys.readouterr().err == (
+        "Stack l7's kind cluster changes shape (workers 3 -> 2), which needs a new cluster: run `./lab.sh up l7 "
+        "--recreate` to destroy this lab and build it again, or undo the change.\n")
+    assert not any(call.startswith(("up", "destroy")) for call in machine.calls())
+    assert cli.main(["up", "l7", "--recreate"], ctx) == 0
+    assert [c for c in machine.calls() if c.startswith(("up", "destroy"))] == [
+        "destroy --yes --stack l7", "up --yes --stack l7"]
+
+
+def test_up_after_the_cluster_was_deleted_by_hand_clears_the_record_and_builds_again(project, machine, monkeypatch):
+    monkeypatch.setenv("PATH", machine.bin.path)
+    up_before(project, machine)
+    ctx = context(project, machine)
+    assert cli.main(["up", "l7"], ctx) == 0
+    assert "kind cluster ambient-l7 was deleted outside the lab: clearing the stack's record of it" in ctx.out.getvalue()
+    assert [c for c in machine.calls() if c.startswith(("up", "destroy"))] == [
+        "destroy --yes --stack l7", "up --yes --stack l7"]
+
+
+def test_up_starts_the_stacks_stopped_cluster(project, machine, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", machine.bin.path)
+    started = tmp_path / "started"
+    machine.bin.add("docker", f"""
+case "$*" in
+  *DockerRootDir*) echo /var/lib/docker ;;
+  "ps -a"*) [ -e {started} ] && echo "ambient-l7-control-plane running" || echo "ambient-l7-control-plane exited" ;;
+  "start "*) echo "$*" > {started} ;;
+  *) echo 28.2.2 ;;
+esac""")
+    up_before(project, machine)
+    machine.clusters.write_text("ambient-l7\n")
+    ctx = context(project, machine)
+    ctx.host.cluster_owner = lambda name: preflight.OWNER_UNKNOWN
+    assert cli.main(["up", "l7"], ctx) == 0
+    printed = ctx.out.getvalue()
+    assert "kind cluster ambient-l7 is this stack's and stopped: up starts it" in printed
+    assert "kind cluster ambient-l7 is stopped: starting it" in printed
+    assert started.read_text().strip() == "start ambient-l7-control-plane"
+    assert machine.calls()[-1] == "up --yes --stack l7"
