@@ -239,14 +239,16 @@ def create(name: str, stack_id: str, config_yaml: str, adopt: bool = False, prev
             handle.write(with_owner_label(config_yaml, owner))
         # A throwaway kubeconfig: kind would otherwise add a context to the user's and switch to it.
         throwaway = os.path.join(scratch, "kubeconfig")
+        # A failed create is kind's to clean up: it removes the nodes it made (unless --retain), and it refuses
+        # before making any when nodes of that name exist, which may be someone else's. So the lab never deletes
+        # after a failed create: that would remove a cluster whose ownership it has not proven.
+        retain = ["--retain"] if os.environ.get(KEEP_FAILED_ENV) == "1" else []
         result = _run(
             ["kind", "create", "cluster", "--name", name, "--config", config_path, "--kubeconfig", throwaway,
-             "--wait", "180s"],
+             "--wait", "180s", *retain],
             check=False,
         )
         if result.returncode != 0:
-            if os.environ.get(KEEP_FAILED_ENV) != "1":
-                _run(["kind", "delete", "cluster", "--name", name, "--kubeconfig", throwaway], check=False)
             tail = (result.stderr or result.stdout).strip().splitlines()
             raise KindError(
                 f"kind could not create cluster '{name}' ({tail[-1] if tail else 'no output'}); "

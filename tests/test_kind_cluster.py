@@ -36,8 +36,12 @@ FAKE_KIND = textwrap.dedent(
             sys.stderr.write("ERROR: failed to get cluster internal kubeconfig: command failed\\n"); sys.exit(1)
         print("apiVersion: v1\\nclient-key-data: SECRET-" + flag("--name"))
     elif args[:2] == ["create", "cluster"]:
+        if flag("--name") in state.get("foreign_nodes", []):  # containers of that name, not listed as a cluster
+            sys.stderr.write('ERROR: failed to create cluster: node(s) already exist for a cluster with the name "'
+                             + flag("--name") + '"\\n'); sys.exit(1)
         if state.get("create_fails"):
-            state["clusters"].append(flag("--name")); save()
+            if "--retain" in args:  # kind deletes the nodes it made on failure unless told to retain them
+                state["clusters"].append(flag("--name")); save()
             sys.stderr.write("ERROR: failed to create cluster: boom\\n"); sys.exit(1)
         import yaml
         config = yaml.safe_load(open(flag("--config")))
@@ -203,6 +207,15 @@ def test_a_failed_create_removes_the_half_made_cluster(fake_tools, monkeypatch):
         "l4-only` to check Docker and the host, then `./lab.sh up l4-only` again."
     )
     assert get_state()["clusters"] == []
+
+
+def test_a_failed_create_never_deletes_a_cluster_it_has_not_proven_its_own(fake_tools):
+    """kind refuses before making anything when nodes of that name exist: they may be someone else's."""
+    set_state, get_state, calls = fake_tools
+    set_state(foreign_nodes=["lab"])
+    with pytest.raises(kind_cluster.KindError, match="node\\(s\\) already exist"):
+        kind_cluster.create("lab", OWNER, config_yaml())
+    assert not any(call.startswith("delete") for call in calls())
 
 
 def test_a_failed_create_can_be_kept_for_debugging(fake_tools, monkeypatch):
