@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from lab import bootstrap, tools
+from lab import bootstrap, private, tools
 from lab import config as lab_config
 from lab.bootstrap import LabError, Runner
 from lab.preflight import LAB_SCRIPT
@@ -77,14 +77,7 @@ def require_known_stack(root: Path, stack: str) -> None:
 
 def _write_private(path: Path, text: str) -> None:
     """Write a file readable by its owner alone, replacing any earlier one whole (never a half-written kubeconfig)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.parent.chmod(0o700)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.unlink(missing_ok=True)  # O_CREAT keeps an old file's mode; start from nothing
-    handle = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(partial, path)
+    private.write_private(path, text)
 
 
 def _user_kubeconfig_files(config: lab_config.LabConfig, env: Mapping[str, str]) -> list[str]:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from lab import private
 from lab.tools import RELEASES, TRUST_PUBLISHED_VARIABLE, Release
 
 
@@ -278,6 +279,10 @@ def install(release: Release, tools_dir: Path, os_name: str, arch: str, env: Map
             f"{TRUST_PUBLISHED_VARIABLE}=1 to trust the checksum file published with the release alone."
         )
     base = env.get(release.base_url_variable, release.base_url).rstrip("/")
+    # Plain http would let anyone on the path swap the download and its checksum file together.
+    if not base.startswith("https://"):
+        raise LabError(f"{release.base_url_variable} is {base}, which is not an https:// address: point it at an "
+                       "https:// mirror or unset it.")
     asset_url = f"{base}/{release.asset_path(os_name, arch)}"
     checksums_url = f"{base}/{release.checksums_path(os_name, arch)}"
     asset_name = PurePosixPath(release.asset_path(os_name, arch)).name
@@ -288,7 +293,7 @@ def install(release: Release, tools_dir: Path, os_name: str, arch: str, env: Map
             f"The checksum file {checksums_url} lists no SHA-256 for {asset_name}: install {release.name} "
             f"{release.accepted} yourself and put it on your PATH."
         )
-    tools_dir.mkdir(parents=True, exist_ok=True)
+    private.private_dir(tools_dir)  # first on every lab command's PATH: nobody else may write here
     download, actual = _download(asset_url, tools_dir, release)
     try:
         for expected, source in ((pinned, "pinned in lab/tools.py"), (published, f"from {checksums_url}")):

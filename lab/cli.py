@@ -21,7 +21,7 @@ from typing import TextIO
 
 import yaml
 
-from lab import access, bootstrap, diagnostics, kind_cluster, outputs, preflight, stack_files, tour
+from lab import access, bootstrap, diagnostics, kind_cluster, outputs, preflight, private, stack_files, tour
 from lab import config as lab_config
 from lab.bootstrap import LabError, last_line
 from lab.preflight import LAB_SCRIPT
@@ -89,15 +89,12 @@ def ensure_passphrase(path: Path) -> Path:
     Returns:
         The same path.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.exists() and path.read_text().strip():
+    private.private_dir(path.parent)
+    if path.exists() and not path.is_symlink() and path.read_text().strip():
         path.chmod(0o600)
         return path
-    path.unlink(missing_ok=True)  # an empty passphrase would encrypt the stack's secrets with nothing
-    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(handle, "w") as out:
-        out.write(secrets.token_urlsafe(32) + "\n")
-    return path
+    # An empty passphrase would encrypt the stack's secrets with nothing; a symlink could point anywhere.
+    return private.write_private(path, secrets.token_urlsafe(32) + "\n")
 
 
 def tool_env(paths: Paths, env: Mapping[str, str]) -> dict[str, str]:
@@ -110,8 +107,7 @@ def pulumi_env(paths: Paths, env: Mapping[str, str]) -> dict[str, str]:
 
     Creates ``.lab/state`` and the passphrase file when missing.
     """
-    paths.lab.mkdir(mode=0o700, exist_ok=True)  # the passphrase and state live here: the user's alone
-    paths.state.mkdir(exist_ok=True)
+    private.private_dir(paths.state)  # the passphrase and state live here: the user's alone
     ensure_passphrase(paths.passphrase)
     result = tool_env(paths, env)
     # A passphrase in the user's environment would win over the file; the lab's stacks use the file's.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lab import catalog
+from lab import catalog, private
 from lab.bootstrap import Runner, last_line, run_captured
 
 
@@ -62,7 +62,7 @@ def _kubectl_steps(kubectl: Sequence[str], apps_namespace: str) -> list[Step]:
 
 
 def _new_folder(root: Path, now: datetime) -> Path:
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private.private_dir(root)
     stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for attempt in range(1, 100):
         folder = root / (stamp if attempt == 1 else f"{stamp}-{attempt}")
@@ -108,7 +108,7 @@ def collect(
     def attempt(step: Step) -> bool:
         result = run(step.argv, env=env, timeout=300)
         if step.output is not None:
-            (folder / step.output).write_text(result.stdout)
+            private.write_private(folder / step.output, result.stdout)
         if result.returncode == 0:
             summary.append(f"ok      {step.label}")
             return True
@@ -140,5 +140,5 @@ def collect(
     finally:
         if temporary_kubeconfig is not None:
             os.unlink(temporary_kubeconfig)
-        (folder / "summary.txt").write_text("\n".join(summary) + "\n")
+        private.write_private(folder / "summary.txt", "\n".join(summary) + "\n")
     return folder

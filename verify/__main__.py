@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from lab import catalog
+from lab import catalog, private
 from verify.checks import MODES, CheckContext, run_checks
 from verify.cluster import Cluster, ClusterError, Kubectl
 from verify.report import render_table
@@ -185,8 +185,7 @@ def main(
     print(report.to_json() if options.json else render_table(report), file=out)
     if options.report_file:
         try:
-            options.report_file.parent.mkdir(parents=True, exist_ok=True)
-            options.report_file.write_text(report.to_json() + "\n", encoding="utf-8")
+            private.write_private(options.report_file, report.to_json() + "\n")
         except OSError as error:
             print(f"python -m verify: cannot write {options.report_file} ({error.strerror}); pass a writable "
                   "--report-file path.", file=err)

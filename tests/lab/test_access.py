@@ -194,7 +194,7 @@ def test_a_kind_stack_that_is_not_up_is_one_sentence(project, lab, capsys):  # n
 
 def test_a_missing_kubectl_that_cannot_be_fetched_is_one_sentence(project, lab, capsys):  # noqa: F811
     (lab.bin.folder / "kubectl").unlink()
-    ctx = context(project, lab, LAB_DOWNLOAD_BASE_KUBECTL="http://127.0.0.1:9")
+    ctx = context(project, lab, LAB_DOWNLOAD_BASE_KUBECTL="https://127.0.0.1:9")
     assert cli.main(["kubectl", "l7", "get", "pods"], ctx) == 1
     assert capsys.readouterr().err.splitlines()[-1].endswith(
         "check your network connection or proxy, or install kubectl v1.35.0 or newer yourself and put it on your PATH.")

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import subprocess
 import tarfile
 
@@ -251,3 +252,24 @@ def test_pulumi_archive_without_pulumi_installs_nothing(server, tmp_path):
         "The pulumi archive has no pulumi/pulumi: install pulumi yourself and put it on your PATH."
     )
     assert list((tmp_path / "tools").iterdir()) == []
+
+
+def test_a_plain_http_download_address_is_refused_even_as_an_override(server, tmp_path):
+    serve_kind(server)
+    plain = server.url.replace("https://", "http://")
+    with pytest.raises(LabError) as refused:
+        install_kind(server, tmp_path / "tools", sha(KIND_BINARY), {"LAB_DOWNLOAD_BASE_KIND": plain})
+    assert str(refused.value) == (f"LAB_DOWNLOAD_BASE_KIND is {plain}, which is not an https:// address: point it at "
+                                  "an https:// mirror or unset it.")
+    assert server.requests == [] and not (tmp_path / "tools" / "kind").exists()
+
+
+def test_the_tools_folder_is_private_under_umask_000(server, tmp_path):
+    serve_kind(server)
+    previous = os.umask(0)
+    try:
+        install_kind(server, tmp_path / ".lab" / "tools", sha(KIND_BINARY))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / ".lab").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / ".lab" / "tools").stat().st_mode) == 0o700
