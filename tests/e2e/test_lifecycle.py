@@ -24,6 +24,7 @@ import yaml
 
 from lab import catalog, outputs
 from lab.leaks import find_leaks
+from verify.checks.base import STRICT_CHECK, STRICT_POLICY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROJECT = "istio-ambient-lab"
@@ -167,10 +168,16 @@ def assert_verified(out: dict, stack: str) -> None:
         "productpage": catalog.spiffe_id("default", "bookinfo-productpage"),
     }
     evidence = out[outputs.ZTUNNEL_EVIDENCE]
-    assert evidence["client"]["entry"]["direction"] == "outbound"
-    assert evidence["server"]["entry"]["direction"] == "inbound"
+    client, server = evidence["client"]["entry"], evidence["server"]["entry"]
+    assert client["direction"] == "outbound" and server["direction"] == "inbound"
+    # The lines are the probe's own: the client side from the port the probe bound.
+    assert client["src_addr"].rpartition(":")[2] == str(evidence["probe"]["local_port"])
     if stack == "l7":
-        assert evidence["client"]["entry"]["dst_workload"].startswith(catalog.WAYPOINT_NAME)
+        assert client["dst_workload"].startswith(catalog.WAYPOINT_NAME)
+    else:
+        assert (client["bytes_sent"], client["bytes_recv"]) == (server["bytes_recv"], server["bytes_sent"])
+    strict = next(result for result in report["results"] if result["name"] == STRICT_CHECK)
+    assert strict["evidence"]["entry"]["error"].endswith(f"explicitly denied by: {STRICT_POLICY}")
 
 
 @pytest.mark.parametrize("stack", ["l4-only", "l7"])

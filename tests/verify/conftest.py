@@ -94,6 +94,11 @@ LINE_STRICT_REFUSAL = (
     'error="connection closed due to policy rejection: explicitly denied by: '
     'istio-system/istio_converted_static_strict"'
 )
+# The same refusal at details, the outside client's real target: no ALLOW policy covers details, so STRICT refuses it.
+DETAILS_POD = "details-v1-6f8f8b7d9c-2xkzn"
+DETAILS_SVC = f"details.{NS}.svc.cluster.local"
+LINE_STRICT_REFUSAL_DETAILS = LINE_STRICT_REFUSAL.replace("10.244.2.9:9080", "10.244.1.11:9080").replace(
+    PRODUCTPAGE_SVC, DETAILS_SVC).replace(PRODUCTPAGE_POD, DETAILS_POD)
 # l7: the client's ztunnel tunnels to the waypoint...
 LINE_WAYPOINT_OUTBOUND = (
     "2026-10-02T09:17:02.310009Z\tinfo\taccess\tconnection complete\t"
@@ -123,6 +128,22 @@ UNRELATED_LINES = [
     "   ",
     "connection complete but not an access line",
 ]
+
+
+
+def stamped(line: str, when: dt.datetime) -> str:
+    """`line` as ztunnel would have written it at `when` (its head's RFC 3339 time replaced)."""
+    _, tab, rest = line.partition("\t")
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ") + tab + rest
+
+
+def from_port(line: str, port: int) -> str:
+    """`line` with the port of its `src.addr` replaced: the client socket a probe bound with --local-port."""
+    start = line.index("src.addr=") + len("src.addr=")
+    end = line.index(" ", start)
+    address = line[start:end]
+    return line[:start] + address.rpartition(":")[0] + f":{port}" + line[end:]
+
 
 ALL_ACCESS_LINES = [
     LINE_130_OUTBOUND, LINE_131_INBOUND, LINE_131_OUTBOUND, LINE_QUOTED_HBONE_SPACES, LINE_DENY_NONE_ALLOWED,
@@ -240,6 +261,15 @@ def curl_page(envoy: bool = False, status: str = "200 OK", body: str = PAGE) -> 
         head = (f"HTTP/1.1 {status}\r\nServer: gunicorn\r\nDate: Fri, 02 Oct 2026 09:14:03 GMT\r\n"
                 f"Connection: close\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n")
     return ExecResult("kubectl exec ...", 0, f"{head}{body}\nverify-http-code:{status[:3]}\n", "")
+
+
+def curl_details() -> ExecResult:
+    """details' answer for book 0 (WEBrick, JSON)."""
+    body = ('{"id":0,"author":"William Shakespeare","year":1595,"type":"paperback","pages":200,'
+            '"publisher":"PublisherA","language":"English","ISBN-10":"1234567890","ISBN-13":"123-1234567890"}')
+    head = ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nServer: WEBrick/1.3.1 (Ruby/2.7.1/2020-03-31)\r\n"
+            f"Date: Fri, 02 Oct 2026 09:14:03 GMT\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return ExecResult("kubectl exec ...", 0, f"{head}{body}\nverify-http-code:200\n", "")
 
 
 def curl_forbidden() -> ExecResult:
@@ -488,7 +518,13 @@ def _matches(pod_json: dict[str, Any], selector: str | None) -> bool:
     return all(labels.get(key) == value for key, _, value in (part.partition("=") for part in selector.split(",")))
 
 
+def probe_port(argv: Sequence[str]) -> int | None:
+    """The client port a probe's curl bound (--local-port), None for a request that did not pick one."""
+    return int(argv[argv.index("--local-port") + 1]) if "--local-port" in argv else None
+
+
 ExecAnswer = ExecResult | Callable[[], ExecResult] | list[ExecResult]
+DETAILS_URL = f"http://details:{catalog.BOOKINFO_PORT}{catalog.STRICT_PROBE_PATH}"
 # A get --raw answer: a body (text, or JSON as a dict), an error to raise, or a list of those (one per call).
 RawAnswer = str | dict[str, Any] | Exception | list[Any]
 
@@ -497,17 +533,22 @@ RawAnswer = str | dict[str, Any] | Exception | list[Any]
 class FakeCluster:
     """A `Cluster` that answers from recorded outputs and records every call.
 
-    `exec_answers` is keyed by (namespace, deploy target, HTTP method); a list answers one item per call and then
+    `exec_answers` is keyed by (namespace, deploy target, HTTP method), or by those and the URL; a list answers one
+    item per call and then
     repeats its last item, which models a policy that takes a few attempts to propagate.
     """
 
     pods_by_namespace: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    exec_answers: dict[tuple[str, str, str], ExecAnswer] = field(default_factory=dict)
-    logs_by_pod: dict[str, str | list[str]] = field(default_factory=dict)
+    exec_answers: dict[tuple[str, ...], ExecAnswer] = field(default_factory=dict)
+    # A log: text, a list (one per call, then its last item again), or a function of the calls made so far.
+    logs_by_pod: dict[str, str | list[str] | Callable[[], str]] = field(default_factory=dict)
     config_dumps: dict[str, Any] = field(default_factory=dict)
     raw_answers: dict[str, RawAnswer] = field(default_factory=dict)  # keyed by path prefix
     nodes_error: Exception | None = None
     calls: list[tuple[Any, ...]] = field(default_factory=list)
+    # The checks' wall clock (make_context shares it), so the fake ztunnel stamps a probe's lines when it was sent.
+    now: Callable[[], dt.datetime] = lambda: NOW
+    exec_times: list[dt.datetime] = field(default_factory=list)
 
     def command(self, args: Sequence[str]) -> str:
         return "kubectl --context fake " + " ".join(args)
@@ -525,7 +566,11 @@ class FakeCluster:
              timeout_s: float = 30.0) -> ExecResult:
         method = argv[argv.index("-X") + 1] if "-X" in argv else "GET"
         self.calls.append(("exec", namespace, target, container, tuple(argv)))
-        answer = self.exec_answers[(namespace, target, method)]
+        self.exec_times.append(self.now())
+        # An answer for this very URL, if there is one, else the client's answer for the method.
+        answer = self.exec_answers.get((namespace, target, method, argv[-1]))
+        if answer is None:
+            answer = self.exec_answers[(namespace, target, method)]
         if isinstance(answer, list):
             result = answer.pop(0) if len(answer) > 1 else answer[0]
         elif callable(answer):
@@ -540,7 +585,13 @@ class FakeCluster:
         answer = self.logs_by_pod.get(pod, "")
         if isinstance(answer, list):
             return answer.pop(0) if len(answer) > 1 else answer[0]
-        return answer
+        return answer() if callable(answer) else answer
+
+    def probes(self) -> list[tuple[str, str, int, dt.datetime]]:
+        """The probes sent so far, in order: (exec target, URL, client port, when)."""
+        execs = [call for call in self.calls if call[0] == "exec"]
+        return [(call[2], call[4][-1], probe_port(call[4]), when)
+                for call, when in zip(execs, self.exec_times, strict=True) if probe_port(call[4]) is not None]
 
     def http_get(self, namespace: str, pod: str, port: int, path: str, timeout_s: float = 30.0) -> HttpResponse:
         self.calls.append(("http_get", namespace, pod, port, path))
@@ -583,8 +634,14 @@ class FakeClock:
 def make_context(cluster: FakeCluster, mode: str, *, timeout_s: float = 20.0,
                  addons: bool = False) -> tuple[CheckContext, FakeClock]:
     clock = FakeClock()
+    started = clock.now
+
+    def now() -> dt.datetime:  # wall-clock time moves with the fake clock, from NOW on
+        return NOW + dt.timedelta(seconds=clock.now - started)
+
+    cluster.now = now
     ctx = CheckContext(cluster=cluster, mode=mode, timeout_s=timeout_s, interval_s=2.0, clock=clock,
-                       sleep=clock.sleep, now=lambda: NOW, addons=addons)
+                       sleep=clock.sleep, now=now, addons=addons)
     return ctx, clock
 
 
@@ -597,7 +654,7 @@ def healthy_cluster(mode: str, root: Issuer, leaves: dict[str, x509.Certificate]
     """A fake cluster in which every check of `mode` passes: sleep on one node, productpage on the other."""
     waypoint = mode == "l7"
     apps = [
-        pod("details-v1-6f8f8b7d9c-2xkzn", app="details", service_account="bookinfo-details"),
+        pod(DETAILS_POD, app="details", service_account="bookinfo-details"),
         pod("ratings-v1-5d9c8b7f6-b7vrd", app="ratings", service_account="bookinfo-ratings"),
         pod("reviews-v1-7c6d9f8b5-lw2xh", app="reviews", service_account="bookinfo-reviews"),
         pod("reviews-v2-5b8f7c9d6-qz8mt", app="reviews", service_account="bookinfo-reviews"),
@@ -618,12 +675,14 @@ def healthy_cluster(mode: str, root: Issuer, leaves: dict[str, x509.Certificate]
     ]
     outside = [pod(OUTSIDE_POD, app=catalog.OUTSIDE_CLIENT, enrolled=False)]
     ns_out = catalog.OUTSIDE_NAMESPACE
-    exec_answers: dict[tuple[str, str, str], ExecAnswer] = {
+    exec_answers: dict[tuple[str, ...], ExecAnswer] = {
         (NS, "deploy/sleep", "GET"): lambda: curl_page(envoy=waypoint),
         (NS, "deploy/notsleep", "GET"): lambda: curl_forbidden() if waypoint else curl_reset(),
         (NS, "deploy/sleep", "DELETE"): lambda: curl_forbidden(),
         (ns_out, f"deploy/{catalog.OUTSIDE_CLIENT}", "GET"): lambda: curl_reset(),
+        (NS, "deploy/sleep", "GET", DETAILS_URL): lambda: curl_details(),
     }
+    # Lines of earlier requests, logged before the checks ran: they look like the probes' but are not theirs.
     if waypoint:
         client_log = [LINE_WAYPOINT_OUTBOUND]
         server_log = [LINE_WAYPOINT_INBOUND, LINE_DENY_NONE_ALLOWED]
@@ -637,17 +696,40 @@ def healthy_cluster(mode: str, root: Issuer, leaves: dict[str, x509.Certificate]
             certificate_entry(NOTSLEEP_ID, [], [], state="Initializing"),
             certificate_entry(PRODUCTPAGE_ID, [leaves[PRODUCTPAGE_ID]], [root.certificate])]},
     }
-    return FakeCluster(
+    cluster = FakeCluster(
         pods_by_namespace={NS: apps, catalog.ISTIO_NAMESPACE: ztunnels, ns_out: outside},
         exec_answers=exec_answers,
-        logs_by_pod={ZTUNNEL_CLIENT: "\n".join(UNRELATED_LINES[:3] + client_log),
-                     ZTUNNEL_SERVER: "\n".join(UNRELATED_LINES + server_log)},
         config_dumps=dumps,
         raw_answers={
             PROMETHEUS_PROXY: PROMETHEUS_L7 if waypoint else PROMETHEUS_L4,
             KIALI_PROXY: Graph.l7_waypoint_node() if waypoint else Graph.l4(),
         },
     )
+    cluster.logs_by_pod = {
+        ZTUNNEL_CLIENT: lambda: "\n".join(UNRELATED_LINES[:3] + client_log + probe_lines(cluster, mode)[CLIENT_NODE]),
+        ZTUNNEL_SERVER: lambda: "\n".join(UNRELATED_LINES + server_log + probe_lines(cluster, mode)[SERVER_NODE]),
+    }
+    return cluster
+
+
+def probe_lines(cluster: FakeCluster, mode: str) -> dict[str, list[str]]:
+    """What each node's ztunnel logs for the probes sent so far, at the time the checks read (NOW), per node.
+
+    sleep and details run on CLIENT_NODE, productpage on SERVER_NODE. The client side logs the probe's port; the
+    server side logs the pooled HBONE connection's (the fixture's own), with the byte counts mirrored.
+    """
+    lines: dict[str, list[str]] = {CLIENT_NODE: [], SERVER_NODE: []}
+    for target, url, port, when in cluster.probes():
+        if target == f"deploy/{catalog.OUTSIDE_CLIENT}":
+            lines[CLIENT_NODE].append(stamped(from_port(LINE_STRICT_REFUSAL_DETAILS, port), when))
+        elif target == "deploy/sleep" and "productpage" in url and mode == "l7":
+            lines[CLIENT_NODE].append(stamped(from_port(LINE_WAYPOINT_OUTBOUND, port), when))
+            # The waypoint's connection to productpage closes after productpage's keep-alive.
+            lines[SERVER_NODE].append(stamped(LINE_WAYPOINT_INBOUND, when + dt.timedelta(seconds=2.1)))
+        elif target == "deploy/sleep" and "productpage" in url:
+            lines[CLIENT_NODE].append(stamped(from_port(LINE_131_OUTBOUND, port), when))
+            lines[SERVER_NODE].append(stamped(LINE_131_INBOUND, when))
+    return lines
 
 
 GATEWAY_LABEL = "gateway.networking.k8s.io/gateway-name"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -16,6 +17,7 @@ from verify.checks import (
     l7_path,
     run_checks,
     stack_outputs,
+    strict_mtls,
     traffic,
     ztunnel_logs,
 )
@@ -23,7 +25,15 @@ from verify.checks.base import EMPTY_REPLY, FORBIDDEN, OK, OTHER, RESET, ztunnel
 from verify.checks.enrolment import assess_enrolment
 from verify.checks.l7_path import envoy_markers
 from verify.checks.traffic import TRAFFIC_CASES, classify_curl, curl_argv
-from verify.checks.ztunnel_logs import assess_log_pair, select_inbound, select_outbound
+from verify.checks.ztunnel_logs import (
+    assess_log_pair,
+    mirrors,
+    only_line,
+    port_of,
+    probe_client_lines,
+    probe_server_lines,
+    waypoint_server_lines,
+)
 from verify.cluster import ExecResult
 from verify.evidence import parse_ztunnel_access_log
 
@@ -242,24 +252,101 @@ def test_sleep_delete_allowed_in_l7_fails(fx, healthy):
     assert not result.passed and result.observed.startswith("HTTP 405")
 
 
-def test_outside_client_answered_is_a_strict_failure(fx, healthy):
+# --- STRICT mTLS ---------------------------------------------------------------------------------------------------
+
+OUTSIDE_GET = (catalog.OUTSIDE_NAMESPACE, f"deploy/{catalog.OUTSIDE_CLIENT}", "GET")
+SLEEP_GET_DETAILS = ("default", "deploy/sleep", "GET", "http://details:9080/details/0")
+
+
+def details_ztunnel_writes(fx, cluster, line_for_port):
+    """Make the ztunnel on details' node log `line_for_port(port)` for each of outside-client's probes."""
+    cluster.logs_by_pod[fx.ZTUNNEL_CLIENT] = lambda: "\n".join(
+        fx.stamped(line_for_port(port), when) for target, _, port, when in cluster.probes()
+        if target == f"deploy/{catalog.OUTSIDE_CLIENT}")
+
+
+@pytest.mark.parametrize("mode", base.MODES)
+def test_strict_passes_with_control_refusal_and_strict_log_line(fx, healthy, mode):
+    cluster = healthy(mode)
+    ctx, _ = fx.make_context(cluster, mode)
+    result = strict_mtls.check_strict_mtls(ctx)
+    assert result.passed, result.observed
+    assert result.name == "strict mtls: plaintext to details refused by STRICT"
+    port = result.evidence["probe"]["local_port"]
+    assert result.evidence["entry"]["src_addr"].endswith(f":{port}")
+    assert result.evidence["control"]["http_code"] == 200
+    assert "explicitly denied by: istio-system/istio_converted_static_strict" in result.observed
+    outside = [call for call in cluster.calls if call[0] == "exec" and call[1] == catalog.OUTSIDE_NAMESPACE]
+    assert outside[0][4][-1] == "http://details.default.svc.cluster.local:9080/details/0"
+    assert outside[0][4][outside[0][4].index("--local-port") + 1] == str(port)
+    assert ("logs", "istio-system", fx.ZTUNNEL_CLIENT) == next(c for c in cluster.calls if c[0] == "logs")[:3]
+
+
+def test_strict_fails_when_details_is_down_although_the_outside_client_is_reset(fx, healthy):
+    """Before, a details that did not listen passed: the outside client saw a reset either way."""
     cluster = healthy("l4-only")
-    key = (catalog.OUTSIDE_NAMESPACE, f"deploy/{catalog.OUTSIDE_CLIENT}", "GET")
-    cluster.exec_answers[key] = fx.curl_page()
+    cluster.exec_answers[SLEEP_GET_DETAILS] = fx.curl_reset()
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
-    result = traffic.check_traffic(ctx, case(catalog.OUTSIDE_CLIENT))
-    assert not result.passed and "STRICT" in result.expected
-    exec_call = next(call for call in cluster.calls if call[0] == "exec")
-    assert exec_call[1] == catalog.OUTSIDE_NAMESPACE
-    assert exec_call[4][-1] == "http://details.default.svc.cluster.local:9080/details/0"
-    assert result.name == "traffic: outside-client GET /details/0"
+    result = strict_mtls.check_strict_mtls(ctx)
+    assert not result.passed
+    assert result.observed == "positive control failed: sleep got connection reset (curl exit 56, http_code 000) " \
+                              "from details"
 
 
-def test_outside_client_empty_reply_is_accepted(fx, healthy):
+def test_strict_fails_when_another_policy_refused_the_plaintext(fx, healthy):
+    """Before, any refusal passed: here a DENY policy, not STRICT, closed the connection."""
+    cluster = healthy("l4-only")
+    details_ztunnel_writes(fx, cluster, lambda port: fx.from_port(fx.LINE_STRICT_REFUSAL_DETAILS, port).replace(
+        "istio-system/istio_converted_static_strict", "default/deny-outside"))
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
+    result = strict_mtls.check_strict_mtls(ctx)
+    assert not result.passed
+    assert result.observed.endswith("but ztunnel refused the probe with 'connection closed due to policy rejection: "
+                                    "explicitly denied by: default/deny-outside', not by "
+                                    "istio-system/istio_converted_static_strict")
+
+
+def test_strict_fails_when_only_an_earlier_connection_was_refused_by_strict(fx, healthy):
+    """Before, no log line was read at all; an old STRICT line from another port or time proves nothing now."""
+    cluster = healthy("l4-only")
+    other_port = fx.stamped(fx.from_port(fx.LINE_STRICT_REFUSAL_DETAILS, 38870), fx.NOW)
+    # The probe's port, but logged at 09:16, a quarter of an hour before the probe ran.
+    cluster.logs_by_pod[fx.ZTUNNEL_CLIENT] = lambda: "\n".join(
+        [other_port, *(fx.from_port(fx.LINE_STRICT_REFUSAL_DETAILS, port) for _, _, port, _ in cluster.probes())])
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
+    result = strict_mtls.check_strict_mtls(ctx)
+    assert not result.passed
+    port = result.evidence["probe"]["local_port"]
+    assert result.observed == (f"connection reset (curl exit 56, http_code 000), but no inbound line from port {port} "
+                               f"to {fx.DETAILS_POD} on {fx.ZTUNNEL_CLIENT}")
+
+
+def test_strict_fails_when_ztunnel_let_the_plaintext_through_to_a_dead_port(fx, healthy):
+    """Without STRICT, ztunnel lets plaintext through and logs the failed connect: not a STRICT refusal."""
+    cluster = healthy("l4-only")
+    details_ztunnel_writes(fx, cluster, lambda port: fx.from_port(fx.LINE_STRICT_REFUSAL_DETAILS, port).replace(
+        "connection closed due to policy rejection: explicitly denied by: istio-system/istio_converted_static_strict",
+        "connection failed: Connection refused (os error 111)"))
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
+    result = strict_mtls.check_strict_mtls(ctx)
+    assert not result.passed and "'connection failed: Connection refused (os error 111)', not by" in result.observed
+
+
+def test_strict_fails_when_the_outside_client_is_answered(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.exec_answers[OUTSIDE_GET] = fx.curl_details()
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
+    result = strict_mtls.check_strict_mtls(ctx)
+    assert not result.passed and result.observed.startswith("outside-client's plaintext request was not refused: HTTP")
+    assert "STRICT" in result.details
+
+
+def test_strict_accepts_an_empty_reply(fx, healthy):
     cluster = healthy("l7")
-    cluster.exec_answers[(catalog.OUTSIDE_NAMESPACE, f"deploy/{catalog.OUTSIDE_CLIENT}", "GET")] = fx.curl_empty_reply()
+    cluster.exec_answers[OUTSIDE_GET] = fx.curl_empty_reply()
     ctx, _ = fx.make_context(cluster, "l7")
-    assert traffic.check_traffic(ctx, case(catalog.OUTSIDE_CLIENT)).passed
+    result = strict_mtls.check_strict_mtls(ctx)
+    assert result.passed and "empty reply from server (curl exit 52)" in result.observed
 
 
 def test_sleep_page_with_a_wrong_title_fails(fx, healthy):
@@ -348,42 +435,84 @@ def test_no_ztunnel_on_the_node(fx, healthy):
 # --- ztunnel log evidence ------------------------------------------------------------------------------------------
 
 
-def test_select_lines_in_l4(fx):
-    entries = parse_ztunnel_access_log("\n".join(fx.ALL_ACCESS_LINES))
-    outbound = select_outbound(entries, fx.SLEEP_POD, [fx.PRODUCTPAGE_POD])
-    inbound = select_inbound(entries, fx.PRODUCTPAGE_POD, [fx.SLEEP_POD])
-    # The latest matching line wins: several sleep -> productpage lines are in the fixture.
-    assert outbound == parse_ztunnel_access_log(fx.LINE_QUOTED_HBONE_SPACES)[0]
-    assert inbound.direction == "inbound" and inbound.src_identity == fx.SLEEP_ID
-    assert assess_log_pair(outbound, inbound, client_identity=fx.SLEEP_ID, server_identity=fx.PRODUCTPAGE_ID,
-                           waypoint_identity=None) == []
+def at_now(fx, line, port=None, seconds=0.0):
+    """A fixture line as logged at the time the checks run (fx.NOW), from `port` when given."""
+    import datetime as dt
+
+    return fx.stamped(fx.from_port(line, port) if port else line, fx.NOW + dt.timedelta(seconds=seconds))
 
 
-def test_select_lines_through_the_waypoint(fx):
-    entries = parse_ztunnel_access_log("\n".join(fx.ALL_ACCESS_LINES))
-    outbound = select_outbound(entries, fx.SLEEP_POD, [fx.WAYPOINT_POD])
-    inbound = select_inbound(entries, fx.PRODUCTPAGE_POD, [fx.WAYPOINT_POD])
-    assert outbound.dst_identity == fx.WAYPOINT_ID and inbound.src_identity == fx.WAYPOINT_ID
-    assert assess_log_pair(outbound, inbound, client_identity=fx.SLEEP_ID, server_identity=fx.PRODUCTPAGE_ID,
-                           waypoint_identity=fx.WAYPOINT_ID) == []
-    # The same lines do not prove a direct (l4-only) request.
-    problems = assess_log_pair(outbound, inbound, client_identity=fx.SLEEP_ID, server_identity=fx.PRODUCTPAGE_ID,
-                               waypoint_identity=None)
-    assert any("outbound dst.identity" in problem for problem in problems)
+def entries_of(*lines):
+    return parse_ztunnel_access_log("\n".join(lines))
+
+
+def test_port_of_reads_ipv4_and_ipv6_addresses():
+    assert port_of("10.244.1.7:40312") == 40312
+    assert port_of("[fd00:10:244::7]:40312") == 40312
+    assert port_of(None) is None and port_of("10.244.1.7") is None
+
+
+def test_probe_client_line_is_the_one_from_the_probes_port_within_its_time(fx):
+    """Before, the latest sleep -> productpage line won, whichever request it was."""
+    window = (fx.NOW - timedelta(seconds=2), fx.NOW + timedelta(seconds=2))
+    mine = at_now(fx, fx.LINE_131_OUTBOUND, 23456)
+    entries = entries_of(mine, fx.LINE_131_OUTBOUND, at_now(fx, fx.LINE_131_OUTBOUND, 23457),
+                         at_now(fx, fx.LINE_131_OUTBOUND, 23456, seconds=-60))
+    assert probe_client_lines(entries, fx.SLEEP_POD, 23456, *window) == entries_of(mine)
+    assert probe_client_lines(entries, fx.NOTSLEEP_POD, 23456, *window) == []
+
+
+def test_probe_server_line_mirrors_the_client_lines_bytes(fx):
+    """The server side's src.addr is the pooled HBONE connection: only bytes, identities and time tie it to the
+    probe. An inbound line of another sleep request (another response size) is not the probe's."""
+    window = (fx.NOW - timedelta(seconds=2), fx.NOW + timedelta(seconds=2))
+    (client,) = entries_of(at_now(fx, fx.LINE_131_OUTBOUND, 23456))
+    mine = at_now(fx, fx.LINE_131_INBOUND)
+    other_response = at_now(fx, fx.LINE_131_INBOUND.replace("bytes_sent=5002", "bytes_sent=4688"))
+    entries = entries_of(other_response, mine, fx.LINE_131_INBOUND)
+    assert probe_server_lines(entries, client, fx.PRODUCTPAGE_POD, *window) == entries_of(mine)
+    assert mirrors(client, entries_of(mine)[0]) and not mirrors(client, entries_of(other_response)[0])
+    # The same bytes from another client are not the probe's either.
+    notsleep = at_now(fx, fx.LINE_131_INBOUND.replace(fx.SLEEP_POD, fx.NOTSLEEP_POD).replace(fx.SLEEP_ID,
+                                                                                          fx.NOTSLEEP_ID))
+    assert probe_server_lines(entries_of(notsleep), client, fx.PRODUCTPAGE_POD, *window) == []
+
+
+def test_waypoint_server_line_is_one_open_during_the_probe(fx):
+    probe = (fx.NOW, fx.NOW + timedelta(milliseconds=40))
+    open_then = at_now(fx, fx.LINE_WAYPOINT_INBOUND, seconds=2.1)  # opened 2093 ms before it closed
+    closed_before = at_now(fx, fx.LINE_WAYPOINT_INBOUND, seconds=-5)
+    opened_after = at_now(fx, fx.LINE_WAYPOINT_INBOUND, seconds=5)
+    entries = entries_of(open_then, closed_before, opened_after)
+    assert waypoint_server_lines(entries, fx.PRODUCTPAGE_POD, [fx.WAYPOINT_POD], *probe) == entries_of(open_then)
+
+
+def test_only_line_refuses_none_and_several(fx):
+    (line,) = entries_of(fx.LINE_131_OUTBOUND)
+    assert only_line([line], "x") == (line, None)
+    assert only_line([], "outbound line") == (None, "no outbound line")
+    assert only_line([line, line], "outbound line") == (None, "2 lines could be the outbound line; cannot tell which")
 
 
 def test_denied_lines_fail_the_pair(fx):
-    entries = parse_ztunnel_access_log(fx.LINE_CLIENT_401 + "\n" + fx.LINE_DENY_NONE_ALLOWED)
-    outbound = select_outbound(entries, fx.NOTSLEEP_POD, [fx.PRODUCTPAGE_POD])
-    inbound = select_inbound(entries, fx.PRODUCTPAGE_POD, [fx.NOTSLEEP_POD])
+    outbound, inbound = entries_of(fx.LINE_CLIENT_401, fx.LINE_DENY_NONE_ALLOWED)
     problems = assess_log_pair(outbound, inbound, client_identity=fx.NOTSLEEP_ID, server_identity=fx.PRODUCTPAGE_ID,
                                waypoint_identity=None)
     assert "outbound line has error 'http status: 401 Unauthorized'" in problems
     assert any(problem.startswith("inbound line has error 'connection closed due to policy") for problem in problems)
 
 
+def test_waypoint_lines_do_not_prove_a_direct_request(fx):
+    outbound, inbound = entries_of(fx.LINE_WAYPOINT_OUTBOUND, fx.LINE_WAYPOINT_INBOUND)
+    assert assess_log_pair(outbound, inbound, client_identity=fx.SLEEP_ID, server_identity=fx.PRODUCTPAGE_ID,
+                           waypoint_identity=fx.WAYPOINT_ID) == []
+    problems = assess_log_pair(outbound, inbound, client_identity=fx.SLEEP_ID, server_identity=fx.PRODUCTPAGE_ID,
+                               waypoint_identity=None)
+    assert any("outbound dst.identity" in problem for problem in problems)
+
+
 @pytest.mark.parametrize("mode", base.MODES)
-def test_log_check_passes_and_names_nodes_and_ztunnels(fx, healthy, mode):
+def test_log_check_passes_on_the_probes_own_lines_and_names_nodes_and_ztunnels(fx, healthy, mode):
     cluster = healthy(mode)
     ctx, _ = fx.make_context(cluster, mode)
     result = ztunnel_logs.check_ztunnel_logs(ctx)
@@ -392,30 +521,86 @@ def test_log_check_passes_and_names_nodes_and_ztunnels(fx, healthy, mode):
     assert (client["node"], client["ztunnel_pod"]) == (fx.CLIENT_NODE, fx.ZTUNNEL_CLIENT)
     assert (server["node"], server["ztunnel_pod"]) == (fx.SERVER_NODE, fx.ZTUNNEL_SERVER)
     assert client["entry"]["direction"] == "outbound" and server["entry"]["direction"] == "inbound"
+    port = result.evidence["probe"]["local_port"]
+    assert client["entry"]["src_addr"].endswith(f":{port}")
+    assert client["entry"]["timestamp"].startswith("2026-10-02T09:30")
     expected_hop = fx.WAYPOINT_POD if mode == "l7" else fx.PRODUCTPAGE_POD
     assert client["entry"]["dst_workload"] == expected_hop
+    if mode == "l4-only":
+        assert (server["entry"]["bytes_recv"], server["entry"]["bytes_sent"]) == (
+            client["entry"]["bytes_sent"], client["entry"]["bytes_recv"])
     logs_calls = [call for call in cluster.calls if call[0] == "logs"]
     assert {call[2] for call in logs_calls} == {fx.ZTUNNEL_CLIENT, fx.ZTUNNEL_SERVER}
     assert all(call[3] and call[3] >= base.LOG_WINDOW_MARGIN_S for call in logs_calls)
 
 
-def test_log_check_waits_for_the_inbound_line(fx, healthy):
-    cluster = healthy("l7")
-    cluster.logs_by_pod[fx.ZTUNNEL_SERVER] = ["", "", fx.LINE_WAYPOINT_INBOUND]
-    ctx, _ = fx.make_context(cluster, "l7")
+@pytest.mark.parametrize("mode", base.MODES)
+def test_log_check_fails_on_lines_of_earlier_requests(fx, healthy, mode):
+    """Before, the latest sleep -> productpage lines passed; here ztunnel logged the traffic checks' requests, not
+    the probe (its connection never reached ztunnel), and the check must say the probe's lines are missing."""
+    cluster = healthy(mode)
+    earlier = [fx.LINE_WAYPOINT_OUTBOUND] if mode == "l7" else [fx.LINE_131_OUTBOUND]
+    cluster.logs_by_pod[fx.ZTUNNEL_CLIENT] = "\n".join(earlier + [at_now(fx, earlier[0], seconds=-0.5)])
+    ctx, _ = fx.make_context(cluster, mode, timeout_s=4)
     result = ztunnel_logs.check_ztunnel_logs(ctx)
-    assert result.passed and result.evidence["attempts"] == 3
+    assert not result.passed
+    port = result.evidence["probe"]["local_port"]
+    assert result.observed.startswith(f"no outbound line from {fx.SLEEP_POD} port {port} on the client's ztunnel")
+    assert result.evidence["client"]["entry"] is None
 
 
-def test_log_check_times_out_with_what_it_waited_for(fx, healthy):
+def test_log_check_fails_when_the_server_line_of_the_probe_is_missing(fx, healthy):
+    """Before, any sleep -> productpage inbound line passed: here the only recent one carried another response."""
     cluster = healthy("l4-only")
-    cluster.logs_by_pod[fx.ZTUNNEL_SERVER] = fx.LINE_DENY_NONE_ALLOWED
+    other = at_now(fx, fx.LINE_131_INBOUND.replace("bytes_sent=5002", "bytes_sent=4688"))
+    cluster.logs_by_pod[fx.ZTUNNEL_SERVER] = f"{fx.LINE_131_INBOUND}\n{other}"
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=5)
     result = ztunnel_logs.check_ztunnel_logs(ctx)
     assert not result.passed
-    assert result.observed == "no inbound line on the server's ztunnel"
-    assert "waiting for both access-log lines of a sleep -> productpage request" in result.details
+    assert result.observed == ("no inbound line mirroring the probe's bytes (sent 90, received 5002) on the "
+                               "server's ztunnel")
+    assert "waiting for both access-log lines of the probe sleep -> productpage" in result.details
     assert result.evidence["client"]["entry"] is not None and result.evidence["server"]["entry"] is None
+
+
+def test_log_check_in_l7_fails_without_a_waypoint_connection_open_during_the_probe(fx, healthy):
+    cluster = healthy("l7")
+    cluster.logs_by_pod[fx.ZTUNNEL_SERVER] = fx.LINE_WAYPOINT_INBOUND  # closed at 09:17, long before the probe
+    ctx, _ = fx.make_context(cluster, "l7", timeout_s=4)
+    result = ztunnel_logs.check_ztunnel_logs(ctx)
+    assert not result.passed
+    assert result.observed == "no inbound line from the waypoint open during the probe on the server's ztunnel"
+
+
+def test_log_check_in_l7_waits_for_productpage_to_close_the_waypoints_connection(fx, healthy):
+    cluster = healthy("l7")
+    ctx, clock = fx.make_context(cluster, "l7")
+    assert ztunnel_logs.check_ztunnel_logs(ctx).passed
+    assert clock.sleeps == [ztunnel_logs.WAYPOINT_UPSTREAM_CLOSE_S]
+
+
+def test_log_check_retries_with_a_new_probe_until_its_lines_appear(fx, healthy):
+    cluster = healthy("l4-only")
+    written = cluster.logs_by_pod[fx.ZTUNNEL_SERVER]
+    reads: list[str] = []
+
+    def late_server_log():  # the server's line is not there for the first two reads
+        reads.append("read")
+        return written() if len(reads) > 2 else ""
+
+    cluster.logs_by_pod[fx.ZTUNNEL_SERVER] = late_server_log
+    ctx, _ = fx.make_context(cluster, "l4-only")
+    result = ztunnel_logs.check_ztunnel_logs(ctx)
+    assert result.passed and result.evidence["attempts"] == 3
+    assert len(cluster.probes()) == 3 and result.evidence["probe"]["local_port"] == cluster.probes()[-1][2]
+
+
+def test_log_check_fails_when_the_probe_itself_fails(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.exec_answers[("default", "deploy/sleep", "GET")] = fx.curl_reset()
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=2)
+    result = ztunnel_logs.check_ztunnel_logs(ctx)
+    assert not result.passed and result.observed.startswith("the probe request failed: connection reset")
 
 
 def test_log_check_in_l7_without_waypoint_pods_fails(fx, healthy):
@@ -445,12 +630,71 @@ def test_l7_path_passes_on_a_healthy_lab(fx, healthy, mode):
     assert all(bool(response["envoy_headers"]) == (mode == "l7") for response in responses)
 
 
+def sleeps_ztunnel_writes(fx, cluster, line_for_port):
+    """Make the ztunnel on sleep's node log `line_for_port(port)` for each of sleep's probes to productpage."""
+    cluster.logs_by_pod[fx.ZTUNNEL_CLIENT] = lambda: "\n".join(
+        fx.stamped(line_for_port(port), when) for target, url, port, when in cluster.probes()
+        if target == "deploy/sleep" and "productpage" in url)
+
+
+@pytest.mark.parametrize("mode", base.MODES)
+def test_l7_path_ties_every_response_to_sleeps_ztunnel_line(fx, healthy, mode):
+    cluster = healthy(mode)
+    ctx, _ = fx.make_context(cluster, mode)
+    result = l7_path.check_l7_path(ctx)
+    assert result.passed, result.observed
+    hop = fx.WAYPOINT_POD if mode == "l7" else fx.PRODUCTPAGE_POD
+    for response in result.evidence["responses"]:
+        assert response["ztunnel_line"]["dst_workload"] == hop
+        assert response["ztunnel_line"]["src_addr"].endswith(f":{response['probe']['local_port']}")
+    ports = [call[4][call[4].index("--local-port") + 1] for call in cluster.calls if call[0] == "exec"]
+    assert len(ports) == l7_path.L7_PATH_REQUESTS  # each request from its own drawn port
+    assert result.observed.endswith("to the waypoint" if mode == "l7" else "straight to productpage")
+
+
+def test_l7_path_fails_when_another_envoy_answered_in_l7(fx, healthy):
+    """Before, Envoy's headers passed whichever Envoy added them: here sleep's ztunnel sent the requests straight to
+    productpage (so the headers came from some other Envoy, not the productpage waypoint)."""
+    cluster = healthy("l7")
+    sleeps_ztunnel_writes(fx, cluster, lambda port: fx.from_port(fx.LINE_131_OUTBOUND, port))
+    ctx, _ = fx.make_context(cluster, "l7", timeout_s=4)
+    result = l7_path.check_l7_path(ctx)
+    assert not result.passed
+    assert result.observed.startswith("Envoy headers in 3 of 3 responses")
+    assert f"went to {fx.PRODUCTPAGE_POD} ({fx.PRODUCTPAGE_ID}), not the waypoint productpage-waypoint" in \
+        result.observed
+
+
+def test_l7_path_fails_when_the_probes_ztunnel_lines_are_missing(fx, healthy):
+    cluster = healthy("l7")
+    cluster.logs_by_pod[fx.ZTUNNEL_CLIENT] = fx.LINE_WAYPOINT_OUTBOUND  # an earlier request's line only
+    ctx, _ = fx.make_context(cluster, "l7", timeout_s=4)
+    result = l7_path.check_l7_path(ctx)
+    assert not result.passed and "no outbound line from port" in result.observed
+
+
+def test_l7_path_in_l4_only_fails_when_sleeps_ztunnel_went_to_the_waypoint(fx, healthy):
+    cluster = healthy("l4-only")
+    sleeps_ztunnel_writes(fx, cluster, lambda port: fx.from_port(fx.LINE_WAYPOINT_OUTBOUND, port))
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
+    result = l7_path.check_l7_path(ctx)
+    assert not result.passed and f"went to the waypoint {fx.WAYPOINT_POD}" in result.observed
+
+
+def test_is_waypoint_names_its_pods_and_itself_only():
+    assert l7_path.is_waypoint(f"{catalog.WAYPOINT_NAME}-5f7d9c8b6-7lq4w")
+    assert l7_path.is_waypoint(catalog.WAYPOINT_NAME)
+    assert not l7_path.is_waypoint("productpage-v1-7c9f8b5d4-qx2lp") and not l7_path.is_waypoint(None)
+    assert not l7_path.is_waypoint(f"{catalog.WAYPOINT_NAME}2-abc")
+
+
 def test_l7_path_fails_when_the_waypoint_is_missing_in_l7(fx, healthy):
     cluster = healthy("l7")
     cluster.exec_answers[("default", "deploy/sleep", "GET")] = fx.curl_page(envoy=False)
     ctx, _ = fx.make_context(cluster, "l7", timeout_s=4)
     result = l7_path.check_l7_path(ctx)
-    assert not result.passed and result.observed == "no Envoy headers in any of 3 responses (server: gunicorn)"
+    assert not result.passed
+    assert result.observed.startswith("no Envoy headers in any of 3 responses (server: gunicorn)")
     assert "waiting for the waypoint to be in the path" in result.details
 
 

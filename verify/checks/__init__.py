@@ -6,10 +6,12 @@ check that asks the cluster:
 * `verify.checks.base`: what they share: the facts they rely on, `CheckContext`, `poll` and `check_result`, and
   pod and ztunnel lookups.
 * `verify.checks.enrolment`: the app pods are in the ambient mesh, the outside client is not.
-* `verify.checks.traffic`: the traffic matrix (curl from each client, classified) and STRICT mTLS.
+* `verify.checks.traffic`: the traffic matrix (curl from each client, classified), and the probes whose ztunnel
+  lines the other checks find again.
+* `verify.checks.strict_mtls`: plaintext from outside the mesh is refused, and ztunnel says STRICT refused it.
 * `verify.checks.certificates`: the workload certificates held by the ztunnel on each workload's node.
-* `verify.checks.ztunnel_logs`: one request found in both ztunnels' access logs.
-* `verify.checks.l7_path`: whether the waypoint's Envoy handled the request.
+* `verify.checks.ztunnel_logs`: the check's own request found in both ztunnels' access logs.
+* `verify.checks.l7_path`: whether the waypoint's Envoy handled the request, and that it was the waypoint's.
 * `verify.checks.addons`: Prometheus and Kiali (only with the observability addons).
 
 This module says which check runs in which mode (`check_specs`), runs them (`run_checks`) and builds the stack
@@ -33,12 +35,14 @@ from verify.checks.base import (
     MODE_FACTS,
     MODES,
     PROMETHEUS_CHECK,
+    STRICT_CHECK,
     CheckContext,
     certificate_check_name,
 )
 from verify.checks.certificates import CERTIFICATE_WORKLOADS, check_certificate
 from verify.checks.enrolment import check_enrolment
 from verify.checks.l7_path import check_l7_path
+from verify.checks.strict_mtls import check_strict_mtls
 from verify.checks.traffic import TRAFFIC_CASES, check_traffic
 from verify.checks.ztunnel_logs import check_ztunnel_logs
 from verify.report import CheckResult, Report
@@ -76,6 +80,7 @@ def check_specs(addons: bool = False) -> list[CheckSpec]:
         CheckSpec(case.name, frozenset(case.expect), functools.partial(check_traffic, case=case))
         for case in TRAFFIC_CASES
     ]
+    specs.append(CheckSpec(STRICT_CHECK, every_mode, check_strict_mtls))
     specs += [
         CheckSpec(certificate_check_name(app), every_mode, functools.partial(check_certificate, app=app))
         for app in CERTIFICATE_WORKLOADS
@@ -124,8 +129,9 @@ def stack_outputs(report: Report | Mapping[str, Any]) -> dict[str, Any]:
             command line can build its outputs from the printed JSON.
 
     Returns:
-        ``certificate_san`` (workload -> the leaf's URI SAN, None when unread), ``ztunnel_evidence`` (client and
-        server lines, parsed, with node and ztunnel pod) and ``verification`` (the report as a dict).
+        ``certificate_san`` (workload -> the leaf's URI SAN, None when unread), ``ztunnel_evidence`` (the probe the
+        check sent, with its client port, and the client and server lines of that probe, parsed, with node and
+        ztunnel pod) and ``verification`` (the report as a dict).
     """
     data = report.to_dict() if isinstance(report, Report) else dict(report)
     by_name = {result["name"]: result for result in data.get("results", [])}
@@ -136,6 +142,7 @@ def stack_outputs(report: Report | Mapping[str, Any]) -> dict[str, Any]:
     evidence = by_name.get(LOG_EVIDENCE_CHECK, {}).get("evidence", {})
     return {
         "certificate_san": sans,
-        "ztunnel_evidence": {"client": evidence.get("client"), "server": evidence.get("server")},
+        "ztunnel_evidence": {"probe": evidence.get("probe"), "client": evidence.get("client"),
+                             "server": evidence.get("server")},
         "verification": data,
     }

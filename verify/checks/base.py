@@ -8,6 +8,7 @@ certificates take seconds to propagate after a `pulumi up`. `check_result` turns
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,10 +39,22 @@ CURL_EXIT_RECV_FAILURE = 56  # "Recv failure: Connection reset by peer"
 CURL_MAX_TIME_S = 10
 # How far back to read ztunnel logs beyond the time since the probe request was sent.
 LOG_WINDOW_MARGIN_S = 30
+# The client ports a probe binds with `curl --local-port`: below Linux's default ephemeral range (32768-60999), so no
+# connection whose port the kernel picks can hold one, and drawn anew per probe, so an earlier probe's ztunnel line
+# (same client, same request) never carries this probe's port. ztunnel's client-side line logs it in `src.addr`.
+PROBE_PORTS = range(20000, 30000)
+# ztunnel stamps its lines with the node's clock, the checks time their probes with this machine's: kind's nodes
+# share the host's clock, a real cluster's nodes are kept close by NTP. Lines this far outside a probe still count.
+CLOCK_TOLERANCE_S = 1.0
+# The authorization policy istiod derives from a STRICT PeerAuthentication and sends to ztunnel: a DENY of every
+# connection without a peer identity, named in the mesh's root namespace (pilot/pkg/serviceregistry/ambient:
+# staticStrictPolicyName). ztunnel names the DENY policy that refused a connection in the access line's error.
+STRICT_POLICY = f"{catalog.ISTIO_NAMESPACE}/istio_converted_static_strict"
 
 # Check names: stable, so the stack outputs and readers of the JSON report can find a result by name.
 ENROLMENT_CHECK = "enrolment"
 LOG_EVIDENCE_CHECK = "ztunnel log evidence"
+STRICT_CHECK = "strict mtls: plaintext to details refused by STRICT"
 L7_PATH_CHECK = "l7 path: waypoint Envoy in the request path"
 PROMETHEUS_CHECK = "prometheus: mTLS connections from sleep"
 KIALI_CHECK = "kiali: graph edge sleep -> productpage"
@@ -86,6 +99,7 @@ class CheckContext:
         sleep: pauses between attempts (injectable likewise).
         now: the wall-clock time, for certificate validity.
         addons: Prometheus and Kiali are installed, so the checks that read them run too.
+        local_port: draws the client port of a probe whose ztunnel lines a check looks for (see `PROBE_PORTS`).
     """
 
     cluster: Cluster
@@ -97,6 +111,7 @@ class CheckContext:
     sleep: Callable[[float], None] = time.sleep
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     addons: bool = False
+    local_port: Callable[[], int] = lambda: random.choice(PROBE_PORTS)
 
     def __post_init__(self) -> None:
         if self.mode not in MODE_FACTS:
