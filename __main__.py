@@ -30,6 +30,9 @@ if cfg.target == "kind":
         registry_mirror=cfg.registry_mirror,
     ))
     pulumi.export(outputs.KUBECONFIG, cluster.kubeconfig)
+    pulumi.export(outputs.CLUSTER_OWNER, cluster.owner)
+    # What shapes the nodes: ./lab.sh compares it with the config before an up, since a change needs a new cluster.
+    pulumi.export(outputs.NODE_SHAPE, kind_cluster.node_shape(cfg))
 else:
     cluster = ExistingCluster("cluster", ExistingClusterArgs(context=cfg.kube_context, kubeconfig_path=cfg.kubeconfig_path))
 access = cluster.access

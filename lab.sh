@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The lab's entry point: ./lab.sh up | destroy | preflight | test | verify | dashboard | diagnose | pulumi (-h: help).
+# The lab's entry point: ./lab.sh up | destroy | preflight | test | verify | dashboard | diagnose | pulumi |
+# kubeconfig | shell | kubectl | istioctl | tour (-h: help).
 # It only makes sure the project's virtualenv venv/ exists and matches requirements.txt, then hands over to lab.cli.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -7,6 +8,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 if ! command -v python3 >/dev/null || ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "Install Python 3.11 or newer as python3, then run ./lab.sh again." >&2
   exit 1
+fi
+# A venv outlives the Python it was made from: after an upgrade its python is gone or another version, and pip
+# would fail with a misleading message. Rebuild it then.
+want=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [[ -e venv ]] && [[ "$(venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" != "$want" ]]; then
+  echo "venv/ was made by another Python than python3 $want: rebuilding it." >&2
+  rm -rf venv
 fi
 if [[ ! -x venv/bin/python ]]; then
   python3 -m venv venv || {

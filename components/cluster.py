@@ -37,7 +37,7 @@ class KindClusterArgs:
     workers: int
     node_image: str
     ingress_host_port: int
-    owner: str  # the owner label value: which project and stack created the cluster
+    owner: str  # which project and stack the cluster is for; the create adds a token unique to this stack's state
     adopt_existing: bool = False
     preload_images: list[str] | None = None  # `lab.images preload` arguments; None: nodes pull from registries
     registry_mirror: str | None = None
@@ -49,11 +49,11 @@ class KindCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: KindClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TYPE_PREFIX}:KindCluster", name, None, opts)
         self.cluster_name = args.name
-        config = kind_cluster.kind_config(
-            args.name, args.workers, args.node_image, args.ingress_host_port, args.owner
-        )
+        config = kind_cluster.kind_config(args.name, args.workers, args.node_image, args.ingress_host_port)
         self.config_yaml = kind_cluster.render_config(config)
         self.cluster = self._create_cluster(args)
+        # The owner label the create wrote (stack id and the state's token), for ./lab.sh's checks before an up.
+        self.owner = self.cluster.stdout.apply(kind_cluster.owner_in)
         node_setup = self._set_up_nodes(args)
         kubeconfig = self._read_kubeconfig(args)
         self.kubeconfig = pulumi.Output.secret(kubeconfig)
@@ -67,7 +67,7 @@ class KindCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=node_setup),
         )
         self.access = ClusterAccess(provider=self.provider, owner=self.cluster)
-        self.register_outputs({"cluster_name": args.name, "kubeconfig": self.kubeconfig})
+        self.register_outputs({"cluster_name": args.name, "kubeconfig": self.kubeconfig, "owner": self.owner})
 
     def _create_cluster(self, args: KindClusterArgs) -> command.local.Command:
         base = f"{lab_python()} -m lab.kind_cluster"
@@ -115,14 +115,22 @@ class KindCluster(pulumi.ComponentResource):
 
     def _read_kubeconfig(self, args: KindClusterArgs) -> pulumi.Output[str]:
         # An invoke, not a resource: read on every up (certificates can change), never stored in plain text, and
-        # never logged. It waits for the cluster and is skipped while the cluster is still unknown in a preview.
-        result = command.local.run_output(
-            command=f"{lab_python()} -m lab.kind_cluster kubeconfig --name {shlex.quote(args.name)}",
-            dir=PROJECT_ROOT,
-            logging=command.local.Logging.NONE,
-            opts=pulumi.InvokeOutputOptions(depends_on=[self.cluster], parent=self),
-        )
-        return result.recover(fail_with_sentence("Reading the kind cluster's kubeconfig")).stdout
+        # never logged. It is issued from the cluster Command's stdout, not after `depends_on` the Command: in a
+        # preview that will create the cluster, pulumi-command already returns an ID (it runs nothing), and the
+        # engine runs an invoke once its dependencies have IDs, so it would look for a cluster that does not exist
+        # yet. stdout stays unknown until the create has really run, and an apply on an unknown value never runs.
+        # A preview of a stack whose cluster exists knows stdout from the state, so it reads the kubeconfig and
+        # shows the real diffs inside the cluster.
+        def read(_created: str) -> pulumi.Output[str]:
+            result = command.local.run_output(
+                command=f"{lab_python()} -m lab.kind_cluster kubeconfig --name {shlex.quote(args.name)}",
+                dir=PROJECT_ROOT,
+                logging=command.local.Logging.NONE,
+                opts=pulumi.InvokeOutputOptions(parent=self),
+            )
+            return result.recover(fail_with_sentence("Reading the kind cluster's kubeconfig")).stdout
+
+        return self.cluster.stdout.apply(read)
 
 
 @dataclass(frozen=True)

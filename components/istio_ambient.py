@@ -7,7 +7,8 @@ Dependency graph (istio.io ambient Helm install, each release waited for):
     Gateway API CRDs ───────┴────────────────> istiod
 
 - base carries Istio's CRDs and the validation webhook that istiod and every later Istio object rely on.
-- istiod needs the Gateway API CRDs present when it starts, or it will not serve waypoints and gateways.
+- istiod does not need the Gateway API CRDs to start (it begins watching a kind when its CRD appears); installing
+  them first means the waypoint and ingress Gateways are served from istiod's first sync, not after a later watch.
 - ztunnel gets its workload certificates from istiod, so it cannot become ready before istiod.
 - istio-cni needs neither istiod nor ztunnel and installs beside them; apps wait for both cni and ztunnel
   (`ready`), because a pod started before the CNI agent runs on its node escapes ambient capture.
@@ -43,10 +44,12 @@ class IstioAmbientArgs:
 def chart_values(chart: catalog.IstioChart, platform: str | None) -> dict:
     """The values each chart gets: the ambient profile where Istio requires it, the platform where one is set."""
     values: dict = {}
-    if chart in (catalog.ISTIOD, catalog.ISTIO_CNI):
-        # istiod: PILOT_ENABLE_AMBIENT; cni: cni.ambient.enabled. Not on ztunnel: there it picks the distroless
-        # image, which has no shell for debugging.
-        values["profile"] = "ambient"
+    profile = catalog.ISTIO_CHART_PROFILES.get(chart)
+    if profile:
+        # istiod: PILOT_ENABLE_AMBIENT; cni: cni.ambient.enabled. The profile also selects the distroless images,
+        # which catalog.istio_images lists. Not on ztunnel, which needs no profile and keeps its plain image (with
+        # a shell, for debugging).
+        values["profile"] = profile
     if platform in lab_config.CHART_PLATFORMS and chart is not catalog.ISTIO_BASE:
         values["global"] = {"platform": platform}
     return values

@@ -57,7 +57,8 @@ def kiali_values(signing_key: str) -> dict:
             "image_name": catalog.KIALI_IMAGE.name,
             "image_version": catalog.KIALI_IMAGE.tag,
             "image_pull_policy": "IfNotPresent",
-            # The chart's policy would also have to admit the API server's service proxy; Istio's addon drops it.
+            # Off, as in Istio's addon: the chart's policy lists ports but no `from:`, so it admits every client on
+            # Kiali's port and would protect nothing the ClusterIP Service does not.
             "network_policy": {"enabled": False},
         },
         "server": {"web_root": catalog.KIALI_WEB_ROOT, "port": catalog.KIALI_PORT},

@@ -123,6 +123,7 @@ _VERSION_ARGS = {
     "kind": ("version",),
     "kubectl": ("version", "--client", "-o", "json"),
     "pulumi": ("version",),
+    "istioctl": ("version", "--remote=false"),  # the client alone: no cluster needed to say which it is
 }
 
 
@@ -134,7 +135,9 @@ class FoundTool:
     version: Version | None
 
     def satisfies(self, release: Release) -> bool:
-        """Whether this copy is at least the release's minimum."""
+        """Whether this copy is at least the release's minimum (exactly its version, for an exact release)."""
+        if release.exact:
+            return self.version == parse_version(release.version)
         return self.version is not None and self.version >= parse_version(release.minimum)
 
 
@@ -177,7 +180,7 @@ def published_digest(checksum_file: str, asset_name: str) -> str | None:
 def _download_failed(url: str, reason: object, release: Release) -> LabError:
     return LabError(
         f"Could not download {url} ({reason}): check your network connection or proxy, or install "
-        f"{release.name} v{release.minimum} or newer yourself and put it on your PATH."
+        f"{release.name} {release.accepted} yourself and put it on your PATH."
     )
 
 
@@ -220,27 +223,31 @@ def _install_binary(download: Path, target: Path) -> None:
     os.replace(download, target)
 
 
-def _install_pulumi_archive(archive: Path, folder: Path) -> None:
-    """Move the regular files of the archive's pulumi/ folder into ``folder``, ``pulumi`` itself last."""
-    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".pulumi-"))
+def _install_archive(archive: Path, folder: Path, release: Release) -> None:
+    """Move the regular files of the archive's ``archive_dir`` (pulumi/; the top for istioctl) into ``folder``, the
+    tool itself last."""
+    top = (release.archive_dir,) if release.archive_dir else ()
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{release.name}-"))
     try:
         names = []
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar.getmembers():
                 parts = PurePosixPath(member.name).parts
-                # Only plain files directly under pulumi/: no links, no paths that could climb out.
-                if len(parts) != 2 or parts[0] != "pulumi" or not member.isfile():
+                # Only plain files directly in that folder: no links, no paths that could climb out.
+                if len(parts) != len(top) + 1 or parts[:-1] != top or not member.isfile():
                     continue
                 source = tar.extractfile(member)
                 assert source is not None  # a regular file always has content
-                with source, open(staging / parts[1], "wb") as out:
+                with source, open(staging / parts[-1], "wb") as out:
                     shutil.copyfileobj(source, out)
-                (staging / parts[1]).chmod(0o755)
-                names.append(parts[1])
-        if "pulumi" not in names:
-            raise LabError("The pulumi archive has no pulumi/pulumi: install pulumi yourself and put it on your PATH.")
+                (staging / parts[-1]).chmod(0o755)
+                names.append(parts[-1])
+        if release.name not in names:
+            expected = "/".join((*top, release.name))
+            raise LabError(f"The {release.name} archive has no {expected}: install {release.name} yourself and put "
+                           "it on your PATH.")
         # Renamed last, so a pulumi in the tools folder always means its helpers are there too.
-        for name in sorted(names, key=lambda name: name == "pulumi"):
+        for name in sorted(names, key=lambda name: name == release.name):
             os.replace(staging / name, folder / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -267,7 +274,7 @@ def install(release: Release, tools_dir: Path, os_name: str, arch: str, env: Map
     if pinned is None and env.get(TRUST_PUBLISHED_VARIABLE) != "1":
         raise LabError(
             f"No SHA-256 of {release.name} v{release.version} for {platform_name} is pinned in lab/tools.py: "
-            f"install {release.name} v{release.minimum} or newer yourself and put it on your PATH, or set "
+            f"install {release.name} {release.accepted} yourself and put it on your PATH, or set "
             f"{TRUST_PUBLISHED_VARIABLE}=1 to trust the checksum file published with the release alone."
         )
     base = env.get(release.base_url_variable, release.base_url).rstrip("/")
@@ -279,7 +286,7 @@ def install(release: Release, tools_dir: Path, os_name: str, arch: str, env: Map
     if published is None:
         raise LabError(
             f"The checksum file {checksums_url} lists no SHA-256 for {asset_name}: install {release.name} "
-            f"v{release.minimum} or newer yourself and put it on your PATH."
+            f"{release.accepted} yourself and put it on your PATH."
         )
     tools_dir.mkdir(parents=True, exist_ok=True)
     download, actual = _download(asset_url, tools_dir, release)
@@ -293,7 +300,7 @@ def install(release: Release, tools_dir: Path, os_name: str, arch: str, env: Map
                 )
         target = tools_dir / release.name
         if release.archive:
-            _install_pulumi_archive(download, tools_dir)
+            _install_archive(download, tools_dir, release)
         else:
             _install_binary(download, target)
         return target

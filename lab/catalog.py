@@ -16,7 +16,10 @@ ISTIO_MINIMUM_VERSION = "1.30.5"
 ISTIO_CHART_REPOSITORY = "https://blob.istio.io/istio-release/charts"
 
 GATEWAY_API_VERSION = "v1.6.1"
-GATEWAY_API_MINIMUM_VERSION = "v1.6.0"  # istiod 1.31 ignores older CRDs (keyed on their bundle-version annotation)
+# The lab's Gateways and HTTPRoute are gateway.networking.k8s.io/v1, which the standard channel serves from v1.0.0.
+# istiod itself has minimum bundle versions only for kinds the lab does not use (GRPCRoute, BackendTLSPolicy,
+# TLSRoute, TCPRoute), none for Gateway or HTTPRoute.
+GATEWAY_API_MINIMUM_VERSION = "v1.0.0"
 
 # kind v0.32.0's own default node image (Kubernetes 1.36), by tag and digest as kind's docs ask.
 KIND_NODE_IMAGE = (
@@ -140,9 +143,33 @@ def bookinfo_image(service: str, version: str) -> Image:
     return Image(f"docker.io/istio/examples-bookinfo-{service}-{version}", BOOKINFO_IMAGE_TAG)
 
 
+# The Helm profile each Istio chart is installed with (components/istio_ambient.py passes it as `profile`).
+# istiod needs it for PILOT_ENABLE_AMBIENT, the CNI agent for cni.ambient.enabled; ztunnel needs none.
+ISTIO_CHART_PROFILES = {ISTIOD: "ambient", ISTIO_CNI: "ambient"}
+# The `global.variant` a profile sets, which the charts append to the image tag (`<version>-<variant>`): the ambient
+# profile (chart files/profile-ambient.yaml) sets `distroless`.
+PROFILE_IMAGE_VARIANTS = {"ambient": "distroless"}
+
+
+def istio_image_tag(chart: IstioChart, version: str) -> str:
+    """The tag of the image a chart runs under the profile the lab gives it: ``1.31.1`` or ``1.31.1-distroless``."""
+    variant = PROFILE_IMAGE_VARIANTS.get(ISTIO_CHART_PROFILES.get(chart, ""))
+    return f"{version}-{variant}" if variant else version
+
+
 def istio_images(version: str = ISTIO_VERSION) -> list[Image]:
-    """Images the Istio charts run: istiod, the CNI agent, ztunnel, and proxyv2 for waypoints and gateways."""
-    return [Image(f"docker.io/istio/{name}", version) for name in ("pilot", "install-cni", "ztunnel", "proxyv2")]
+    """The images Istio runs in the lab, with the tags the charts really render.
+
+    istiod and the CNI agent get the ambient profile and so the distroless variant; ztunnel gets no profile and
+    runs the plain image. Waypoints and gateways are not rendered by a chart but by istiod's injector, which takes
+    istiod's own `global.variant`: proxyv2 carries istiod's tag.
+    """
+    return [
+        Image("docker.io/istio/pilot", istio_image_tag(ISTIOD, version)),
+        Image("docker.io/istio/install-cni", istio_image_tag(ISTIO_CNI, version)),
+        Image("docker.io/istio/ztunnel", istio_image_tag(ZTUNNEL, version)),
+        Image("docker.io/istio/proxyv2", istio_image_tag(ISTIOD, version)),
+    ]
 
 
 KIALI_IMAGE = Image("quay.io/kiali/kiali", f"v{KIALI_VERSION}")
@@ -159,3 +186,6 @@ def all_images(istio_version: str = ISTIO_VERSION, observability: bool = True) -
     if observability:
         images += [PROMETHEUS_IMAGE, PROMETHEUS_RELOADER_IMAGE, KIALI_IMAGE]
     return images
+
+# What the user types to drive the lab; named in every sentence that tells them what to do.
+LAB_SCRIPT = "./lab.sh"

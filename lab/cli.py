@@ -21,12 +21,13 @@ from typing import TextIO
 
 import yaml
 
-from lab import bootstrap, diagnostics, kind_cluster, outputs, preflight
+from lab import access, bootstrap, diagnostics, kind_cluster, outputs, preflight, stack_files, tour
 from lab import config as lab_config
 from lab.bootstrap import LabError, last_line
 from lab.preflight import LAB_SCRIPT
 
 DEFAULT_STACK = "l4-only"
+STACK_DIR = "stacks"  # Pulumi.yaml's stackConfigDir
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ def pulumi_env(paths: Paths, env: Mapping[str, str]) -> dict[str, str]:
         PULUMI_CONFIG_PASSPHRASE_FILE=str(paths.passphrase),
         PULUMI_SKIP_UPDATE_CHECK="true",
     )
+    result[stack_files.FALLBACK_ENV] = "true"  # the salt lives in the state, not in the tracked stack file
     return result
 
 
@@ -192,8 +194,9 @@ def _ensure_tools(ctx: Context, names: Sequence[str]) -> None:
     )
 
 
-def _preflight(ctx: Context, stack: str, config: lab_config.LabConfig, adopt: bool) -> bool:
-    """Run and print the checks; whether all passed."""
+def _preflight(ctx: Context, stack: str, config: lab_config.LabConfig, adopt: bool,
+               recorded: Mapping[str, object] | None = None) -> bool:
+    """Run and print the checks; whether all passed. ``recorded``: the stack's outputs, when it was up before."""
     results = preflight.run_checks(
         preflight.Situation(
             stack=stack,
@@ -204,6 +207,7 @@ def _preflight(ctx: Context, stack: str, config: lab_config.LabConfig, adopt: bo
             adopt=config.adopt_existing_cluster or adopt,
             ingress_port=config.ingress_host_port,
             tools=[bootstrap.RELEASES[name] for name in _tools_for(config)],
+            recorded=recorded or {},
         ),
         ctx.host,
     )
@@ -230,15 +234,58 @@ def _collect_diagnostics(ctx: Context, config: lab_config.LabConfig) -> Path:
 # --- Commands ------------------------------------------------------------------------------------------------------
 
 
-def cmd_up(ctx: Context, stack: str, adopt: bool) -> int:
-    """Bring a stack's lab up: tools, preflight, state, stack, ``pulumi up``; diagnostics on failure."""
-    total = 5
+def _nothing_up(ctx: Context, stack: str) -> LabError:
+    return LabError(f"Nothing has been brought up here for stack {stack}: run `{LAB_SCRIPT} up {stack}` first.")
+
+
+def _shape_change(recorded: Mapping[str, object], config: lab_config.LabConfig) -> str:
+    """What changed in the node shape since the last up, as "workers 2 -> 1", or "" when nothing did."""
+    before = recorded.get(outputs.NODE_SHAPE)
+    if not isinstance(before, dict):
+        return ""
+    now = kind_cluster.node_shape(config)
+    return ", ".join(f"{key} {before.get(key)} -> {value}" for key, value in now.items() if before.get(key) != value)
+
+
+def _bring_back_cluster(ctx: Context, stack: str, config: lab_config.LabConfig, recorded: Mapping[str, object],
+                        env: Mapping[str, str], recreate: bool) -> None:
+    """Before pulumi runs: the stack's recorded kind cluster is in a state its program can work with.
+
+    A node-shape change needs a new cluster, which through the engine means uninstalling every release one by one
+    through the old cluster first: the lab destroys and rebuilds instead, when asked to. A cluster deleted by hand
+    leaves a record that previews against nothing: the record goes (nothing of the user's is touched, the cluster
+    and everything in it is gone already). A stopped cluster (Docker or host restart) is started.
+    """
+    name = str(recorded.get(outputs.CLUSTER_NAME) or config.cluster_name)
+    changed = _shape_change(recorded, config)
+    if changed and not recreate:
+        raise LabError(f"Stack {stack}'s kind cluster changes shape ({changed}), which needs a new cluster: run "
+                       f"`{LAB_SCRIPT} up {stack} --recreate` to destroy this lab and build it again, or undo the change.")
+    clusters = kind_cluster.existing_clusters()
+    if changed or name not in clusters:
+        ctx.detail(f"node shape changes ({changed}): destroying the lab to build it again" if changed else
+                   f"kind cluster {name} was deleted outside the lab: clearing the stack's record of it")
+        if _stream(["pulumi", "destroy", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
+            raise LabError(f"`pulumi destroy` failed: read its output above, fix the cause, then run `{LAB_SCRIPT} up "
+                           f"{stack}` again.")
+        return
+    if kind_cluster.stopped_nodes(name):
+        ctx.detail(f"kind cluster {name} is stopped: starting it")
+        ctx.detail(kind_cluster.start(name))
+    else:
+        ctx.detail(f"kind cluster {name} is running")
+
+
+def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int:
+    """Bring a stack's lab up: tools, preflight, state, stack, its cluster, ``pulumi up``; diagnostics on failure."""
+    total = 6
     config = stack_config(ctx.paths.root, stack)
     ctx.step(1, total, "tools")
     _ensure_tools(ctx, _tools_for(config))
+    recorded = stack_outputs(ctx, stack)
 
     ctx.step(2, total, "preflight")
-    if not _preflight(ctx, stack, config, adopt):
+    if not _preflight(ctx, stack, config, adopt, recorded):
         raise LabError(f"Preflight found the problems marked FAIL above: fix them, then run `{LAB_SCRIPT} up "
                        f"{stack}` again.")
 
@@ -261,10 +308,19 @@ def cmd_up(ctx: Context, stack: str, adopt: bool) -> int:
         )
         if adopted.returncode != 0:
             raise LabError(f"pulumi could not set {preflight.ADOPT_CONFIG_KEY} ({last_line(adopted.stderr)}): set it "
-                           f"with `{LAB_SCRIPT} pulumi config set {preflight.ADOPT_CONFIG_KEY} true`, then run "
-                           f"`{LAB_SCRIPT} up {stack}` again.")
+                           f"with `{LAB_SCRIPT} pulumi config set {preflight.ADOPT_CONFIG_KEY} true --stack {stack}`, "
+                           f"then run `{LAB_SCRIPT} up {stack}` again.")
 
-    ctx.step(5, total, "pulumi up")
+    ctx.step(5, total, "cluster")
+    if config.target == "kind" and recorded.get(outputs.CLUSTER_NAME):
+        try:
+            _bring_back_cluster(ctx, stack, config, recorded, env, recreate)
+        except kind_cluster.KindError as error:
+            raise LabError(str(error)) from None
+    else:
+        ctx.detail("created by pulumi up" if config.target == "kind" else f"existing cluster, context {config.kube_context}")
+
+    ctx.step(6, total, "pulumi up")
     if _stream(["pulumi", "up", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
         folder = _collect_diagnostics(ctx, config)
         raise LabError(f"`pulumi up` failed: read its output above and the diagnostics in {folder}, fix the cause, "
@@ -273,21 +329,41 @@ def cmd_up(ctx: Context, stack: str, adopt: bool) -> int:
     return 0
 
 
+def _stack_exists(ctx: Context, stack: str, env: Mapping[str, str]) -> bool:
+    """Whether the lab's backend holds the stack. A failed select alone says nothing: the stack list decides."""
+    if ctx.host.run(["pulumi", "stack", "select", stack], env=env, cwd=ctx.paths.root, timeout=120).returncode == 0:
+        return True
+    listed = ctx.host.run(["pulumi", "stack", "ls", "--json"], env=env, cwd=ctx.paths.root, timeout=120)
+    try:
+        names = {entry.get("name") for entry in json.loads(listed.stdout)} if listed.returncode == 0 else None
+    except (ValueError, AttributeError):
+        names = None
+    if names is None:
+        raise LabError(f"pulumi could not list the stacks in {ctx.paths.state} ({last_line(listed.stderr)}): fix "
+                       f"that, then run `{LAB_SCRIPT} destroy {stack}` again.")
+    if stack in names:
+        raise LabError(f"pulumi could not select stack {stack}, which exists: run `{LAB_SCRIPT} pulumi stack select "
+                       f"{stack}` to see why, fix it, then run `{LAB_SCRIPT} destroy {stack}` again.")
+    return False
+
+
 def cmd_destroy(ctx: Context, stack: str) -> int:
     """Destroy a stack's lab, then check that its kind cluster is gone."""
     total = 3
     config = stack_config(ctx.paths.root, stack)
+    # No state folder: nothing was ever brought up here. Say so before installing tools or creating any state.
+    if not ctx.paths.state.is_dir():
+        ctx.say(f"Nothing to destroy: stack {stack} has never been brought up here.")
+        return 0
     ctx.step(1, total, "tools")
     _ensure_tools(ctx, _tools_for(config))
 
     ctx.step(2, total, "pulumi destroy")
-    # No state folder: nothing was ever brought up here, and creating one just to find that out would leave a trace.
-    env = pulumi_env(ctx.paths, ctx.env) if ctx.paths.state.is_dir() else None
-    known = env is not None and ctx.host.run(["pulumi", "stack", "select", stack], env=env, cwd=ctx.paths.root,
-                                             timeout=120).returncode == 0
-    if not known:
+    env = pulumi_env(ctx.paths, ctx.env)
+    if not _stack_exists(ctx, stack, env):
         ctx.detail(f"stack {stack} does not exist in {ctx.paths.state}: nothing to destroy")
         return 0
+    recorded = stack_outputs(ctx, stack)
     if _stream(["pulumi", "destroy", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
         raise LabError(f"`pulumi destroy` failed: read its output above, fix the cause, then run `{LAB_SCRIPT} "
                        f"destroy {stack}` again.")
@@ -296,17 +372,20 @@ def cmd_destroy(ctx: Context, stack: str) -> int:
     if config.target != "kind":
         ctx.detail("an existing cluster stays; the lab removed only what it added")
         return 0
-    name = config.cluster_name
+    name = str(recorded.get(outputs.CLUSTER_NAME) or config.cluster_name)
     clusters = ctx.host.run(["kind", "get", "clusters"], env=tool_env(ctx.paths, ctx.env), timeout=60)
     if clusters.returncode != 0:
         raise LabError(f"`kind get clusters` failed ({last_line(clusters.stderr)}): start Docker, then check with "
-                       f"`kind get clusters` that {name} is gone.")
+                       f"`{kind_cluster.KIND_TOOL} get clusters` that {name} is gone.")
     if name in (line.strip() for line in clusters.stdout.splitlines()):
         owner = ctx.host.cluster_owner(name)
-        if owner and owner != kind_cluster.owner_label_value(lab_config.PROJECT, stack):
+        situation = preflight.Situation(stack=stack, project_dir=ctx.paths.root, env=ctx.env, cluster_name=name,
+                                        recorded=recorded)
+        if owner and owner is not preflight.OWNER_UNKNOWN and not situation.is_ours(owner):
             ctx.say(f"The kind cluster {name} belongs to {owner}, so the lab left it alone.")
             return 0
-        raise LabError(f"The kind cluster {name} is still there: remove it with `kind delete cluster --name {name}`.")
+        raise LabError(f"The kind cluster {name} is still there: if it is this stack's, remove it with "
+                       f"`{kind_cluster.KIND_TOOL} delete cluster --name {name}`.")
     ctx.say(f"Nothing is left: no kind cluster named {name}.")
     return 0
 
@@ -334,6 +413,8 @@ def cmd_verify(ctx: Context, stack: str, as_json: bool) -> int:
     if importlib.util.find_spec("verify") is None:
         raise LabError("The verify package is missing from this checkout: update your clone, then run it again.")
     config = stack_config(ctx.paths.root, stack)
+    if not ctx.paths.state.is_dir():
+        raise _nothing_up(ctx, stack)
     _ensure_tools(ctx, _tools_for(config))
     values = stack_outputs(ctx, stack)
     if not values.get(outputs.MESH_MODE):
@@ -355,6 +436,9 @@ def cmd_verify(ctx: Context, stack: str, as_json: bool) -> int:
 def cmd_dashboard(ctx: Context, stack: str, options: Sequence[str] = ()) -> int:
     """Start the dashboard (``lab.dashboard``) for a stack; `options` go to it as they are."""
     import signal
+
+    if not ctx.paths.state.is_dir():
+        raise _nothing_up(ctx, stack)
 
     # Ctrl-C reaches this process and the dashboard alike. The dashboard answers it by stopping its port-forwards,
     # removing its kubeconfig and exiting 0, so this process waits for that instead of ending (and killing it) first.
@@ -384,6 +468,8 @@ def dashboard_options(args: argparse.Namespace) -> list[str]:
 def cmd_diagnose(ctx: Context, stack: str) -> int:
     """Collect diagnostics for a stack and print where they are."""
     config = stack_config(ctx.paths.root, stack)
+    if not ctx.paths.state.is_dir():
+        raise _nothing_up(ctx, stack)
     _ensure_tools(ctx, [name for name in _tools_for(config) if name != "pulumi"])
     _collect_diagnostics(ctx, config)
     return 0
@@ -393,6 +479,90 @@ def cmd_pulumi(ctx: Context, pulumi_args: Sequence[str]) -> int:
     """Run pulumi itself with the lab's backend and passphrase, e.g. ``./lab.sh pulumi config set KEY VALUE``."""
     _ensure_tools(ctx, ["pulumi"])
     return _stream(["pulumi", *pulumi_args], pulumi_env(ctx.paths, ctx.env), ctx.paths.root)
+
+
+# --- Hands on the cluster: kubeconfig, shell, kubectl, istioctl, tour ---------------------------------------------
+
+
+def _quiet_progress(text: str) -> None:
+    """Tool progress on stderr, and only when something is installed: stdout belongs to kubectl's output and to the
+    export line that `eval` reads."""
+    if ": using " not in text:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _access(ctx: Context, stack: str) -> tuple[lab_config.LabConfig, access.Access]:
+    """The stack's config and a kubeconfig for its cluster, with kubectl (and kind for a kind target) at hand."""
+    access.require_known_stack(ctx.paths.root, stack)
+    config = stack_config(ctx.paths.root, stack)
+    bootstrap.ensure_tools(ctx.paths.tools, [name for name in _tools_for(config) if name != "pulumi"], env=ctx.env,
+                           run=ctx.host.run, platform_=ctx.platform, progress=_quiet_progress)
+    return config, access.write_kubeconfig(ctx.paths.lab, stack, config, tool_env(ctx.paths, ctx.env))
+
+
+def _istioctl(ctx: Context, config: lab_config.LabConfig) -> Path:
+    return access.ensure_istioctl(ctx.paths.tools, config.istio_version, env=ctx.env, run=ctx.host.run,
+                                  platform_=ctx.platform, progress=_quiet_progress)
+
+
+def cmd_kubeconfig(ctx: Context, stack: str, into_user_config: bool) -> int:
+    """Write the stack's kubeconfig (0600, under .lab/) and print the `export` line for `eval`; never its content."""
+    config, reach = _access(ctx, stack)
+    if into_user_config:
+        if config.target != "kind":
+            ctx.say(f"# Context {reach.context} is already in your own kubeconfig: nothing to add.")
+        else:
+            # kind's own merge: into $KUBECONFIG or ~/.kube/config, and it makes the cluster the current context.
+            merged = ctx.host.run(["kind", "export", "kubeconfig", "--name", config.cluster_name],
+                                  env=tool_env(ctx.paths, ctx.env), timeout=60)
+            if merged.returncode != 0:
+                raise LabError(f"`kind export kubeconfig --name {config.cluster_name}` failed "
+                               f"({last_line(merged.stderr)}): start Docker, then run it again.")
+            ctx.say(f"# Added context {reach.context} to your kubeconfig and made it the current one.")
+        return 0
+    ctx.say(f"# Stack {stack}: context {reach.context}. Apply with: eval \"$({LAB_SCRIPT} kubeconfig {stack})\"")
+    ctx.say(reach.export_line)
+    return 0
+
+
+def cmd_shell(ctx: Context, stack: str) -> int:
+    """Start the user's shell with KUBECONFIG on the stack and the lab's kubectl and istioctl first on PATH."""
+    config, reach = _access(ctx, stack)
+    folders = [str(ctx.paths.tools)]
+    try:
+        folders.insert(0, str(_istioctl(ctx, config).parent))
+    except LabError as error:  # a shell without istioctl is still a shell: say why, and go on
+        print(f"No istioctl in this shell: {error}", file=sys.stderr)
+    env = reach.env({**ctx.env, "PATH": os.pathsep.join([*folders, ctx.env.get("PATH", "")])})
+    shell = ctx.env.get("SHELL") or "/bin/sh"
+    ctx.say(f"A shell on stack {stack} (context {reach.context}); `exit` leaves it. Your own kubeconfig is untouched.")
+    return _stream([shell], env, ctx.paths.root)
+
+
+def cmd_kubectl(ctx: Context, stack: str, args: Sequence[str]) -> int:
+    """kubectl against the stack's cluster (KUBECONFIG set for this one command)."""
+    _, reach = _access(ctx, stack)
+    return _stream(["kubectl", *args], reach.env(tool_env(ctx.paths, ctx.env)), ctx.paths.root)
+
+
+def cmd_istioctl(ctx: Context, stack: str, args: Sequence[str]) -> int:
+    """istioctl of the stack's istioVersion against the stack's cluster."""
+    config, reach = _access(ctx, stack)
+    return _stream([str(_istioctl(ctx, config)), *args], reach.env(tool_env(ctx.paths, ctx.env)), ctx.paths.root)
+
+
+def cmd_tour(ctx: Context, stack: str, list_only: bool) -> int:
+    """Walk the seed tutorial's steps on the stack's cluster (``--list``: print them without a cluster)."""
+    access.require_known_stack(ctx.paths.root, stack)
+    config = stack_config(ctx.paths.root, stack)
+    if list_only:
+        tour.list_steps(stack, config, ctx.out)
+        return 0
+    _, reach = _access(ctx, stack)
+    executables = {"kubectl": "kubectl", "istioctl": str(_istioctl(ctx, config))}
+    walk = tour.Tour(stack, config, executables, reach.env(tool_env(ctx.paths, ctx.env)), ctx.host.run,
+                     lambda argv, env: _stream(argv, env, ctx.paths.root), ctx.out)
+    return walk.run_all()
 
 
 # --- Entry point ---------------------------------------------------------------------------------------------------
@@ -409,6 +579,8 @@ def _parser() -> argparse.ArgumentParser:
 
     up = with_stack("up", "bring a lab up (installs missing tools and runs the preflight checks first)")
     up.add_argument("--adopt", action="store_true", help="take over an existing kind cluster of the stack's name")
+    up.add_argument("--recreate", action="store_true",
+                    help="destroy and rebuild the lab when a node-shape setting (workers, nodeImage, ...) changed")
     with_stack("destroy", "destroy a lab and check that nothing is left")
     with_stack("preflight", "check this machine before bringing a lab up")
     verify = with_stack("verify", "verify a lab that is up")
@@ -419,6 +591,17 @@ def _parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--kiali-port", metavar="PORT", help="local port for Kiali (default 20001)")
     dashboard.add_argument("--prometheus-port", metavar="PORT", help="local port for Prometheus (default 9090)")
     with_stack("diagnose", "collect logs and cluster state into .lab/diagnostics/")
+    kubeconfig = with_stack("kubeconfig", "write the stack's kubeconfig into .lab/kube/ and print the export line "
+                            "for eval")
+    kubeconfig.add_argument("--into-user-config", action="store_true",
+                            help="instead, add the kind cluster's context to your own kubeconfig (kind export)")
+    with_stack("shell", "start your shell with kubectl and istioctl on the stack's cluster")
+    for tool in ("kubectl", "istioctl"):
+        passing = commands.add_parser(tool, help=f"run {tool} against a stack's cluster: {LAB_SCRIPT} {tool} STACK "
+                                      "ARGS...", description=f"Run {tool} against a stack's cluster.")
+        passing.add_argument("stack", help="stack name; every argument after it goes to " + tool)
+    tour_command = with_stack("tour", "walk the tutorial's steps live on a stack's cluster")
+    tour_command.add_argument("--list", action="store_true", help="print the steps and commands without running them")
     commands.add_parser("test", help="run the test suite (further arguments go to pytest)", add_help=False)
     commands.add_parser("pulumi", help="run pulumi with the lab's state backend and passphrase", add_help=False)
     return parser
@@ -437,14 +620,16 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # test and pulumi hand everything after them over untouched, options included.
     passes_through = argv[:1] in (["test"], ["pulumi"])
-    args = _parser().parse_args(argv[:1] if passes_through else argv)
-    passthrough = argv[1:] if passes_through else []
+    # kubectl and istioctl take a stack first, then hand the rest over the same way.
+    head = 1 if passes_through else 2 if argv[:1] in (["kubectl"], ["istioctl"]) else len(argv)
+    args = _parser().parse_args(argv[:head])
+    passthrough = argv[head:]
     if ctx is None:
         ctx = Context(Paths(Path(__file__).resolve().parent.parent))
         # Whatever this process starts (lab.kind_cluster's kind and kubectl included) finds the project's tools.
         os.environ["PATH"] = tool_env(ctx.paths, os.environ)["PATH"]
     handlers: dict[str, Callable[[], int]] = {
-        "up": lambda: cmd_up(ctx, args.stack, args.adopt),
+        "up": lambda: cmd_up(ctx, args.stack, args.adopt, args.recreate),
         "destroy": lambda: cmd_destroy(ctx, args.stack),
         "preflight": lambda: cmd_preflight(ctx, args.stack),
         "test": lambda: cmd_test(ctx, passthrough),
@@ -452,9 +637,15 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         "dashboard": lambda: cmd_dashboard(ctx, args.stack, dashboard_options(args)),
         "diagnose": lambda: cmd_diagnose(ctx, args.stack),
         "pulumi": lambda: cmd_pulumi(ctx, passthrough),
+        "kubeconfig": lambda: cmd_kubeconfig(ctx, args.stack, args.into_user_config),
+        "shell": lambda: cmd_shell(ctx, args.stack),
+        "kubectl": lambda: cmd_kubectl(ctx, args.stack, passthrough),
+        "istioctl": lambda: cmd_istioctl(ctx, args.stack, passthrough),
+        "tour": lambda: cmd_tour(ctx, args.stack, args.list),
     }
     try:
-        return handlers[args.command]()
+        with stack_files.salt_kept_out(ctx.paths.root / STACK_DIR):
+            return handlers[args.command]()
     except LabError as error:
         print(error, file=sys.stderr)
         return 1

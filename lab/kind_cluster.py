@@ -14,9 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import secrets
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 
 import yaml
@@ -24,6 +27,9 @@ import yaml
 from lab import catalog
 
 OWNER_LABEL = "istio-ambient-lab/owner"
+LAB_SCRIPT = catalog.LAB_SCRIPT
+KIND_TOOL = ".lab/tools/kind"  # where ./lab.sh installs kind: the one a message can name and know it exists
+START_TIMEOUT_S = 120
 KEEP_FAILED_ENV = "LAB_KEEP_FAILED_CLUSTER"  # set to 1 to keep a half-created cluster for debugging
 
 
@@ -31,12 +37,41 @@ class KindError(RuntimeError):
     """A lifecycle step that cannot go on; the message says what to do."""
 
 
+PREVIOUS_OUTPUT_ENV = "PULUMI_COMMAND_STDOUT"  # pulumi-command hands a Command's stored stdout to its update and delete
+_OWNER_IN_OUTPUT = re.compile(r"\(owner ([A-Za-z0-9._-]+)\)")
+TOKEN_HEX = 8
+
+
 def owner_label_value(project: str, stack: str) -> str:
-    """The node label value naming the stack that owns a cluster (a label value: at most 63 characters)."""
-    return f"{project}.{stack}"[:63].strip("-_.")
+    """Which project and stack a cluster is for: the first part of its owner label (the rest is the state's token)."""
+    return f"{project}.{stack}"[: 63 - TOKEN_HEX - 1].strip("-_.")
 
 
-def kind_config(name: str, workers: int, node_image: str, ingress_host_port: int, owner: str) -> dict:
+def owner_in(output: str | None) -> str | None:
+    """The owner label a create recorded in its output (the Command's stdout in the state), if any."""
+    found = _OWNER_IN_OUTPUT.search(output or "")
+    return found.group(1) if found else None
+
+
+def new_owner(stack_id: str) -> str:
+    """An owner label unique to one stack's state: two checkouts or backends with the same stack name differ."""
+    return f"{stack_id}.{secrets.token_hex(TOKEN_HEX // 2)}"
+
+
+def with_owner_label(config_yaml: str, owner: str) -> str:
+    """The kind config with the owner label on the control-plane node, where kind writes it at creation."""
+    config = yaml.safe_load(config_yaml)
+    config["nodes"][0].setdefault("labels", {})[OWNER_LABEL] = owner
+    return render_config(config)
+
+
+def node_shape(cfg) -> dict:
+    """The config values that shape the kind nodes (a lab.config.LabConfig): changing any needs a new cluster."""
+    return {"clusterName": cfg.cluster_name, "workers": cfg.workers, "nodeImage": cfg.node_image,
+            "ingressHostPort": cfg.ingress_host_port}
+
+
+def kind_config(name: str, workers: int, node_image: str, ingress_host_port: int) -> dict:
     """The kind cluster configuration: everything listens on 127.0.0.1, every node runs the pinned image.
 
     The ingress node port is mapped from the control-plane node only; kube-proxy answers a NodePort on every node.
@@ -44,7 +79,6 @@ def kind_config(name: str, workers: int, node_image: str, ingress_host_port: int
     control_plane = {
         "role": "control-plane",
         "image": node_image,
-        "labels": {OWNER_LABEL: owner},
         "extraPortMappings": [
             {
                 "containerPort": catalog.INGRESS_NODE_PORT,
@@ -108,17 +142,19 @@ def cluster_owner(name: str) -> str | None:
 
 
 class _temporary_kubeconfig:
-    """A kubeconfig for one cluster in a 0600 temp file, removed on exit; its content is never printed."""
+    """A kubeconfig for one cluster in a 0600 temp file, removed on exit; its content is never printed.
+
+    kind is asked first and the file made only once it answered, so a failed `kind get kubeconfig` leaves no file.
+    """
 
     def __init__(self, name: str):
         self.name = name
         self.path = ""
 
     def __enter__(self) -> str:
-        fd, self.path = tempfile.mkstemp(prefix="lab-kubeconfig-", suffix=".yaml")
-        os.close(fd)  # mkstemp creates it 0600
         content = _run(["kind", "get", "kubeconfig", "--name", self.name]).stdout
-        with open(self.path, "w", encoding="utf-8") as handle:
+        fd, self.path = tempfile.mkstemp(prefix="lab-kubeconfig-", suffix=".yaml")  # mkstemp creates it 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(content)
         return self.path
 
@@ -127,65 +163,106 @@ class _temporary_kubeconfig:
             os.remove(self.path)
 
 
-def _stack_of(owner: str) -> str:
-    return owner.split(".", 1)[1] if "." in owner else owner
+def stopped_nodes(name: str) -> list[str]:
+    """The cluster's node containers that are not running (after a Docker or host restart), by name."""
+    out = _run(["docker", "ps", "-a", "--filter", f"label=io.x-k8s.kind.cluster={name}",
+                "--format", "{{.Names}} {{.State}}"]).stdout
+    return sorted(words[0] for words in (line.split() for line in out.splitlines()) if len(words) == 2
+                  and words[1] != "running")
 
 
-def _clash_message(name: str, owner: str | None, our_owner: str) -> str:
+def start(name: str) -> str:
+    """Starts a stopped cluster's node containers and waits until its API server answers again."""
+    nodes = stopped_nodes(name)
+    if not nodes:
+        return f"kind cluster '{name}' is running."
+    _run(["docker", "start", *nodes])
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            with _temporary_kubeconfig(name) as kubeconfig:
+                if _run(["kubectl", "--kubeconfig", kubeconfig, "get", "--raw", "/readyz"], check=False).returncode == 0:
+                    return f"started kind cluster '{name}' ({len(nodes)} node(s))."
+        except KindError:
+            pass
+        if time.monotonic() > deadline:
+            raise KindError(f"kind cluster '{name}' was started but its API server did not answer within "
+                            f"{START_TIMEOUT_S} s; run `{LAB_SCRIPT} diagnose` and look at the node containers' logs.")
+        time.sleep(2)
+
+
+def _stack_of(stack_id: str) -> str:
+    return stack_id.split(".", 1)[1] if "." in stack_id else stack_id
+
+
+def _clash_message(name: str, owner: str | None, stack_id: str) -> str:
     whose = f"belongs to {owner}" if owner else "was not created by this stack"
-    stack = _stack_of(our_owner)
+    if owner and owner.startswith(stack_id + "."):
+        whose += " (the same stack name in another checkout or state)"
+    stack = _stack_of(stack_id)
     return (
-        f"kind cluster '{name}' already exists and {whose}; adopt it with `./lab.sh up {stack} --adopt` "
-        f"(or set istio-ambient-lab:adoptExistingCluster to true) or remove it with "
-        f"`kind delete cluster --name {name}`, then run pulumi up again."
+        f"kind cluster '{name}' already exists and {whose}; adopt it with `{LAB_SCRIPT} up {stack} --adopt` "
+        f"or, if nobody needs it, remove it with `{KIND_TOOL} delete cluster --name {name}`, then run "
+        f"`{LAB_SCRIPT} up {stack}` again."
     )
 
 
-def create(name: str, owner: str, config_yaml: str, adopt: bool = False) -> str:
-    """Creates the cluster, or reuses it when this stack already owns it. Returns what was done, for the log."""
+def create(name: str, stack_id: str, config_yaml: str, adopt: bool = False, previous_output: str | None = None) -> str:
+    """Creates the cluster, or reuses it when this stack's state already owns it. Returns what was done, ending with
+    the owner label in brackets: pulumi keeps that output in the state and hands it to the update and the delete.
+
+    The owner label is the stack's id and a token made once per state; a re-run (an update of the Command) reuses
+    the token it finds in `previous_output`, so only the state that created a cluster ever matches it.
+    """
+    owner = owner_in(previous_output) or new_owner(stack_id)
     if name in existing_clusters():
         try:
             current = cluster_owner(name)
         except OwnerUnknown as error:
             raise KindError(
                 f"kind cluster '{name}' already exists but does not say who owns it ({error}); start it with "
-                f"`docker start {name}-control-plane` or remove it with `kind delete cluster --name {name}`, then "
-                f"run pulumi up again."
+                f"`{LAB_SCRIPT} up {_stack_of(stack_id)}` if it is this stack's, or check whose it is before removing "
+                f"it with `{KIND_TOOL} delete cluster --name {name}`."
             ) from None
         if current == owner:
-            return f"kind cluster '{name}' already exists and belongs to this stack; reusing it."
+            return f"kind cluster '{name}' already exists and belongs to this stack; reusing it (owner {owner})."
         if not adopt:
-            raise KindError(_clash_message(name, current, owner))
+            raise KindError(_clash_message(name, current, stack_id))
         with _temporary_kubeconfig(name) as kubeconfig:
             _run(["kubectl", "--kubeconfig", kubeconfig, "label", "node", f"{name}-control-plane",
                   f"{OWNER_LABEL}={owner}", "--overwrite"])
-        return f"adopted kind cluster '{name}'; pulumi destroy will delete it."
+        return f"adopted kind cluster '{name}'; `{LAB_SCRIPT} destroy {_stack_of(stack_id)}` will delete it (owner {owner})."
 
     with tempfile.TemporaryDirectory(prefix="lab-kind-") as scratch:
         config_path = os.path.join(scratch, "kind-config.yaml")
         with open(config_path, "w", encoding="utf-8") as handle:
-            handle.write(config_yaml)
+            handle.write(with_owner_label(config_yaml, owner))
         # A throwaway kubeconfig: kind would otherwise add a context to the user's and switch to it.
         throwaway = os.path.join(scratch, "kubeconfig")
+        # A failed create is kind's to clean up: it removes the nodes it made (unless --retain), and it refuses
+        # before making any when nodes of that name exist, which may be someone else's. So the lab never deletes
+        # after a failed create: that would remove a cluster whose ownership it has not proven.
+        retain = ["--retain"] if os.environ.get(KEEP_FAILED_ENV) == "1" else []
         result = _run(
             ["kind", "create", "cluster", "--name", name, "--config", config_path, "--kubeconfig", throwaway,
-             "--wait", "180s"],
+             "--wait", "180s", *retain],
             check=False,
         )
         if result.returncode != 0:
-            if os.environ.get(KEEP_FAILED_ENV) != "1":
-                _run(["kind", "delete", "cluster", "--name", name, "--kubeconfig", throwaway], check=False)
             tail = (result.stderr or result.stdout).strip().splitlines()
             raise KindError(
                 f"kind could not create cluster '{name}' ({tail[-1] if tail else 'no output'}); "
-                f"run ./lab.sh preflight to check Docker and the host, then pulumi up again."
+                f"run `{LAB_SCRIPT} preflight {_stack_of(stack_id)}` to check Docker and the host, then "
+                f"`{LAB_SCRIPT} up {_stack_of(stack_id)}` again."
             )
-    return f"created kind cluster '{name}'."
+    return f"created kind cluster '{name}' (owner {owner})."
 
 
-def delete(name: str, owner: str) -> str:
-    """Deletes the cluster if it carries this stack's label; a cluster already gone is fine; one with another
-    owner, or none (re-created by hand), is left alone; one whose label cannot be read stops the destroy."""
+def delete(name: str, stack_id: str, previous_output: str | None = None) -> str:
+    """Deletes the cluster if it carries the owner label this state's create recorded; a cluster already gone is
+    fine; one with another owner, or none (re-created by hand), is left alone; one whose label cannot be read stops
+    the destroy. A state from before owner tokens recorded no owner: its label is the bare stack id."""
+    owner = owner_in(previous_output) or stack_id
     if name not in existing_clusters():
         return f"kind cluster '{name}' is already gone."
     try:
@@ -193,8 +270,8 @@ def delete(name: str, owner: str) -> str:
     except OwnerUnknown as error:
         raise KindError(
             f"kind cluster '{name}' exists but its owner cannot be read ({error}); start it with "
-            f"`docker start {name}-control-plane` and destroy again, or delete it yourself with "
-            f"`kind delete cluster --name {name}` and destroy again."
+            f"`{LAB_SCRIPT} up {_stack_of(stack_id)}` and destroy again, or, if it is this stack's, delete it with "
+            f"`{KIND_TOOL} delete cluster --name {name}` and destroy again."
         ) from None
     if current != owner:
         return f"kind cluster '{name}' {'now belongs to ' + current if current else 'was not made by this stack'}; left it alone."
@@ -207,25 +284,34 @@ def kubeconfig(name: str) -> str:
     """The cluster's kubeconfig, for the Kubernetes provider only; the caller keeps it secret."""
     if name not in existing_clusters():
         raise KindError(
-            f"kind cluster '{name}' is recorded in the stack but no longer exists; run `pulumi destroy` and then "
-            f"`pulumi up` to build it again."
+            f"kind cluster '{name}' is recorded in the stack but no longer exists; run `{LAB_SCRIPT} up` for the "
+            f"stack, which creates it again (`{LAB_SCRIPT} destroy` removes what is left of it)."
+        )
+    stopped = stopped_nodes(name)
+    if stopped:
+        raise KindError(
+            f"kind cluster '{name}' is stopped (Docker or the host restarted); run `{LAB_SCRIPT} up` for the stack, "
+            f"which starts it, or start it yourself with `docker start {' '.join(stopped)}`."
         )
     return _run(["kind", "get", "kubeconfig", "--name", name]).stdout
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.kind_cluster", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("create", "delete", "kubeconfig"))
+    parser.add_argument("action", choices=("create", "delete", "kubeconfig", "start"))
     parser.add_argument("--name", required=True)
     parser.add_argument("--owner", default="")
     parser.add_argument("--adopt", action="store_true")
     args = parser.parse_args(argv)
     try:
+        previous = os.environ.get(PREVIOUS_OUTPUT_ENV)
         if args.action == "create":
             # The config arrives on stdin so that the command line stays short and stable in the state.
-            print(create(args.name, args.owner, sys.stdin.read(), adopt=args.adopt))
+            print(create(args.name, args.owner, sys.stdin.read(), adopt=args.adopt, previous_output=previous))
         elif args.action == "delete":
-            print(delete(args.name, args.owner))
+            print(delete(args.name, args.owner, previous_output=previous))
+        elif args.action == "start":
+            print(start(args.name))
         else:
             sys.stdout.write(kubeconfig(args.name))
     except KindError as error:

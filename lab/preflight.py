@@ -2,7 +2,7 @@
 saying what to do.
 
 Everything the checks learn from the machine goes through ``Host`` (processes, /proc, sockets, disk, CPU), so
-tests can simulate each condition. ``python -m lab.preflight [STACK]`` is the same as ``./lab.sh preflight``.
+tests can simulate each condition. ``./lab.sh preflight [STACK]`` runs them alone.
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ import errno
 import platform
 import shutil
 import socket
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import catalog, kind_cluster
+from lab import catalog, kind_cluster, outputs
 from lab.bootstrap import Runner, find_tool, normalize_arch, run_captured, version_text
 from lab.config import PROJECT
 from lab.tools import KIND, KUBECTL, PULUMI, Release
 
-LAB_SCRIPT = "./lab.sh"  # what the user types; named in the sentences that tell them what to do
+LAB_SCRIPT = catalog.LAB_SCRIPT
+KIND_TOOL = kind_cluster.KIND_TOOL
 ADOPT_CONFIG_KEY = f"{PROJECT}:adoptExistingCluster"
 
 INOTIFY_LIMITS = {  # /proc file -> the minimum istio-cni on multi-node kind needs
@@ -39,6 +39,7 @@ class CheckResult:
     name: str
     ok: bool
     message: str
+    warning: bool = False  # ok, but worth fixing: printed as WARN with what to do
 
 
 def _read_text(path: str) -> str:
@@ -62,11 +63,25 @@ def _free_bytes(path: str) -> int:
     return shutil.disk_usage(path).free
 
 
+class _Unknown(str):
+    """An owner label that could not be read (a stopped cluster, an API server that does not answer)."""
+
+
+OWNER_UNKNOWN = _Unknown("unknown")
+
+
 def _cluster_owner(name: str) -> str | None:
     try:
         return kind_cluster.cluster_owner(name)
-    except kind_cluster.KindError:  # no kubeconfig for it: as good as unowned
-        return None
+    except kind_cluster.KindError:
+        return OWNER_UNKNOWN
+
+
+def _stopped_nodes(name: str) -> list[str]:
+    try:
+        return kind_cluster.stopped_nodes(name)
+    except kind_cluster.KindError:
+        return []
 
 
 @dataclass
@@ -80,6 +95,7 @@ class Host:
     system: Callable[[], str] = platform.system
     machine: Callable[[], str] = platform.machine
     cluster_owner: Callable[[str], str | None] = _cluster_owner  # the owner label of a kind cluster's node
+    stopped_nodes: Callable[[str], list[str]] = _stopped_nodes  # a kind cluster's node containers not running
 
 
 @dataclass(frozen=True)
@@ -94,11 +110,24 @@ class Situation:
     adopt: bool = False  # the stack is configured to adopt an existing cluster of that name
     ingress_port: int = catalog.INGRESS_HOST_PORT
     tools: Sequence[Release] = field(default_factory=lambda: (KIND, KUBECTL, PULUMI))
+    # What this stack's state says of its cluster, from its outputs ({} before its first up).
+    recorded: Mapping[str, object] = field(default_factory=dict)
+
+    def is_ours(self, owner: str | None) -> bool:
+        """Whether an owner label is the one this stack's state created its cluster with.
+
+        A state from before owner tokens recorded none; its cluster carries the bare project.stack label.
+        """
+        recorded_owner = self.recorded.get(outputs.CLUSTER_OWNER)
+        if recorded_owner:
+            return owner == recorded_owner
+        return (self.recorded.get(outputs.CLUSTER_NAME) == self.cluster_name
+                and owner == kind_cluster.owner_label_value(PROJECT, self.stack))
 
     @property
-    def owner(self) -> str:
-        """The owner label value a cluster created (or adopted) by this stack carries."""
-        return kind_cluster.owner_label_value(PROJECT, self.stack)
+    def recorded_here(self) -> bool:
+        """This stack's state holds a cluster of this name."""
+        return self.recorded.get(outputs.CLUSTER_NAME) == self.cluster_name
 
 
 @dataclass(frozen=True)
@@ -107,7 +136,8 @@ class ClusterFacts:
 
     listed: bool  # kind could list clusters at all
     exists: bool = False
-    owner: str | None = None
+    owner: str | None = None  # OWNER_UNKNOWN when it could not be read
+    stopped: bool = False
 
 
 def look_up_cluster(host: Host, situation: Situation) -> ClusterFacts:
@@ -118,7 +148,10 @@ def look_up_cluster(host: Host, situation: Situation) -> ClusterFacts:
     # Exact lines only: "ambient-l4" must not clash with "ambient-l4-only".
     if situation.cluster_name not in (line.strip() for line in result.stdout.splitlines()):
         return ClusterFacts(listed=True)
-    return ClusterFacts(listed=True, exists=True, owner=host.cluster_owner(situation.cluster_name))
+    name = situation.cluster_name
+    if host.stopped_nodes(name):
+        return ClusterFacts(listed=True, exists=True, owner=OWNER_UNKNOWN, stopped=True)
+    return ClusterFacts(listed=True, exists=True, owner=host.cluster_owner(name))
 
 
 def check_architecture(host: Host) -> CheckResult:
@@ -170,10 +203,18 @@ def check_tool(host: Host, release: Release, env: Mapping[str, str]) -> CheckRes
     return CheckResult(release.name, True, f"{version_text(found.version)} at {found.path}")
 
 
-def check_inotify(host: Host) -> CheckResult:
-    """The host's inotify limits are high enough for istio-cni on a multi-node kind cluster."""
+def check_inotify(host: Host, env: Mapping[str, str]) -> CheckResult:
+    """The host's inotify limits are high enough for istio-cni on a multi-node kind cluster.
+
+    Low limits are a warning, not a stop: the kernel's default of 128 instances often suffices for one lab, and the
+    symptom ("too many open files" in a pod) has a known fix. Docker Desktop runs the nodes in its own VM, whose
+    limits are not the host's.
+    """
     if host.system() != "Linux":
         return CheckResult("inotify", True, "not Linux: Docker Desktop's VM keeps its own limits")
+    docker_os = host.run(["docker", "info", "--format", "{{.OperatingSystem}}"], env=env, timeout=30)
+    if docker_os.returncode == 0 and "Docker Desktop" in docker_os.stdout:
+        return CheckResult("inotify", True, "Docker Desktop: its VM keeps its own limits")
     commands = []
     for path, minimum in INOTIFY_LIMITS.items():
         try:
@@ -184,10 +225,11 @@ def check_inotify(host: Host) -> CheckResult:
             commands.append(f"`sudo sysctl -w {path.removeprefix('/proc/sys/').replace('/', '.')}={minimum}`")
     if commands:
         return CheckResult(
-            "inotify", False,
-            f"Raise the host's inotify limits, which istio-cni exhausts on a multi-node kind cluster (\"too many "
-            f"open files\"): run {' and '.join(commands)}, and add the same settings to /etc/sysctl.d/ to keep "
-            "them after a reboot.",
+            "inotify", True,
+            f"If pods fail with \"too many open files\" (istio-cni watches many files on a multi-node kind cluster), "
+            f"raise the host's inotify limits with {' and '.join(commands)} and add the same settings to "
+            "/etc/sysctl.d/ to keep them after a reboot.",
+            warning=True,
         )
     return CheckResult("inotify", True, "limits are high enough")
 
@@ -227,22 +269,36 @@ def check_disk(host: Host, env: Mapping[str, str], project_dir: Path) -> CheckRe
 
 
 def check_cluster_name(situation: Situation, facts: ClusterFacts) -> CheckResult:
-    """No kind cluster of the lab's name exists, unless this stack owns it or is set to adopt it."""
+    """No kind cluster of the lab's name exists, unless this stack's state owns it or is set to adopt it."""
     name = situation.cluster_name
+    stack = situation.stack
     if not facts.listed:
         return CheckResult("cluster name", True, "skipped: `kind get clusters` failed (see the checks above)")
     if not facts.exists:
         return CheckResult("cluster name", True, f"no kind cluster named {name} yet")
-    if facts.owner == situation.owner:
+    if facts.stopped and situation.recorded_here:
+        return CheckResult("cluster name", True, f"kind cluster {name} is this stack's and stopped: up starts it")
+    if situation.is_ours(facts.owner):
         return CheckResult("cluster name", True, f"kind cluster {name} belongs to this stack")
     if situation.adopt:
         return CheckResult("cluster name", True, f"kind cluster {name} exists and will be adopted")
+    if facts.owner is OWNER_UNKNOWN:
+        return CheckResult(
+            "cluster name", False,
+            f"A kind cluster named {name} already exists but is stopped or not answering, so whose it is cannot be "
+            f"read: if it is yours, start it with `docker start {name}-control-plane` and run this again, or give "
+            f"this stack another cluster name with `{LAB_SCRIPT} pulumi config set {PROJECT}:clusterName NAME "
+            f"--stack {stack}`.",
+        )
     whose = f"belongs to {facts.owner}" if facts.owner else "was not created by this stack"
+    if facts.owner and facts.owner.startswith(kind_cluster.owner_label_value(PROJECT, stack) + "."):
+        whose += " (the same stack name in another checkout or state)"
     return CheckResult(
         "cluster name", False,
-        f"A kind cluster named {name} already exists and {whose}: adopt it with `{LAB_SCRIPT} up "
-        f"{situation.stack} --adopt` (which runs `pulumi config set {ADOPT_CONFIG_KEY} true`) or remove it with "
-        f"`kind delete cluster --name {name}`.",
+        f"A kind cluster named {name} already exists and {whose}: if nobody needs it any more, adopt it with "
+        f"`{LAB_SCRIPT} up {stack} --adopt` (destroy will then delete it) or remove it with `{KIND_TOOL} delete "
+        f"cluster --name {name}`; otherwise give this stack another cluster name with `{LAB_SCRIPT} pulumi config "
+        f"set {PROJECT}:clusterName NAME --stack {stack}`.",
     )
 
 
@@ -263,9 +319,10 @@ def run_checks(situation: Situation, host: Host | None = None) -> list[CheckResu
     results += [check_tool(host, release, situation.env) for release in situation.tools]
     if situation.target == "kind":
         facts = look_up_cluster(host, situation)
-        held_by_lab = facts.exists and (facts.owner == situation.owner or situation.adopt)
+        held_by_lab = facts.exists and (situation.is_ours(facts.owner) or situation.adopt
+                                        or (facts.stopped and situation.recorded_here))
         results += [
-            check_inotify(host),
+            check_inotify(host, situation.env),
             check_ingress_port(host, situation.ingress_port, held_by_lab),
             check_disk(host, situation.env, situation.project_dir),
             check_cluster_name(situation, facts),
@@ -277,16 +334,6 @@ def format_results(results: Sequence[CheckResult]) -> str:
     """One aligned line per result: ``ok`` or ``FAIL``, the check's name, and what it found or what to do."""
     width = max((len(result.name) for result in results), default=0)
     return "\n".join(
-        f"  {'ok  ' if result.ok else 'FAIL'}  {result.name:<{width}}  {result.message}" for result in results
+        f"  {'FAIL' if not result.ok else 'WARN' if result.warning else 'ok  '}  {result.name:<{width}}  "
+        f"{result.message}" for result in results
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lab.preflight [STACK]``: the same as ``./lab.sh preflight [STACK]``."""
-    from lab import cli  # cli builds the situation from the stack; imported here because cli imports this module
-
-    return cli.main(["preflight", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

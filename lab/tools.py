@@ -1,4 +1,5 @@
-"""Pinned releases of the command-line tools the lab installs when a machine lacks them: kind, kubectl, pulumi.
+"""Pinned releases of the command-line tools the lab installs when a machine lacks them: kind, kubectl, pulumi,
+and istioctl (at each stack's istioVersion, see ``istioctl_release``).
 
 Each digest below was pinned only where at least two independent public copies agreed on it (copies in public
 repositories disagree in places, and some are wrong); where each came from is written beside it. A platform
@@ -31,21 +32,29 @@ class Release:
     asset: str
     checksums: str  # the checksum file published next to the asset
     sha256: Mapping[str, str | None]  # "linux/amd64" -> pinned digest, None where unpinned
-    archive: bool = False  # False: a bare binary; True: a .tar.gz holding a pulumi/ folder of binaries
+    archive: bool = False  # False: a bare binary; True: a .tar.gz whose ``archive_dir`` holds the binaries
     arch_names: Mapping[str, str] = field(default_factory=lambda: {"amd64": "amd64", "arm64": "arm64"})
+    archive_dir: str = "pulumi"  # the archive's folder of binaries; "" when they sit at its top (istioctl)
+    os_names: Mapping[str, str] = field(default_factory=lambda: {"linux": "linux", "darwin": "darwin"})
+    exact: bool = False  # True: only this very version will do (istioctl must match the control plane)
 
     @property
     def base_url_variable(self) -> str:
         """The environment variable that overrides ``base_url``."""
         return f"LAB_DOWNLOAD_BASE_{self.name.upper()}"
 
+    @property
+    def accepted(self) -> str:
+        """The versions the lab takes, as a sentence says them: "v1.2.3 or newer", or "v1.2.3" when exact."""
+        return f"v{self.version}" if self.exact else f"v{self.minimum} or newer"
+
     def asset_path(self, os_name: str, arch: str) -> str:
         """The asset's path under the base URL for one platform."""
-        return self.asset.format(version=self.version, os=os_name, arch=self.arch_names[arch])
+        return self.asset.format(version=self.version, os=self.os_names[os_name], arch=self.arch_names[arch])
 
     def checksums_path(self, os_name: str, arch: str) -> str:
         """The published checksum file's path under the base URL for one platform."""
-        return self.checksums.format(version=self.version, os=os_name, arch=self.arch_names[arch])
+        return self.checksums.format(version=self.version, os=self.os_names[os_name], arch=self.arch_names[arch])
 
 
 # kind v0.32.0 is the release whose default node image catalog.KIND_NODE_IMAGE pins (REFERENCE.md).
@@ -132,6 +141,35 @@ PULUMI = Release(
 )
 
 RELEASES: dict[str, Release] = {release.name: release for release in (KIND, KUBECTL, PULUMI)}
+
+# istioctl, per Istio release: it must be the control plane's own version, so every stack gets the istioctl of its
+# istioVersion. The release publishes istioctl-<v>-<os>-<arch>.tar.gz (osx for darwin, istioctl at the archive's
+# top) with a .sha256 file beside each (istio/release-builder pkg/build/archive.go; the osx-amd64 name since 2023).
+# No digest is pinned yet: for 1.31.1 only one public copy of each of two digests was found, and a single copy is
+# not two agreeing sources (linux/amd64 a44563904f22...49910639 in two notes of what looks like one project, search
+# file ids 68465551743 and 68429437184; darwin/arm64 3f37edda91e5...1f46fecd1 in one setup guide, 70396831401).
+# Until a second source agrees, istioctl installs only with LAB_TRUST_PUBLISHED_CHECKSUMS=1 (the release's .sha256
+# alone), or the user puts istioctl of that exact version on PATH. Add a version as {"linux/amd64": "<hex>", ...}.
+ISTIOCTL_SHA256: dict[str, dict[str, str | None]] = {
+    "1.31.1": {platform: None for platform in PLATFORMS},
+}
+
+
+def istioctl_release(version: str) -> Release:
+    """The istioctl release of one Istio version, with whatever digests are pinned for it (none: all None)."""
+    return Release(
+        name="istioctl",
+        version=version,
+        minimum=version,
+        base_url="https://github.com/istio/istio/releases/download",
+        asset="{version}/istioctl-{version}-{os}-{arch}.tar.gz",
+        checksums="{version}/istioctl-{version}-{os}-{arch}.tar.gz.sha256",
+        sha256=ISTIOCTL_SHA256.get(version) or {platform: None for platform in PLATFORMS},
+        archive=True,
+        archive_dir="",
+        os_names={"linux": "linux", "darwin": "osx"},
+        exact=True,
+    )
 
 # Set to 1 to install an unpinned asset on the strength of the release's own checksum file alone. That file
 # guards against a corrupt download, not against a tampered release, which is why it is opt-in.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import runpy
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,10 +21,14 @@ from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.settings import get_root_resource
 
+from lab.config import default_cluster_name
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "__main__.py")
 PROJECT = "istio-ambient-lab"
 STACKS = ("l4-only", "l7")
+
+FAKE_OWNER_TOKEN = "0a1b2c3d"  # the token lab.kind_cluster's create would draw for the state
 
 # What `kind get kubeconfig` would print: a key inside, so the tests can prove it never leaks.
 FAKE_KUBECONFIG = (
@@ -99,6 +104,7 @@ class ProgramRun:
     outputs: dict[str, Any]
     secret_outputs: set[str] = field(default_factory=set)
     registered_urns: list[str] = field(default_factory=list)
+    commands_run: list[str] = field(default_factory=list)
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.resources.values() if r.type == type_]
@@ -161,27 +167,64 @@ def fake_verify_report(mode: str = "l4-only", passed: bool = True) -> dict:
 
 
 class LabMocks(pulumi.runtime.Mocks):
-    def __init__(self, verify_report: dict | None = None, failing_command: tuple[str, str] | None = None):
+    """Answers as the real engine and providers do, including the rules that decide what runs in a preview.
+
+    - pulumi-command's Create returns an ID even in preview (it runs nothing there); outputs that do not mirror an
+      input (stdout, stderr) are unknown, as pulumi-go-provider's infer marks them (markComputed on create).
+    - An invoke whose dependencies all have IDs runs, in a preview too: the engine gates on IDs, not on outputs.
+    - The fake host's kind clusters are `clusters`: a brand-new stack starts with none, so a cluster-touching
+      command run before the cluster Command really created the cluster fails as it would on a real host.
+    - `existing_stack`: the stack was brought up before, so in a preview every resource answers with the known
+      outputs it has in the state.
+    """
+
+    def __init__(self, verify_report: dict | None = None, failing_command: tuple[str, str] | None = None,
+                 preview: bool = False, clusters: set[str] | None = None, existing_stack: bool = False):
         self.verify_report = verify_report or fake_verify_report()
         # (part of a command, its output): that command fails the way pulumi-command reports a non-zero exit.
         self.failing_command = failing_command
+        self.preview = preview
+        self.clusters = set(clusters or ())
+        self.existing_stack = existing_stack
+        self.commands_run: list[str] = []  # every shell command that really ran, resources' and invokes' alike
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
         if args.typ == "kubernetes:helm.sh/v3:Release":
             outputs["status"] = {"name": args.inputs.get("name"), "status": "deployed", "version": args.inputs.get("version")}
+        if args.typ == "command:local:Command":
+            if self.preview and not self.existing_stack:
+                outputs.update(stdout=rpc.UNKNOWN, stderr=rpc.UNKNOWN)
+            else:
+                outputs.update(stdout=self._run_create(args.inputs.get("create", "")), stderr="")
         return f"{args.name}-id", outputs
+
+    def _run_create(self, create: str) -> str:
+        if self.preview:  # an existing stack's Command keeps its stored output and runs nothing
+            return "done (from the state)"
+        self.commands_run.append(create)
+        match = re.search(r"lab\.kind_cluster create --name (\S+) --owner (\S+)", create)
+        if match:
+            self.clusters.add(match.group(1).strip("'"))
+            return f"created kind cluster '{match.group(1)}' (owner {match.group(2)}.{FAKE_OWNER_TOKEN})."
+        return "done"
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         command = args.args.get("command", "")
+        self.commands_run.append(command)
         if self.failing_command and self.failing_command[0] in command:
             # How the engine hands a failed invoke back to the SDK: a failure, which the SDK raises.
             return {}, [("command", f'exit status 1: running "{command}":\n{self.failing_command[1]}')]
-        if args.token == "command:local:run" and " -m verify " in args.args.get("command", ""):
+        kubeconfig_read = re.search(r"lab\.kind_cluster kubeconfig --name (\S+)", command)
+        if kubeconfig_read and kubeconfig_read.group(1).strip("'") not in self.clusters:
+            name = kubeconfig_read.group(1).strip("'")
+            return {}, [("command", f'exit status 1: running "{command}":\nerror: kind cluster \'{name}\' does not '
+                                    "exist")]
+        if args.token == "command:local:run" and " -m verify " in command:
             printed = self.verify_report if isinstance(self.verify_report, str) else json.dumps(self.verify_report)
-            return {"stdout": printed, "stderr": "", "command": args.args.get("command")}
+            return {"stdout": printed, "stderr": "", "command": command}
         if args.token == "command:local:run":
-            return {"stdout": FAKE_KUBECONFIG, "stderr": "", "command": args.args.get("command")}
+            return {"stdout": FAKE_KUBECONFIG, "stderr": "", "command": command}
         return {}
 
 
@@ -230,13 +273,20 @@ class RecordingMonitor(MockMonitor):
 
 def run_program(
     stack: str, overrides: dict[str, str] | None = None, preview: bool = False, verify_report: dict | None = None,
-    failing_command: tuple[str, str] | None = None,
+    failing_command: tuple[str, str] | None = None, existing_stack: bool | None = None,
 ) -> ProgramRun:
-    """Evaluates __main__.py for one stack under mocks and returns what it registered and exported."""
+    """Evaluates __main__.py for one stack under mocks and returns what it registered and exported.
+
+    A preview models an existing stack (its cluster up, its outputs known) unless `existing_stack` is False: the
+    first preview of a brand-new stack. An update starts from a host with no cluster and creates it.
+    """
     config = merged_config(stack)
     for key, value in (overrides or {}).items():
         config[f"{PROJECT}:{key}"] = value
-    mocks = LabMocks(verify_report or fake_verify_report(stack), failing_command)
+    existing = preview if existing_stack is None else existing_stack
+    cluster_name = config.get(f"{PROJECT}:clusterName", "") or default_cluster_name(stack)
+    mocks = LabMocks(verify_report or fake_verify_report(stack), failing_command, preview=preview,
+                     clusters={cluster_name} if existing else set(), existing_stack=existing)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.reset_options(project=PROJECT, stack=stack, preview=preview)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
@@ -262,4 +312,5 @@ def run_program(
         return pulumi.Output.all(*exported.values())
 
     evaluate()
-    return ProgramRun(stack, monitor.registrations, monitor.invocations, outputs, secret_outputs, monitor.registered_urns)
+    return ProgramRun(stack, monitor.registrations, monitor.invocations, outputs, secret_outputs,
+                      monitor.registered_urns, mocks.commands_run)

@@ -64,9 +64,9 @@ BAD = [
      "'https://istio-release.storage.googleapis.com/charts', but that repository has no 1.31 charts and is being "
      "retired: use https://blob.istio.io/istio-release/charts."),
     ({"gatewayApiVersion": "1.6.1"}, f"{P}:gatewayApiVersion is '1.6.1', but it must be a release version such as "
-     "v1.6.0."),
-    ({"gatewayApiVersion": "v1.5.1"}, f"{P}:gatewayApiVersion is 'v1.5.1', but it must be v1.6.0 or newer, because "
-     "istiod ignores Gateway API CRDs older than the release it was built against."),
+     "v1.0.0."),
+    ({"gatewayApiVersion": "v0.8.1"}, f"{P}:gatewayApiVersion is 'v0.8.1', but it must be v1.0.0 or newer, because "
+     "the lab's Gateway and HTTPRoute objects use gateway.networking.k8s.io/v1, which older bundles do not serve."),
     ({"installGatewayApiCrds": "yes"}, f"{P}:installGatewayApiCrds is 'yes', but it must be true or false."),
     ({"appsNamespace": "istio-system"}, f"{P}:appsNamespace is 'istio-system', but the apps need a namespace of "
      "their own, such as default."),
@@ -76,7 +76,10 @@ BAD = [
     ({"target": "existing"}, f"{P}:kubeContext is '', but target existing needs the kubeconfig context of the "
      "cluster to use."),
     ({"target": "existing", "kubeContext": "c", "platform": "aks"}, f"{P}:platform is 'aks', but it must be empty "
-     "or one of: gke, eks, k3d, k3s, microk8s, minikube, openshift."),
+     "or one of: gke, eks, k3d, k3s, microk8s, minikube."),
+    ({"target": "existing", "kubeContext": "c", "platform": "openshift"}, f"{P}:platform is 'openshift', but the lab "
+     "does not support OpenShift: Istio's OpenShift profile trusts only a ztunnel in kube-system, while the lab "
+     "installs istio-cni and ztunnel in istio-system, so ambient mTLS would not work there."),
     ({"target": "existing", "kubeContext": "c", "adoptExistingCluster": "true"}, f"{P}:adoptExistingCluster is "
      "'true', but it applies only to target kind."),
     ({"target": "existing", "kubeContext": "c", "preloadImages": "true"}, f"{P}:preloadImages is "

@@ -4,8 +4,9 @@ import pytest
 import yaml
 
 from lab import catalog, outputs
+from lab import kind_cluster
 from lab.kind_cluster import OWNER_LABEL
-from tests.harness import FAKE_KUBECONFIG, STACKS, run_program
+from tests.harness import FAKE_KUBECONFIG, FAKE_OWNER_TOKEN, STACKS, run_program
 
 COMMAND = "command:local:Command"
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -69,7 +70,19 @@ def test_kind_cluster_command_and_config(runs, stack):
     host_port = 8080 if stack == "l4-only" else 8081
     assert mappings == [{"containerPort": catalog.INGRESS_NODE_PORT, "hostPort": host_port,
                          "listenAddress": "127.0.0.1", "protocol": "TCP"}]
-    assert config["nodes"][0]["labels"] == {OWNER_LABEL: owner}
+    # The owner label is not in the program's config: the create adds it with a token unique to the state.
+    assert "labels" not in config["nodes"][0]
+    labelled = yaml.safe_load(kind_cluster.with_owner_label(cluster.inputs["stdin"], f"{owner}.0a1b2c3d"))
+    assert labelled["nodes"][0]["labels"] == {OWNER_LABEL: f"{owner}.0a1b2c3d"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_cluster_owner_and_node_shape_are_exported_for_lab_sh(stack):
+    run = run_program(stack)
+    assert run.outputs["cluster_owner"] == f"istio-ambient-lab.{stack}.{FAKE_OWNER_TOKEN}"
+    assert run.outputs["node_shape"] == {"clusterName": f"ambient-{stack}", "workers": 2,
+                                         "nodeImage": catalog.KIND_NODE_IMAGE,
+                                         "ingressHostPort": 8080 if stack == "l4-only" else 8081}
 
 
 def test_worker_count_and_adoption_reach_the_cluster():

@@ -5,8 +5,9 @@ re-runs it at any time. Public API:
 
 * `verify.evidence`: `parse_ztunnel_access_log`, `certificates_from_config_dump` and their result types.
 * `verify.cluster`: `Kubectl`, the one boundary that talks to the cluster.
-* `verify.checks`: `run_checks`, `CheckContext`, `stack_outputs`, and the pure decision functions (among them
-  `assess_prometheus_mtls` and `assess_kiali_graph`, for the addon checks that run with ``--addons``).
+* `verify.checks`: `run_checks`, `CheckContext`, `stack_outputs`; one module per family of checks beneath it
+  (`enrolment`, `traffic`, `certificates`, `ztunnel_logs`, `l7_path`, `addons`), each with its pure decision
+  functions, and `verify.checks.base` for the polling and result types they share.
 * `verify.report`: `CheckResult`, `Report`, `render_table`.
 """
 

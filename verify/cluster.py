@@ -8,6 +8,7 @@ start processes themselves.
 from __future__ import annotations
 
 import atexit
+import http.client
 import json
 import os
 import shlex
@@ -36,6 +37,9 @@ __all__ = [
 
 DEFAULT_CALL_TIMEOUT_S = 30.0
 PORT_FORWARD_READY_TIMEOUT_S = 15.0
+# A port-forward can drop in the middle of a response (kubectl loses its stream to the pod): try again with a new
+# forward this many times in all before giving up with a sentence.
+HTTP_GET_ATTEMPTS = 3
 
 
 class ClusterError(RuntimeError):
@@ -519,16 +523,24 @@ class Kubectl:
         """
         # Loopback must never go through an HTTP proxy from the environment.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with self.port_forward(namespace, pod, port) as local_port:
-            url = f"http://127.0.0.1:{local_port}{path}"
-            commands = (self.command(self.port_forward_args(namespace, pod, local_port, port)), f"GET {url}")
-            try:
-                with opener.open(url, timeout=timeout_s) as response:
-                    return HttpResponse(commands, response.status, response.read().decode("utf-8", "replace"))
-            except urllib.error.HTTPError as error:
-                return HttpResponse(commands, error.code, error.read().decode("utf-8", "replace"))
-            except (urllib.error.URLError, OSError) as error:
-                raise ClusterError(f"GET {url} through `{commands[0]}` failed: {error}.") from error
+        failure = ""
+        for _ in range(HTTP_GET_ATTEMPTS):
+            with self.port_forward(namespace, pod, port) as local_port:
+                url = f"http://127.0.0.1:{local_port}{path}"
+                commands = (self.command(self.port_forward_args(namespace, pod, local_port, port)), f"GET {url}")
+                try:
+                    with opener.open(url, timeout=timeout_s) as response:
+                        return HttpResponse(commands, response.status, response.read().decode("utf-8", "replace"))
+                except urllib.error.HTTPError as error:
+                    return HttpResponse(commands, error.code, error.read().decode("utf-8", "replace"))
+                # A forward that drops mid-response shows up as a reset, a cut-off body (IncompleteRead) or no
+                # status line at all (BadStatusLine, RemoteDisconnected): all worth one more forward.
+                except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+                    failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        raise ClusterError(
+            f"GET {path} on {namespace}/{pod}:{port} through a port-forward failed {HTTP_GET_ATTEMPTS} times (last: "
+            f"{failure}); check that the pod is running and ready, then run the verification again."
+        )
 
 
 @contextmanager

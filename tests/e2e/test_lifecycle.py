@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 
 import pytest
+import yaml
 
 from lab import catalog, outputs
 from lab.leaks import find_leaks
@@ -68,24 +69,31 @@ def user_kubeconfig_contexts() -> list[str]:
 
 
 class Lab:
-    """One stack of a throwaway copy of the project."""
+    """One stack of a throwaway copy of the project.
+
+    The stack gets a name of its own (`e2e-<mode>-<random>`, its config copied from the mode's stack file), so a
+    run never meets the user's stacks, their stack files' salts or their clusters.
+    """
 
     def __init__(self, stack: str, cluster: str, work: str):
-        self.stack_name = stack
+        self.mode = stack
+        self.stack_name = f"e2e-{stack}-{secrets.token_hex(3)}"
+        shutil.copy2(os.path.join(work, "stacks", f"Pulumi.{stack}.yaml"),
+                     os.path.join(work, "stacks", f"Pulumi.{self.stack_name}.yaml"))
         self.cluster = cluster
         self.passphrase = secrets.token_urlsafe(24)
         state = os.path.join(work, "state")
         os.makedirs(state, exist_ok=True)
         self.printed: list[str] = []
         self.stack = auto.create_or_select_stack(
-            stack_name=stack,
+            stack_name=self.stack_name,
             work_dir=work,
             opts=auto.LocalWorkspaceOptions(
                 work_dir=work,
                 env_vars={
                     "PULUMI_BACKEND_URL": f"file://{state}",
                     "PULUMI_CONFIG_PASSPHRASE": self.passphrase,
-                    "PULUMI_SKIP_UPDATE_CHECKS": "true",
+                    "PULUMI_SKIP_UPDATE_CHECK": "true",
                 },
                 secrets_provider="passphrase",
             ),
@@ -170,6 +178,10 @@ def test_up_no_change_switch_and_destroy(workdir, stack):
     lab = Lab(stack, f"e2e-{stack}", workdir)
     other = "l7" if stack == "l4-only" else "l4-only"
     try:
+        # ./lab.sh up previews before it updates (the Automation API's up does not): a brand-new stack's first
+        # preview must pass without a cluster.
+        first = changes(lab.preview().change_summary)
+        assert first.get("create", 0) > 0 and set(first) == {"create"}, first
         result = lab.up()
         out = lab.outputs()
         assert out[outputs.MESH_MODE] == stack
@@ -232,3 +244,71 @@ def test_destroy_after_the_cluster_was_deleted_by_hand(workdir):
     lab.destroy()
     assert lab.stack.export_stack().deployment.get("resources") in (None, [])
     assert_nothing_left(lab)
+
+
+def test_a_stopped_cluster_is_explained_then_started(workdir):
+    """A Docker or host restart stops the nodes: the preview says which command starts them, and after the start
+    the lab previews with no changes."""
+    lab = Lab("l4-only", "e2e-stopped", workdir)
+    lab.set("verify", "false")
+    lab.set("observability", "false")
+    try:
+        lab.up()
+        subprocess.run(["docker", "stop", *kind_containers(lab.cluster)], check=True, capture_output=True)
+        with pytest.raises(auto.CommandError) as stopped:
+            lab.preview()
+        assert f"kind cluster '{lab.cluster}' is stopped (Docker or the host restarted); run `./lab.sh up`" in str(
+            stopped.value)
+        started = subprocess.run([os.path.join(workdir, "venv", "bin", "python"), "-m", "lab.kind_cluster", "start",
+                                  "--name", lab.cluster], cwd=workdir, capture_output=True, text=True)
+        assert started.returncode == 0, started.stderr
+        assert changes(lab.preview(expect_no_changes=True).change_summary) == {}
+    finally:
+        lab.destroy()
+    assert_nothing_left(lab)
+
+
+def test_lab_sh_leaves_the_tracked_files_alone_and_starts_over_after_lab_is_deleted(workdir):
+    """./lab.sh up and destroy change no tracked file (no encryptionsalt), and a deleted .lab/ is a fresh start."""
+    for name in ("lab.sh", "tests"):
+        source = os.path.join(ROOT, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(workdir, name), ignore=shutil.ignore_patterns("__pycache__", "e2e"))
+        else:
+            shutil.copy2(source, os.path.join(workdir, name))
+    stack_file = os.path.join(workdir, "stacks", "Pulumi.l4-only.yaml")
+    with open(stack_file, "a", encoding="utf-8") as handle:
+        handle.write("  istio-ambient-lab:clusterName: e2e-lab-sh\n  istio-ambient-lab:ingressHostPort: 18082\n"
+                     "  istio-ambient-lab:verify: false\n  istio-ambient-lab:observability: false\n")
+    with open(stack_file, encoding="utf-8") as handle:
+        text = handle.read().replace("config: {}\n", "config:\n")
+    with open(stack_file, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    before = open(stack_file, "rb").read()
+
+    def lab_sh(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", os.path.join(workdir, "lab.sh"), *args], cwd=workdir, capture_output=True,
+                              text=True, timeout=3600)
+
+    try:
+        first = lab_sh("up", "l4-only")
+        assert first.returncode == 0, first.stderr
+        assert open(stack_file, "rb").read() == before, "up wrote into the tracked stack file"
+        shutil.rmtree(os.path.join(workdir, ".lab", "state"))
+        os.remove(os.path.join(workdir, ".lab", "passphrase"))
+        again = lab_sh("up", "l4-only")  # a new state meets the old state's cluster: refused in one sentence
+        assert again.returncode == 1
+        assert "already exists and belongs to istio-ambient-lab.l4-only." in again.stdout + again.stderr
+        adopted = lab_sh("up", "l4-only", "--adopt")
+        assert adopted.returncode == 0, adopted.stderr
+        # --adopt stores adoptExistingCluster (a real config change, kept); nothing else in the file changed.
+        after = open(stack_file, "rb").read()
+        config_after = yaml.safe_load(after)["config"]
+        assert str(config_after.pop(f"{PROJECT}:adoptExistingCluster")).lower() == "true"
+        assert config_after == yaml.safe_load(before)["config"] and b"encryptionsalt" not in after
+        before = after
+    finally:
+        gone = lab_sh("destroy", "l4-only")
+    assert gone.returncode == 0, gone.stderr
+    assert open(stack_file, "rb").read() == before, "destroy wrote into the tracked stack file"
+    assert "e2e-lab-sh" not in kind_clusters()

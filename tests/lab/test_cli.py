@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import cli
+from lab import catalog, cli, preflight
 from lab.bootstrap import run_captured
 from lab.cli import Context, Paths
 from lab.preflight import Host
@@ -57,6 +57,7 @@ echo "$* | $lab | $PULUMI_CONFIG_PASSPHRASE" >> {self.log}
 case "$*" in
   *"{fail or "never"}"*) echo "error: {fail} went wrong" >&2; exit 1 ;;
   "stack output"*) /bin/cat {self.outputs} ;;
+  "stack ls"*) echo '[]' ;;
 esac""")
 
     def calls(self) -> list[str]:
@@ -117,7 +118,8 @@ def test_up_runs_each_step_in_order_with_the_lab_environment(project, machine, c
     assert cli.main(["up"], ctx) == 0
     printed = ctx.out.getvalue()
     steps = [line for line in printed.splitlines() if line.startswith("[")]
-    assert steps == ["[1/5] tools", "[2/5] preflight", "[3/5] state", "[4/5] stack l4-only", "[5/5] pulumi up"]
+    assert steps == ["[1/6] tools", "[2/6] preflight", "[3/6] state", "[4/6] stack l4-only", "[5/6] cluster",
+                     "[6/6] pulumi up"]
     assert "FAIL" not in printed
     assert machine.calls() == [
         "stack select --create l4-only --secrets-provider passphrase",
@@ -131,12 +133,25 @@ def test_up_runs_each_step_in_order_with_the_lab_environment(project, machine, c
     assert passphrase not in printed + capfd.readouterr().out + machine.log.read_text()
 
 
-def test_up_reads_the_stacks_own_port_and_cluster_name(project, machine):
+def up_before(project: Path, machine: Machine, stack: str = "l7", **shape) -> dict:
+    """The stack's outputs as its last up left them, with the state folder it made."""
+    (project / ".lab" / "state").mkdir(parents=True, exist_ok=True)
+    name = f"ambient-{stack}"
+    recorded = {"cluster_name": name, "cluster_owner": f"istio-ambient-lab.{stack}.0a1b2c3d", "mesh_mode": stack,
+                "node_shape": {"clusterName": name, "workers": 2, "nodeImage": catalog.KIND_NODE_IMAGE,
+                               "ingressHostPort": 8081 if stack == "l7" else 8080, **shape}}
+    machine.outputs.write_text(json.dumps(recorded))
+    return recorded
+
+
+def test_up_reads_the_stacks_own_port_and_cluster_name(project, machine, monkeypatch):
+    monkeypatch.setenv("PATH", machine.bin.path)  # lab.kind_cluster runs kind and docker itself
+    up_before(project, machine)
     asked = []
     ctx = context(project, machine)
     ctx.host = healthy_host(port_is_free=lambda address, port: asked.append(port) or True)
     machine.clusters.write_text("ambient-l7\n")
-    ctx.host.cluster_owner = lambda name: "istio-ambient-lab.l7" if name == "ambient-l7" else None
+    ctx.host.cluster_owner = lambda name: "istio-ambient-lab.l7.0a1b2c3d" if name == "ambient-l7" else None
     assert cli.main(["up", "l7"], ctx) == 0
     assert asked == []  # the port is held by the stack's own cluster, so it is not probed
     assert "kind cluster ambient-l7 belongs to this stack" in ctx.out.getvalue()
@@ -192,7 +207,8 @@ def test_destroy_checks_that_no_cluster_is_left(project, machine):
     (project / ".lab" / "state").mkdir(parents=True)
     ctx = context(project, machine)
     assert cli.main(["destroy"], ctx) == 0
-    assert machine.calls() == ["stack select l4-only", "destroy --yes --stack l4-only"]
+    assert machine.calls() == ["stack select l4-only", "stack output --json --stack l4-only",
+                               "destroy --yes --stack l4-only"]
     assert ctx.out.getvalue().splitlines()[-1] == "Nothing is left: no kind cluster named ambient-l4-only."
 
 
@@ -201,8 +217,8 @@ def test_destroy_says_how_to_remove_a_cluster_left_behind(project, machine, caps
     machine.clusters.write_text("ambient-l4-only\n")
     assert cli.main(["destroy"], context(project, machine)) == 1
     assert capsys.readouterr().err == (
-        "The kind cluster ambient-l4-only is still there: remove it with `kind delete cluster --name "
-        "ambient-l4-only`.\n"
+        "The kind cluster ambient-l4-only is still there: if it is this stack's, remove it with "
+        "`.lab/tools/kind delete cluster --name ambient-l4-only`.\n"
     )
 
 
@@ -213,7 +229,7 @@ def test_destroy_of_a_stack_that_never_existed_does_nothing(project, machine):
     (project / ".lab" / "state").mkdir(parents=True)
     machine.pulumi(fail="stack select")
     assert cli.main(["destroy"], ctx) == 0
-    assert machine.calls() == ["stack select l4-only"]
+    assert machine.calls() == ["stack select l4-only", "stack ls --json"]
     assert "stack l4-only does not exist" in ctx.out.getvalue()
 
 
@@ -265,8 +281,12 @@ def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project
 
 def test_verify_before_up_says_to_bring_the_lab_up(project, machine, capsys, streamed):
     assert cli.main(["verify"], context(project, machine)) == 1
+    assert capsys.readouterr().err == (
+        "Nothing has been brought up here for stack l4-only: run `./lab.sh up l4-only` first.\n")
+    assert streamed == [] and not (project / ".lab").exists(), "no tools downloaded, no state made"
+    (project / ".lab" / "state").mkdir(parents=True)  # a stack that was created but never came up
+    assert cli.main(["verify"], context(project, machine)) == 1
     assert capsys.readouterr().err == "Stack l4-only has no outputs to verify yet: run `./lab.sh up l4-only` first.\n"
-    assert streamed == []
 
 
 def test_dashboard_runs_the_dashboard_module_and_leaves_ctrl_c_to_it(project, machine, monkeypatch):
@@ -280,6 +300,7 @@ def test_dashboard_runs_the_dashboard_module_and_leaves_ctrl_c_to_it(project, ma
 
     before = signal.getsignal(signal.SIGINT)
     monkeypatch.setattr(cli, "_stream", stream)
+    up_before(project, machine)
     assert cli.main(["dashboard", "l7"], context(project, machine)) == 0
     (argv, handler), = seen
     assert argv == [cli.sys.executable, "-m", "lab.dashboard", "--stack", "l7"]
@@ -291,6 +312,7 @@ def test_dashboard_runs_the_dashboard_module_and_leaves_ctrl_c_to_it(project, ma
 def test_dashboard_options_reach_the_dashboard(project, machine, monkeypatch):
     seen = []
     monkeypatch.setattr(cli, "_stream", lambda argv, env, cwd: seen.append(list(argv)) or 0)
+    up_before(project, machine)
     assert cli.main(["dashboard", "l7", "--prometheus", "--open", "--kiali-port", "21001"],
                     context(project, machine)) == 0
     assert seen == [[cli.sys.executable, "-m", "lab.dashboard", "--stack", "l7", "--prometheus", "--open",
@@ -298,6 +320,7 @@ def test_dashboard_options_reach_the_dashboard(project, machine, monkeypatch):
 
 
 def test_diagnose_prints_the_folder(project, machine):
+    up_before(project, machine)
     ctx = context(project, machine)
     assert cli.main(["diagnose", "l7"], ctx) == 0
     folder = next((project / ".lab" / "diagnostics").iterdir())
@@ -355,13 +378,13 @@ def test_the_repositorys_own_stacks_are_read_as_the_program_reads_them():
     assert cli.stack_config(repository, "l4-only").cluster_name == "ambient-l4-only"
 
 
-def test_python_m_lab_preflight_is_the_preflight_command(monkeypatch):
-    from lab import preflight
+def test_preflight_does_not_import_the_cli():
+    """lab.cli uses lab.preflight; the other way round would be a cycle."""
+    import ast
 
-    seen = []
-    monkeypatch.setattr(cli, "main", lambda argv: seen.append(argv) or 0)
-    assert preflight.main(["l7"]) == 0
-    assert seen == [["preflight", "l7"]]
+    tree = ast.parse(Path(cli.__file__).with_name("preflight.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert "cli" not in imported
 
 
 def test_failed_destroy_says_what_to_do(project, machine, capsys):
@@ -371,3 +394,51 @@ def test_failed_destroy_says_what_to_do(project, machine, capsys):
     assert capsys.readouterr().err == (
         "`pulumi destroy` failed: read its output above, fix the cause, then run `./lab.sh destroy l7` again.\n"
     )
+
+
+def test_up_refuses_a_node_shape_change_with_the_command_that_rebuilds(project, machine, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", machine.bin.path)
+    up_before(project, machine, workers=3)
+    machine.clusters.write_text("ambient-l7\n")
+    ctx = context(project, machine)
+    ctx.host.cluster_owner = lambda name: "istio-ambient-lab.l7.0a1b2c3d"
+    assert cli.main(["up", "l7"], ctx) == 1
+    assert capsys.readouterr().err == (
+        "Stack l7's kind cluster changes shape (workers 3 -> 2), which needs a new cluster: run `./lab.sh up l7 "
+        "--recreate` to destroy this lab and build it again, or undo the change.\n")
+    assert not any(call.startswith(("up", "destroy")) for call in machine.calls())
+    assert cli.main(["up", "l7", "--recreate"], ctx) == 0
+    assert [c for c in machine.calls() if c.startswith(("up", "destroy"))] == [
+        "destroy --yes --stack l7", "up --yes --stack l7"]
+
+
+def test_up_after_the_cluster_was_deleted_by_hand_clears_the_record_and_builds_again(project, machine, monkeypatch):
+    monkeypatch.setenv("PATH", machine.bin.path)
+    up_before(project, machine)
+    ctx = context(project, machine)
+    assert cli.main(["up", "l7"], ctx) == 0
+    assert "kind cluster ambient-l7 was deleted outside the lab: clearing the stack's record of it" in ctx.out.getvalue()
+    assert [c for c in machine.calls() if c.startswith(("up", "destroy"))] == [
+        "destroy --yes --stack l7", "up --yes --stack l7"]
+
+
+def test_up_starts_the_stacks_stopped_cluster(project, machine, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", machine.bin.path)
+    started = tmp_path / "started"
+    machine.bin.add("docker", f"""
+case "$*" in
+  *DockerRootDir*) echo /var/lib/docker ;;
+  "ps -a"*) [ -e {started} ] && echo "ambient-l7-control-plane running" || echo "ambient-l7-control-plane exited" ;;
+  "start "*) echo "$*" > {started} ;;
+  *) echo 28.2.2 ;;
+esac""")
+    up_before(project, machine)
+    machine.clusters.write_text("ambient-l7\n")
+    ctx = context(project, machine)
+    ctx.host.cluster_owner = lambda name: preflight.OWNER_UNKNOWN
+    assert cli.main(["up", "l7"], ctx) == 0
+    printed = ctx.out.getvalue()
+    assert "kind cluster ambient-l7 is this stack's and stopped: up starts it" in printed
+    assert "kind cluster ambient-l7 is stopped: starting it" in printed
+    assert started.read_text().strip() == "start ambient-l7-control-plane"
+    assert machine.calls()[-1] == "up --yes --stack l7"

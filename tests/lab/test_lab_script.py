@@ -87,3 +87,21 @@ def test_the_script_asks_for_the_python_the_code_needs():
     """verify uses datetime.UTC and possessive regex quantifiers: Python 3.11."""
     script = (REPOSITORY / "lab.sh").read_text()
     assert "sys.version_info < (3, 11)" in script and "Install Python 3.11 or newer" in script
+
+
+def test_a_venv_left_by_another_python_is_rebuilt(project, fake_bin):
+    """After a Python upgrade venv/bin/python points at an interpreter that is gone: rebuild, don't blame venv."""
+    (project / "venv" / "bin").mkdir(parents=True)
+    (project / "venv" / "bin" / "python").symlink_to(project / "no-such-python3.10")
+    result = lab_sh(project, fake_bin, "test")
+    assert result.returncode == 5, result.stderr
+    assert "venv/ was made by another Python than python3" in result.stderr
+    assert "Install Python's venv module" not in result.stderr
+    assert calls(project)[0] == "python3 -m venv venv"
+
+
+def test_a_healthy_venv_is_kept(project, fake_bin):
+    lab_sh(project, fake_bin, "test")
+    result = lab_sh(project, fake_bin, "test")
+    assert "rebuilding" not in result.stderr
+    assert calls(project).count("python3 -m venv venv") == 1

@@ -148,7 +148,7 @@ def test_pull_failure_stops_with_one_sentence_exit_1_and_no_archive_left(fakes, 
     fakes.state["remote"] = []  # nothing can be pulled
     fakes.state["pull_error"] = "Error response from daemon: Get \"https://registry-1.docker.io/v2/\": dial tcp: " \
                                 "lookup registry-1.docker.io: no such host"
-    fakes.state["local"] = {ref: ["linux/amd64"] for ref in ("docker.io/istio/pilot:1.31.1",)}
+    fakes.state["local"] = {ref: ["linux/amd64"] for ref in ("docker.io/istio/pilot:1.31.1-distroless",)}
     fakes.write()
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -157,7 +157,7 @@ def test_pull_failure_stops_with_one_sentence_exit_1_and_no_archive_left(fakes, 
     code = images.main(["preload", "--cluster", "lab", "--platform", "linux/amd64", "--no-observability"])
 
     out, err = capsys.readouterr()
-    second = "docker.io/istio/install-cni:1.31.1"
+    second = "docker.io/istio/install-cni:1.31.1-distroless"
     assert code == 1
     assert err == (
         f"error: could not pull {second} for linux/amd64 (Error response from daemon: Get "
@@ -165,7 +165,7 @@ def test_pull_failure_stops_with_one_sentence_exit_1_and_no_archive_left(fakes, 
         f"network and your access to docker.io (`docker login docker.io` if it asks for a login), then run the "
         f"preload again.\n"
     )
-    assert out.splitlines()[1] == "[1/11] docker.io/istio/pilot:1.31.1: loaded"
+    assert out.splitlines()[1] == "[1/11] docker.io/istio/pilot:1.31.1-distroless: loaded"
     assert "[2/11]" not in out  # stopped at the failing image
     assert len(pulls(fakes)) == 1  # nothing after it was tried
     assert list(scratch.iterdir()) == []
@@ -223,7 +223,7 @@ def test_istio_version_and_observability_choose_the_images(fakes, capsys):
                         "--no-observability"]) == 0
 
     out = capsys.readouterr().out
-    assert "[1/11] docker.io/istio/pilot:1.30.5: present" in out
+    assert "[1/11] docker.io/istio/pilot:1.30.5-distroless: present" in out
     assert "kiali" not in out and "prometheus" not in out
 
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from lab import catalog
-from verify.checks import CheckContext
+from verify.checks.base import CheckContext
 from verify.cluster import ExecResult, HttpResponse, RawGetError
 
 # --- ztunnel access-log lines ----------------------------------------------------------------------------------

@@ -9,18 +9,15 @@ import urllib.parse
 import pytest
 
 from lab import catalog
-from verify import checks
-from verify.checks import (
-    KIALI_CHECK,
-    PROMETHEUS_CHECK,
+from verify.checks import addons, base, check_specs, run_checks
+from verify.checks.addons import (
     assess_kiali_graph,
     assess_prometheus_mtls,
-    check_specs,
     kiali_graph_path,
     prometheus_mtls_query,
     prometheus_query_path,
-    run_checks,
 )
+from verify.checks.base import KIALI_CHECK, PROMETHEUS_CHECK
 
 SLEEP_PRINCIPAL = "spiffe://cluster.local/ns/default/sa/sleep"
 EMPTY_GRAPH = (
@@ -54,8 +51,21 @@ def test_the_prometheus_query_selects_mtls_connections_from_the_sleep_principal(
 def test_the_kiali_graph_path_goes_through_the_service_proxy_and_the_web_root():
     assert kiali_graph_path("default") == (
         "/api/v1/namespaces/istio-system/services/kiali:20001/proxy/kiali/api/namespaces/graph?"
-        "namespaces=default&graphType=workload&duration=120s"
+        "namespaces=default&graphType=workload&duration=120s&refreshInterval=0"
     )
+
+
+def test_kiali_is_asked_for_an_uncached_graph_right_after_a_mode_switch(fx, healthy):
+    """Kiali's cache may still hold the l4-only graph after a switch to l7; only the uncached query sees today's."""
+    cluster = healthy("l7")
+    uncached = kiali_graph_path("default")
+    # The fake answers the uncached query with today's graph and anything else with the cached l4-only one.
+    cluster.raw_answers = {uncached: fx.Graph.l7_waypoint_node(), fx.PROMETHEUS_PROXY: fx.PROMETHEUS_L7,
+                           fx.KIALI_PROXY: fx.Graph.l4()}
+    ctx, _ = fx.make_context(cluster, "l7", addons=True, timeout_s=4)
+    result = addons.check_kiali_graph(ctx)
+    assert result.passed, result.observed
+    assert all("refreshInterval=0" in call[1] for call in cluster.calls if call[0] == "get_raw")
 
 
 # --- Prometheus decision ----------------------------------------------------------------------------------------------
@@ -205,7 +215,7 @@ def test_l7_through_another_waypoint_fails(fx):
     assert "the traffic goes through waypoint namespace-waypoint, not productpage-waypoint" in observed
 
 
-@pytest.mark.parametrize("mode", checks.MODES)
+@pytest.mark.parametrize("mode", base.MODES)
 def test_an_empty_graph_says_to_wait_for_the_traffic_job(fx, mode):
     ok, observed, evidence = assess_kiali_graph(roundtrip(fx.Graph.empty()), "default", mode)
     assert not ok and observed == EMPTY_GRAPH
@@ -260,12 +270,12 @@ def test_the_addon_checks_run_only_with_the_addons():
     assert PROMETHEUS_CHECK not in without and KIALI_CHECK not in without
     assert [spec.name for spec in with_addons][-2:] == [PROMETHEUS_CHECK, KIALI_CHECK]
     assert [spec.name for spec in with_addons if spec.needs_addons] == [PROMETHEUS_CHECK, KIALI_CHECK]
-    assert all(spec.modes == frozenset(checks.MODES) for spec in with_addons if spec.needs_addons)
+    assert all(spec.modes == frozenset(base.MODES) for spec in with_addons if spec.needs_addons)
     assert PROMETHEUS_CHECK == "prometheus: mTLS connections from sleep"
     assert KIALI_CHECK == "kiali: graph edge sleep -> productpage"
 
 
-@pytest.mark.parametrize("mode", checks.MODES)
+@pytest.mark.parametrize("mode", base.MODES)
 def test_a_healthy_lab_with_addons_passes_every_check(fx, healthy, mode):
     cluster = healthy(mode)
     ctx, _ = fx.make_context(cluster, mode, addons=True)
@@ -275,7 +285,7 @@ def test_a_healthy_lab_with_addons_passes_every_check(fx, healthy, mode):
     assert len(report.results) == (11 if mode == "l7" else 10)
 
 
-@pytest.mark.parametrize("mode", checks.MODES)
+@pytest.mark.parametrize("mode", base.MODES)
 def test_without_addons_nothing_asks_prometheus_or_kiali(fx, healthy, mode):
     cluster = healthy(mode)
     ctx, _ = fx.make_context(cluster, mode)
@@ -290,11 +300,11 @@ def test_prometheus_check_sends_traffic_first_then_polls_until_the_scrape(fx, he
     cluster = healthy("l4-only")
     cluster.raw_answers[fx.PROMETHEUS_PROXY] = [fx.PROMETHEUS_EMPTY, fx.PROMETHEUS_EMPTY, fx.PROMETHEUS_L4]
     ctx, clock = fx.make_context(cluster, "l4-only", timeout_s=60)
-    result = checks.check_prometheus_mtls(ctx)
+    result = addons.check_prometheus_mtls(ctx)
     assert result.passed, result.observed
-    assert result.evidence["attempts"] == 3 and clock.sleeps == [checks.ADDON_POLL_INTERVAL_S] * 2
+    assert result.evidence["attempts"] == 3 and clock.sleeps == [addons.ADDON_POLL_INTERVAL_S] * 2
     kinds = [call[0] for call in cluster.calls]
-    assert kinds == ["exec"] * checks.ADDON_TRAFFIC_REQUESTS + ["get_raw"] * 3
+    assert kinds == ["exec"] * addons.ADDON_TRAFFIC_REQUESTS + ["get_raw"] * 3
     assert all(call[2] == "deploy/sleep" for call in cluster.calls if call[0] == "exec")
     assert result.evidence["requests_sent"] == {"ok": 3}
     assert result.evidence["query"] == prometheus_mtls_query(SLEEP_PRINCIPAL)
@@ -308,7 +318,7 @@ def test_prometheus_check_times_out_with_the_last_answer(fx, healthy):
     cluster = healthy("l7")
     cluster.raw_answers[fx.PROMETHEUS_PROXY] = fx.PROMETHEUS_EMPTY
     ctx, clock = fx.make_context(cluster, "l7", timeout_s=30)
-    result = checks.check_prometheus_mtls(ctx)
+    result = addons.check_prometheus_mtls(ctx)
     assert not result.passed
     assert result.observed.startswith("Prometheus has no istio_tcp_connections_opened_total series")
     assert result.details.startswith("Timed out after") and \
@@ -321,7 +331,7 @@ def test_prometheus_not_ready_is_retried_then_reported_in_one_sentence(fx, healt
     cluster.raw_answers[fx.PROMETHEUS_PROXY] = fx.raw_error("ServiceUnavailable",
                                                             'no endpoints available for service "prometheus"')
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=12)
-    result = checks.check_prometheus_mtls(ctx)
+    result = addons.check_prometheus_mtls(ctx)
     assert not result.passed and result.evidence["attempts"] == 3
     assert result.observed == (
         "The prometheus Service did not answer through the API server's service proxy (Error from server "
@@ -333,7 +343,7 @@ def test_prometheus_check_survives_failed_requests(fx, healthy):
     cluster = healthy("l4-only")
     cluster.exec_answers[("default", "deploy/sleep", "GET")] = fx.curl_reset()
     ctx, _ = fx.make_context(cluster, "l4-only")
-    result = checks.check_prometheus_mtls(ctx)
+    result = addons.check_prometheus_mtls(ctx)
     assert result.passed and result.evidence["requests_sent"] == {"reset": 3}
 
 
@@ -345,7 +355,7 @@ def test_kiali_503_while_starting_is_retried(fx, healthy):
     unavailable = fx.raw_error("ServiceUnavailable", fx.KIALI_UNAVAILABLE)
     cluster.raw_answers[fx.KIALI_PROXY] = [unavailable, unavailable, fx.Graph.l7_waypoint_node()]
     ctx, clock = fx.make_context(cluster, "l7", timeout_s=60)
-    result = checks.check_kiali_graph(ctx)
+    result = addons.check_kiali_graph(ctx)
     assert result.passed, result.observed
     assert result.evidence["attempts"] == 3 and clock.sleeps == [5.0, 5.0]
     # Traffic first, then one more request before every look, so Kiali's rates stay fresh.
@@ -360,7 +370,7 @@ def test_kiali_that_never_answers_is_one_sentence(fx, healthy):
     cluster = healthy("l4-only")
     cluster.raw_answers[fx.KIALI_PROXY] = fx.raw_error("ServiceUnavailable", fx.KIALI_UNAVAILABLE)
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=20)
-    result = checks.check_kiali_graph(ctx)
+    result = addons.check_kiali_graph(ctx)
     assert not result.passed and result.observed == KIALI_503
     assert "\n" not in result.observed and result.details.endswith(f"last seen: {KIALI_503}")
 
@@ -369,7 +379,7 @@ def test_kiali_empty_graph_until_the_timeout_reports_the_helpful_message(fx, hea
     cluster = healthy("l4-only")
     cluster.raw_answers[fx.KIALI_PROXY] = fx.Graph.empty()
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=20)
-    result = checks.check_kiali_graph(ctx)
+    result = addons.check_kiali_graph(ctx)
     assert not result.passed and result.observed == EMPTY_GRAPH
     assert "waiting for Kiali's graph to show sleep -> productpage-v1" in result.details
 
@@ -378,7 +388,7 @@ def test_kiali_graph_filling_in_passes(fx, healthy):
     cluster = healthy("l4-only")
     cluster.raw_answers[fx.KIALI_PROXY] = [fx.Graph.empty(), fx.Graph.l4()]
     ctx, _ = fx.make_context(cluster, "l4-only")
-    result = checks.check_kiali_graph(ctx)
+    result = addons.check_kiali_graph(ctx)
     assert result.passed and result.evidence["attempts"] == 2
     assert result.expected == ("a direct tcp edge sleep -> productpage-v1 in Kiali's graph (120s) with mTLS and no "
                                "waypoint")
@@ -386,7 +396,7 @@ def test_kiali_graph_filling_in_passes(fx, healthy):
 
 def test_kiali_l7_expectation_in_words(fx, healthy):
     ctx, _ = fx.make_context(healthy("l7"), "l7")
-    result = checks.check_kiali_graph(ctx)
+    result = addons.check_kiali_graph(ctx)
     assert result.passed
     assert result.expected == ("sleep -> productpage-v1 in Kiali's graph (120s) with http on sleep's side, through "
                                "waypoint productpage-waypoint, mTLS")
@@ -396,7 +406,7 @@ def test_kiali_answering_html_is_reported(fx, healthy):
     cluster = healthy("l4-only")
     cluster.raw_answers[fx.KIALI_PROXY] = "<html><body>Kiali is starting</body></html>"
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
-    result = checks.check_kiali_graph(ctx)
+    result = addons.check_kiali_graph(ctx)
     assert not result.passed
     assert result.observed == ("The kiali Service answered with something that is not JSON: "
                                "'<html><body>Kiali is starting</body></html>'")
@@ -406,5 +416,5 @@ def test_l7_graph_in_the_l4_stack_fails_the_check(fx, healthy):
     cluster = healthy("l4-only")
     cluster.raw_answers[fx.KIALI_PROXY] = fx.Graph.l7_waypoint_node()
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=6)
-    result = checks.check_kiali_graph(ctx)
+    result = addons.check_kiali_graph(ctx)
     assert not result.passed and "no direct tcp edge sleep -> productpage-v1 with mTLS" in result.observed

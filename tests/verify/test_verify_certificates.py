@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from verify.checks import assess_certificate
+from verify.checks.certificates import assess_certificate
 from verify.evidence import EvidenceError, certificates_from_config_dump, find_certificate
 
 

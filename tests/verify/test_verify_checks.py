@@ -9,24 +9,21 @@ import pytest
 from lab import catalog
 from verify import checks
 from verify.checks import (
-    EMPTY_REPLY,
-    FORBIDDEN,
-    OK,
-    OTHER,
-    RESET,
-    TRAFFIC_CASES,
-    assess_enrolment,
-    assess_log_pair,
+    base,
+    certificates,
     check_specs,
-    classify_curl,
-    curl_argv,
-    envoy_markers,
+    enrolment,
+    l7_path,
     run_checks,
-    select_inbound,
-    select_outbound,
     stack_outputs,
-    ztunnel_for_node,
+    traffic,
+    ztunnel_logs,
 )
+from verify.checks.base import EMPTY_REPLY, FORBIDDEN, OK, OTHER, RESET, ztunnel_for_node
+from verify.checks.enrolment import assess_enrolment
+from verify.checks.l7_path import envoy_markers
+from verify.checks.traffic import TRAFFIC_CASES, classify_curl, curl_argv
+from verify.checks.ztunnel_logs import assess_log_pair, select_inbound, select_outbound
 from verify.cluster import ExecResult
 from verify.evidence import parse_ztunnel_access_log
 
@@ -110,13 +107,13 @@ def test_ztunnel_for_node_picks_the_running_pod_on_that_node(fx):
 
 
 def app_pods(fx, **overrides):
-    pods = [fx.pod(f"{app}-1", app=app) for app in checks.REQUIRED_APPS]
+    pods = [fx.pod(f"{app}-1", app=app) for app in enrolment.REQUIRED_APPS]
     return pods
 
 
 def test_enrolment_passes_and_skips_gateway_pods(fx):
     pods = app_pods(fx) + [fx.pod("productpage-waypoint-1", enrolled=False,
-                                  labels={checks.GATEWAY_NAME_LABEL: catalog.WAYPOINT_NAME})]
+                                  labels={base.GATEWAY_NAME_LABEL: catalog.WAYPOINT_NAME})]
     seen = assess_enrolment(fx.pod_list(*pods), fx.pod_list(fx.pod("outside-1", enrolled=False)))
     assert seen.ok, seen.observed
     assert "6 app pods enrolled" in seen.observed
@@ -155,13 +152,13 @@ def test_enrolment_fails_on_missing_apps_and_enrolled_outside_client(fx):
 
 
 def test_enrolment_check_retries_until_pods_run(fx):
-    pending = [fx.pod(f"{app}-1", app=app, phase="Pending", enrolled=False) for app in checks.REQUIRED_APPS]
+    pending = [fx.pod(f"{app}-1", app=app, phase="Pending", enrolled=False) for app in enrolment.REQUIRED_APPS]
     running = app_pods(fx)
     answers = [fx.pod_list(*pending), fx.pod_list(*pending), fx.pod_list(*running)]
     cluster = fx.FakeCluster()
     cluster.pods = lambda namespace, selector=None: answers.pop(0) if namespace == "default" else fx.pod_list()
     ctx, clock = fx.make_context(cluster, "l4-only")
-    result = checks.check_enrolment(ctx)
+    result = enrolment.check_enrolment(ctx)
     assert result.passed, result.observed
     assert result.evidence["attempts"] == 3 and clock.sleeps == [2.0, 2.0]
 
@@ -170,7 +167,7 @@ def test_enrolment_check_stops_at_once_on_a_restart(fx, healthy):
     cluster = healthy("l4-only")
     cluster.pods_by_namespace["default"][0]["status"]["containerStatuses"][0]["restartCount"] = 1
     ctx, clock = fx.make_context(cluster, "l4-only")
-    result = checks.check_enrolment(ctx)
+    result = enrolment.check_enrolment(ctx)
     assert not result.passed and clock.sleeps == []
     assert "retrying cannot change this" in result.details
 
@@ -182,29 +179,40 @@ def case(client: str, method: str = "GET"):
     return next(item for item in TRAFFIC_CASES if item.client == client and item.method == method)
 
 
-@pytest.mark.parametrize("mode", checks.MODES)
+@pytest.mark.parametrize("mode", base.MODES)
 def test_every_traffic_case_passes_on_a_healthy_lab(fx, healthy, mode):
     cluster = healthy(mode)
     for item in TRAFFIC_CASES:
         if mode not in item.expect:
             continue
         ctx, _ = fx.make_context(cluster, mode)
-        result = checks.check_traffic(ctx, item)
+        result = traffic.check_traffic(ctx, item)
         assert result.passed, f"{item.name} in {mode}: {result.observed}"
-        assert result.evidence["attempts"] == checks.TRAFFIC_CONSECUTIVE
+        assert result.evidence["attempts"] == traffic.TRAFFIC_CONSECUTIVE
 
 
 def test_notsleep_getting_200_in_l4_only_fails_with_the_observation(fx, healthy):
     cluster = healthy("l4-only")
     cluster.exec_answers[("default", "deploy/notsleep", "GET")] = fx.curl_page()
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=6)
-    result = checks.check_traffic(ctx, case("notsleep"))
+    result = traffic.check_traffic(ctx, case("notsleep"))
     assert not result.passed
     assert result.observed == "HTTP 200, title 'Simple Bookstore App'"
-    assert result.expected.startswith("connection reset")
-    assert "Timed out after" in result.details and "waiting for 2 answers in a row of: connection reset" in \
+    assert result.expected.startswith("connection closed by ztunnel's L4 policy")
+    assert "Timed out after" in result.details and "waiting for 2 answers in a row of: connection closed" in \
         result.details and "last seen: HTTP 200" in result.details
     assert result.command and "deploy/notsleep" in result.command[0] and "Connection: close" in result.command[0]
+
+
+@pytest.mark.parametrize("closed, seen", [("curl_reset", "curl exit 56"), ("curl_empty_reply", "curl exit 52")])
+def test_an_l4_deny_is_accepted_as_reset_or_empty_reply_and_says_which(fx, healthy, closed, seen):
+    """Before, an empty reply (curl exit 52) from ztunnel's L4 deny failed the check although Istio accepts it."""
+    cluster = healthy("l4-only")
+    cluster.exec_answers[("default", "deploy/notsleep", "GET")] = getattr(fx, closed)()
+    ctx, _ = fx.make_context(cluster, "l4-only")
+    result = traffic.check_traffic(ctx, case("notsleep"))
+    assert result.passed and seen in result.observed
+    assert result.evidence["curl_exit"] == int(seen[-2:])
 
 
 def test_a_policy_that_propagates_late_passes_after_retries(fx, healthy):
@@ -212,7 +220,7 @@ def test_a_policy_that_propagates_late_passes_after_retries(fx, healthy):
     cluster.exec_answers[("default", "deploy/notsleep", "GET")] = [fx.curl_page(envoy=True)] * 3 + [
         fx.curl_forbidden()]
     ctx, clock = fx.make_context(cluster, "l7")
-    result = checks.check_traffic(ctx, case("notsleep"))
+    result = traffic.check_traffic(ctx, case("notsleep"))
     assert result.passed and result.evidence["attempts"] == 5
     assert len(clock.sleeps) == 4
 
@@ -222,7 +230,7 @@ def test_one_good_answer_is_not_stable_enough(fx, healthy):
     flapping = [fx.curl_forbidden(), fx.curl_page(envoy=True)] * 20
     cluster.exec_answers[("default", "deploy/notsleep", "GET")] = flapping
     ctx, _ = fx.make_context(cluster, "l7", timeout_s=10)
-    assert not checks.check_traffic(ctx, case("notsleep")).passed
+    assert not traffic.check_traffic(ctx, case("notsleep")).passed
 
 
 def test_sleep_delete_allowed_in_l7_fails(fx, healthy):
@@ -230,7 +238,7 @@ def test_sleep_delete_allowed_in_l7_fails(fx, healthy):
     not_allowed = fx.curl_page(envoy=True, status="405 METHOD NOT ALLOWED", body="Method Not Allowed")
     cluster.exec_answers[("default", "deploy/sleep", "DELETE")] = not_allowed
     ctx, _ = fx.make_context(cluster, "l7", timeout_s=4)
-    result = checks.check_traffic(ctx, case("sleep", "DELETE"))
+    result = traffic.check_traffic(ctx, case("sleep", "DELETE"))
     assert not result.passed and result.observed.startswith("HTTP 405")
 
 
@@ -239,7 +247,7 @@ def test_outside_client_answered_is_a_strict_failure(fx, healthy):
     key = (catalog.OUTSIDE_NAMESPACE, f"deploy/{catalog.OUTSIDE_CLIENT}", "GET")
     cluster.exec_answers[key] = fx.curl_page()
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
-    result = checks.check_traffic(ctx, case(catalog.OUTSIDE_CLIENT))
+    result = traffic.check_traffic(ctx, case(catalog.OUTSIDE_CLIENT))
     assert not result.passed and "STRICT" in result.expected
     exec_call = next(call for call in cluster.calls if call[0] == "exec")
     assert exec_call[1] == catalog.OUTSIDE_NAMESPACE
@@ -251,21 +259,21 @@ def test_outside_client_empty_reply_is_accepted(fx, healthy):
     cluster = healthy("l7")
     cluster.exec_answers[(catalog.OUTSIDE_NAMESPACE, f"deploy/{catalog.OUTSIDE_CLIENT}", "GET")] = fx.curl_empty_reply()
     ctx, _ = fx.make_context(cluster, "l7")
-    assert checks.check_traffic(ctx, case(catalog.OUTSIDE_CLIENT)).passed
+    assert traffic.check_traffic(ctx, case(catalog.OUTSIDE_CLIENT)).passed
 
 
 def test_sleep_page_with_a_wrong_title_fails(fx, healthy):
     cluster = healthy("l4-only")
     cluster.exec_answers[("default", "deploy/sleep", "GET")] = fx.curl_page(body="<title>Oops</title>")
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
-    result = checks.check_traffic(ctx, case("sleep"))
+    result = traffic.check_traffic(ctx, case("sleep"))
     assert not result.passed and result.observed == "HTTP 200, title 'Oops'"
 
 
 def test_clients_are_execd_by_deployment_and_container(fx, healthy):
     cluster = healthy("l4-only")
     ctx, _ = fx.make_context(cluster, "l4-only")
-    checks.check_traffic(ctx, case("sleep"))
+    traffic.check_traffic(ctx, case("sleep"))
     call = next(call for call in cluster.calls if call[0] == "exec")
     assert call[1:4] == ("default", "deploy/sleep", "sleep")
     assert call[4][-1] == "http://productpage:9080/productpage"
@@ -274,11 +282,11 @@ def test_clients_are_execd_by_deployment_and_container(fx, healthy):
 # --- certificates ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("app", checks.CERTIFICATE_WORKLOADS)
+@pytest.mark.parametrize("app", certificates.CERTIFICATE_WORKLOADS)
 def test_certificate_check_reads_the_ztunnel_on_the_workloads_node(fx, healthy, app):
     cluster = healthy("l4-only")
     ctx, _ = fx.make_context(cluster, "l4-only")
-    result = checks.check_certificate(ctx, app)
+    result = certificates.check_certificate(ctx, app)
     assert result.passed, result.observed
     expected_ztunnel = fx.ZTUNNEL_CLIENT if app == "sleep" else fx.ZTUNNEL_SERVER
     assert [call[2] for call in cluster.calls if call[0] == "http_get"] == [expected_ztunnel]
@@ -298,7 +306,7 @@ def test_certificate_initializing_then_available(fx, healthy):
         ready,
     ]
     ctx, _ = fx.make_context(cluster, "l4-only")
-    result = checks.check_certificate(ctx, "sleep")
+    result = certificates.check_certificate(ctx, "sleep")
     assert result.passed and result.evidence["attempts"] == 2
 
 
@@ -308,7 +316,7 @@ def test_certificate_with_wrong_san_fails(fx, healthy, root_ca):
     cluster.config_dumps[fx.ZTUNNEL_CLIENT] = {
         "certificates": [fx.certificate_entry(fx.SLEEP_ID, [wrong], [root_ca.certificate])]}
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=2)
-    result = checks.check_certificate(ctx, "sleep")
+    result = certificates.check_certificate(ctx, "sleep")
     assert not result.passed and "URI SANs are ['spiffe://cluster.local/ns/default/sa/notsleep']" in result.observed
 
 
@@ -316,7 +324,7 @@ def test_certificate_missing_from_that_ztunnel_lists_what_it_holds(fx, healthy):
     cluster = healthy("l4-only")
     cluster.config_dumps[fx.ZTUNNEL_CLIENT] = cluster.config_dumps[fx.ZTUNNEL_SERVER]
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=2)
-    result = checks.check_certificate(ctx, "sleep")
+    result = certificates.check_certificate(ctx, "sleep")
     assert not result.passed and "holds no certificate for spiffe://cluster.local/ns/default/sa/sleep" in \
         result.observed and fx.PRODUCTPAGE_ID in result.observed
 
@@ -325,7 +333,7 @@ def test_corrupted_config_dump_is_reported(fx, healthy):
     cluster = healthy("l4-only")
     cluster.config_dumps[fx.ZTUNNEL_CLIENT] = "this is not json"
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=2)
-    result = checks.check_certificate(ctx, "sleep")
+    result = certificates.check_certificate(ctx, "sleep")
     assert not result.passed and "/config_dump is not JSON" in result.observed
 
 
@@ -333,7 +341,7 @@ def test_no_ztunnel_on_the_node(fx, healthy):
     cluster = healthy("l4-only")
     cluster.pods_by_namespace["istio-system"] = cluster.pods_by_namespace["istio-system"][1:]
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=2)
-    result = checks.check_certificate(ctx, "sleep")
+    result = certificates.check_certificate(ctx, "sleep")
     assert not result.passed and result.observed == "no running ztunnel pod on node lab-worker"
 
 
@@ -374,11 +382,11 @@ def test_denied_lines_fail_the_pair(fx):
     assert any(problem.startswith("inbound line has error 'connection closed due to policy") for problem in problems)
 
 
-@pytest.mark.parametrize("mode", checks.MODES)
+@pytest.mark.parametrize("mode", base.MODES)
 def test_log_check_passes_and_names_nodes_and_ztunnels(fx, healthy, mode):
     cluster = healthy(mode)
     ctx, _ = fx.make_context(cluster, mode)
-    result = checks.check_ztunnel_logs(ctx)
+    result = ztunnel_logs.check_ztunnel_logs(ctx)
     assert result.passed, result.observed
     client, server = result.evidence["client"], result.evidence["server"]
     assert (client["node"], client["ztunnel_pod"]) == (fx.CLIENT_NODE, fx.ZTUNNEL_CLIENT)
@@ -388,14 +396,14 @@ def test_log_check_passes_and_names_nodes_and_ztunnels(fx, healthy, mode):
     assert client["entry"]["dst_workload"] == expected_hop
     logs_calls = [call for call in cluster.calls if call[0] == "logs"]
     assert {call[2] for call in logs_calls} == {fx.ZTUNNEL_CLIENT, fx.ZTUNNEL_SERVER}
-    assert all(call[3] and call[3] >= checks.LOG_WINDOW_MARGIN_S for call in logs_calls)
+    assert all(call[3] and call[3] >= base.LOG_WINDOW_MARGIN_S for call in logs_calls)
 
 
 def test_log_check_waits_for_the_inbound_line(fx, healthy):
     cluster = healthy("l7")
     cluster.logs_by_pod[fx.ZTUNNEL_SERVER] = ["", "", fx.LINE_WAYPOINT_INBOUND]
     ctx, _ = fx.make_context(cluster, "l7")
-    result = checks.check_ztunnel_logs(ctx)
+    result = ztunnel_logs.check_ztunnel_logs(ctx)
     assert result.passed and result.evidence["attempts"] == 3
 
 
@@ -403,7 +411,7 @@ def test_log_check_times_out_with_what_it_waited_for(fx, healthy):
     cluster = healthy("l4-only")
     cluster.logs_by_pod[fx.ZTUNNEL_SERVER] = fx.LINE_DENY_NONE_ALLOWED
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=5)
-    result = checks.check_ztunnel_logs(ctx)
+    result = ztunnel_logs.check_ztunnel_logs(ctx)
     assert not result.passed
     assert result.observed == "no inbound line on the server's ztunnel"
     assert "waiting for both access-log lines of a sleep -> productpage request" in result.details
@@ -413,7 +421,7 @@ def test_log_check_times_out_with_what_it_waited_for(fx, healthy):
 def test_log_check_in_l7_without_waypoint_pods_fails(fx, healthy):
     cluster = healthy("l4-only")  # no waypoint pod exists
     ctx, _ = fx.make_context(cluster, "l7", timeout_s=2)
-    result = checks.check_ztunnel_logs(ctx)
+    result = ztunnel_logs.check_ztunnel_logs(ctx)
     assert not result.passed and "no running waypoint pod" in result.observed
 
 
@@ -427,20 +435,22 @@ def test_envoy_markers():
     assert envoy_markers({"x-envoy-upstream-service-time": "7"}) == {"x-envoy-upstream-service-time": "7"}
 
 
-@pytest.mark.parametrize("mode", checks.MODES)
+@pytest.mark.parametrize("mode", base.MODES)
 def test_l7_path_passes_on_a_healthy_lab(fx, healthy, mode):
     ctx, _ = fx.make_context(healthy(mode), mode)
-    result = checks.check_l7_path(ctx)
+    result = l7_path.check_l7_path(ctx)
     assert result.passed, result.observed
-    assert bool(result.evidence["envoy_headers"]) == (mode == "l7")
+    responses = result.evidence["responses"]
+    assert len(responses) == l7_path.L7_PATH_REQUESTS
+    assert all(bool(response["envoy_headers"]) == (mode == "l7") for response in responses)
 
 
 def test_l7_path_fails_when_the_waypoint_is_missing_in_l7(fx, healthy):
     cluster = healthy("l7")
     cluster.exec_answers[("default", "deploy/sleep", "GET")] = fx.curl_page(envoy=False)
     ctx, _ = fx.make_context(cluster, "l7", timeout_s=4)
-    result = checks.check_l7_path(ctx)
-    assert not result.passed and result.observed == "no Envoy headers (server: gunicorn)"
+    result = l7_path.check_l7_path(ctx)
+    assert not result.passed and result.observed == "no Envoy headers in any of 3 responses (server: gunicorn)"
     assert "waiting for the waypoint to be in the path" in result.details
 
 
@@ -448,29 +458,41 @@ def test_l7_path_fails_when_envoy_is_in_the_path_in_l4_only(fx, healthy):
     cluster = healthy("l4-only")
     cluster.exec_answers[("default", "deploy/sleep", "GET")] = fx.curl_page(envoy=True)
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
-    result = checks.check_l7_path(ctx)
+    result = l7_path.check_l7_path(ctx)
     assert not result.passed and "server: istio-envoy" in result.observed
+
+
+@pytest.mark.parametrize("mode", base.MODES)
+def test_l7_path_fails_when_only_some_responses_match_the_mode(fx, healthy, mode):
+    """Before, one matching response passed: in l4-only a path where the waypoint answered every other request did."""
+    cluster = healthy(mode)
+    wrong = fx.curl_page(envoy=mode != "l7")
+    cluster.exec_answers[("default", "deploy/sleep", "GET")] = [fx.curl_page(envoy=mode == "l7"), wrong] * 50
+    ctx, _ = fx.make_context(cluster, mode, timeout_s=6)
+    result = l7_path.check_l7_path(ctx)
+    assert not result.passed, result.observed
+    assert ("Envoy headers in 1 of 3" in result.observed) or ("Envoy headers in 2 of 3" in result.observed)
 
 
 def test_l7_path_needs_a_successful_request(fx, healthy):
     cluster = healthy("l4-only")
     cluster.exec_answers[("default", "deploy/sleep", "GET")] = fx.curl_reset()
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=2)
-    assert checks.check_l7_path(ctx).observed.startswith("request failed: connection reset")
+    assert l7_path.check_l7_path(ctx).observed.startswith("request failed: connection reset")
 
 
 # --- running, applicability, outputs ---------------------------------------------------------------------------
 
 
 def test_which_checks_run_in_which_mode():
-    names = {mode: [spec.name for spec in check_specs() if mode in spec.modes] for mode in checks.MODES}
+    names = {mode: [spec.name for spec in check_specs() if mode in spec.modes] for mode in base.MODES}
     assert "traffic: sleep DELETE /productpage" in names["l7"]
     assert "traffic: sleep DELETE /productpage" not in names["l4-only"]
     assert set(names["l7"]) - set(names["l4-only"]) == {"traffic: sleep DELETE /productpage"}
     assert names["l7"][0] == "enrolment" and len(names["l7"]) == 9
 
 
-@pytest.mark.parametrize("mode", checks.MODES)
+@pytest.mark.parametrize("mode", base.MODES)
 def test_a_healthy_lab_passes_every_check(fx, healthy, mode):
     ctx, _ = fx.make_context(healthy(mode), mode)
     lines: list[str] = []
@@ -509,4 +531,4 @@ def test_stack_outputs_from_the_printed_json(fx, healthy):
 
 def test_unknown_mode_is_refused(fx):
     with pytest.raises(ValueError, match="use one of: l4-only, l7"):
-        checks.CheckContext(cluster=fx.FakeCluster(), mode="l5")
+        base.CheckContext(cluster=fx.FakeCluster(), mode="l5")

@@ -58,7 +58,8 @@ elif verb == "port-forward":
         def do_GET(self):
             body = json.dumps({{"path": self.path, "certificates": []}}).encode()
             self.send_response(200 if self.path == "/config_dump" else 404)
-            self.send_header("Content-Length", str(len(body)))
+            # FAKE_PF_CUT: the forward drops mid-body, so the client reads fewer bytes than announced.
+            self.send_header("Content-Length", str(len(body) * (2 if os.environ.get("FAKE_PF_CUT") else 1)))
             self.end_headers()
             self.wfile.write(body)
 
@@ -163,6 +164,17 @@ def test_port_forward_that_exits_early_reports_kubectls_error(kube, monkeypatch)
     with pytest.raises(ClusterError) as raised:
         kube.http_get("istio-system", "ztunnel-1", 15000, "/config_dump")
     assert "exited early: error: unable to forward port because pod is not running" in str(raised.value)
+
+
+def test_a_forward_that_drops_mid_response_is_retried_then_one_sentence(kube, tmp_path, monkeypatch):
+    """Before, http.client.IncompleteRead escaped as an exception no check expected: "the check crashed"."""
+    monkeypatch.setenv("FAKE_PF_CUT", "1")
+    with pytest.raises(ClusterError) as raised:
+        kube.http_get("istio-system", "ztunnel-1", 15000, "/config_dump", timeout_s=5)
+    assert str(raised.value).startswith(
+        "GET /config_dump on istio-system/ztunnel-1:15000 through a port-forward failed 3 times (last: IncompleteRead")
+    assert str(raised.value).endswith("check that the pod is running and ready, then run the verification again.")
+    assert sum("port-forward" in call for call in calls(tmp_path)) == 3
 
 
 def test_http_error_status_is_data(kube):

@@ -1,0 +1,261 @@
+"""What every check shares: the facts they rely on, the context, bounded polling, results and pod lookups.
+
+A check asks the cluster through a `Cluster` boundary (`verify.cluster`), decides with a pure function that the
+tests exercise on recorded outputs, and retries through `poll` until the answer is stable: policies, waypoints and
+certificates take seconds to propagate after a `pulumi up`. `check_result` turns the last attempt into the
+`CheckResult` the report holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lab import catalog
+from verify.cluster import Cluster, ClusterError
+from verify.evidence import (
+    EvidenceError,
+)
+from verify.report import CheckResult
+
+# --- Facts the checks rely on (verification expectations, not lab configuration) -----------------------------
+
+# The title of bookinfo's product page (istio samples/bookinfo/src/productpage/templates/productpage.html).
+PRODUCTPAGE_TITLE = "Simple Bookstore App"
+# The body Envoy's RBAC filter answers a denied request with.
+RBAC_DENIED_BODY = "RBAC: access denied"
+# Label Istio puts on the pods of a Gateway it deploys (waypoints, ingress gateways): Istio proxies, not apps.
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+# What a waypoint's Envoy adds to every response it proxies (see `check_l7_path`).
+ENVOY_SERVER_NAME = "istio-envoy"
+ENVOY_UPSTREAM_TIME_HEADER = "x-envoy-upstream-service-time"
+# curl's exit codes for the ways a mesh refuses a connection.
+CURL_EXIT_EMPTY_REPLY = 52
+CURL_EXIT_RECV_FAILURE = 56  # "Recv failure: Connection reset by peer"
+CURL_MAX_TIME_S = 10
+# How far back to read ztunnel logs beyond the time since the probe request was sent.
+LOG_WINDOW_MARGIN_S = 30
+
+# Check names: stable, so the stack outputs and readers of the JSON report can find a result by name.
+ENROLMENT_CHECK = "enrolment"
+LOG_EVIDENCE_CHECK = "ztunnel log evidence"
+L7_PATH_CHECK = "l7 path: waypoint Envoy in the request path"
+PROMETHEUS_CHECK = "prometheus: mTLS connections from sleep"
+KIALI_CHECK = "kiali: graph edge sleep -> productpage"
+
+
+def certificate_check_name(app: str) -> str:
+    return f"mtls certificate: {app}"
+
+
+# Outcome kinds of one curl request.
+OK, RESET, EMPTY_REPLY, FORBIDDEN, OTHER = "ok", "reset", "empty-reply", "forbidden", "other"
+
+
+@dataclass(frozen=True)
+class ModeFacts:
+    """What differs between the two mesh modes, as far as the checks are concerned."""
+
+    waypoint_in_path: bool  # sleep -> productpage goes through the waypoint's Envoy
+    # The protocol of sleep's edge towards productpage in Kiali's graph: ztunnel sees only bytes (tcp); a waypoint
+    # parses HTTP and reports requests (http).
+    graph_protocol: str
+
+
+MODE_FACTS: Mapping[str, ModeFacts] = {
+    "l4-only": ModeFacts(waypoint_in_path=False, graph_protocol="tcp"),
+    "l7": ModeFacts(waypoint_in_path=True, graph_protocol="http"),
+}
+MODES = tuple(MODE_FACTS)
+
+
+@dataclass
+class CheckContext:
+    """Everything a check needs: the cluster boundary, the mode, and the retry schedule.
+
+    Attributes:
+        cluster: the boundary to the cluster (`verify.cluster.Kubectl`, or a fake).
+        mode: ``l4-only`` or ``l7``.
+        namespace: the applications' namespace.
+        timeout_s: how long one check may keep retrying before it reports the last thing it saw.
+        interval_s: the pause between two attempts.
+        clock: monotonic seconds (injectable so tests never wait).
+        sleep: pauses between attempts (injectable likewise).
+        now: the wall-clock time, for certificate validity.
+        addons: Prometheus and Kiali are installed, so the checks that read them run too.
+    """
+
+    cluster: Cluster
+    mode: str
+    namespace: str = catalog.DEFAULT_APPS_NAMESPACE
+    timeout_s: float = 120.0
+    interval_s: float = 2.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    addons: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODE_FACTS:
+            raise ValueError(f"Mode {self.mode!r} is unknown; use one of: {', '.join(MODES)}.")
+
+    @property
+    def facts(self) -> ModeFacts:
+        return MODE_FACTS[self.mode]
+
+
+# --- Bounded retries ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Observation:
+    """What one attempt of a check saw.
+
+    Attributes:
+        ok: the attempt saw what the check expects.
+        observed: the sighting in words.
+        evidence: structured data behind it.
+        commands: the commands the attempt ran.
+        settled: retrying cannot change the verdict (e.g. a container already restarted), so stop now.
+    """
+
+    ok: bool
+    observed: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+    settled: bool = False
+
+
+class NotFound(Exception):
+    """An object the check needs is not there (yet): a pod, a ztunnel on a node, a waypoint."""
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    last: Observation
+    attempts: int
+    passed: bool
+    waited_s: float
+
+
+def poll(
+    ctx: CheckContext, probe: Callable[[], Observation], *, consecutive: int = 1, interval_s: float | None = None
+) -> PollOutcome:
+    """Run `probe` every `ctx.interval_s` until it succeeds `consecutive` times in a row or `ctx.timeout_s` passes.
+
+    Cluster and format errors count as failed attempts (their message becomes the observation), so a transient
+    kubectl failure is retried like any other unstable answer. `interval_s` overrides the pause for checks whose
+    source changes more slowly (Prometheus scrapes every 15 s).
+    """
+    interval = ctx.interval_s if interval_s is None else interval_s
+    started = ctx.clock()
+    deadline = started + ctx.timeout_s
+    attempts = streak = 0
+    while True:
+        attempts += 1
+        try:
+            seen = probe()
+        except (ClusterError, EvidenceError, NotFound) as error:
+            seen = Observation(False, str(error))
+        streak = streak + 1 if seen.ok else 0
+        if streak >= consecutive:
+            return PollOutcome(seen, attempts, True, ctx.clock() - started)
+        if seen.settled or ctx.clock() + interval > deadline:
+            return PollOutcome(seen, attempts, False, ctx.clock() - started)
+        ctx.sleep(interval)
+
+
+def check_result(
+    ctx: CheckContext, name: str, expected: str, outcome: PollOutcome, waited_for: str, started: float
+) -> CheckResult:
+    last = outcome.last
+    evidence = {**last.evidence, "attempts": outcome.attempts}
+    details = None
+    if not outcome.passed:
+        if last.settled:
+            details = (f"Stopped after {outcome.attempts} attempt(s): retrying cannot change this; "
+                       f"last seen: {last.observed}")
+        else:
+            details = (
+                f"Timed out after {outcome.attempts} attempt(s) in {outcome.waited_s:.0f} s "
+                f"(limit {ctx.timeout_s:g} s) "
+                f"waiting for {waited_for}; last seen: {last.observed}"
+            )
+    return CheckResult(
+        name=name,
+        command=list(last.commands),
+        expected=expected,
+        observed=last.observed,
+        evidence=evidence,
+        passed=outcome.passed,
+        duration_s=ctx.clock() - started,
+        details=details,
+    )
+
+
+# --- Pods, nodes, ztunnels (pure) ------------------------------------------------------------------------------
+
+
+def pod_items(pods_json: Mapping[str, Any]) -> list[dict[str, Any]]:
+    items = pods_json.get("items", [])
+    return items if isinstance(items, list) else []
+
+
+def is_running(pod: Mapping[str, Any]) -> bool:
+    return pod.get("status", {}).get("phase") == "Running" and not pod.get("metadata", {}).get("deletionTimestamp")
+
+
+def pod_name(pod: Mapping[str, Any]) -> str:
+    return str(pod.get("metadata", {}).get("name", "?"))
+
+
+def pod_node(pod: Mapping[str, Any]) -> str | None:
+    return pod.get("spec", {}).get("nodeName")
+
+
+def pod_service_account(pod: Mapping[str, Any]) -> str:
+    return str(pod.get("spec", {}).get("serviceAccountName") or "default")
+
+
+def running_pods(pods_json: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The pods of a ``kubectl get pods -o json`` answer that run and are not being deleted, sorted by name."""
+    return sorted((pod for pod in pod_items(pods_json) if is_running(pod)), key=pod_name)
+
+
+def ztunnel_for_node(pods_json: Mapping[str, Any], node: str) -> str | None:
+    """The ztunnel pod that serves `node`: ztunnel is a DaemonSet, one pod per node, found by ``spec.nodeName``.
+
+    Args:
+        pods_json: ``kubectl get pods -n istio-system -l app=ztunnel -o json``.
+        node: the node the workload runs on.
+
+    Returns:
+        The name of the running ztunnel pod on `node`, or None when there is none.
+    """
+    on_node = [pod for pod in running_pods(pods_json) if pod_node(pod) == node]
+    return pod_name(on_node[0]) if on_node else None
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    name: str
+    node: str | None
+    service_account: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pod": self.name, "node": self.node, "service_account": self.service_account}
+
+
+def one_running_pod(cluster: Cluster, namespace: str, selector: str) -> PodInfo:
+    pods = running_pods(cluster.pods(namespace, selector))
+    if not pods:
+        raise NotFound(f"no running pod labelled {selector} in namespace {namespace}")
+    pod = pods[0]
+    return PodInfo(pod_name(pod), pod_node(pod), pod_service_account(pod))
+
+
+def app_selector(app: str) -> str:
+    return f"app={app}"
