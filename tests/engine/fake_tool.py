@@ -9,7 +9,8 @@ was given). The answers mimic the real tools for the calls the lab makes:
   prove the key never reaches the state;
 - kubectl answers `get node <cluster>-control-plane -o json` with the owner label from the cluster's kind config
   (what the lab reads before deleting a cluster) and fails everything else as an unreachable API server would;
-- docker fails like a host without a Docker daemon.
+- docker lists the node containers of a "created" cluster as running (`ps -a --filter label=...`), and fails
+  anything else like a host without a Docker daemon.
 """
 
 from __future__ import annotations
@@ -22,18 +23,49 @@ import sys
 import yaml
 
 OWNER_LABEL = "istio-ambient-lab/owner"
-FAKE_CLIENT_KEY = "RkFLRS1FTkdJTkUtVEVTVC1LRVk="  # base64, looks like kubeconfig key material
+
+
+def _client_credentials() -> tuple[str, str]:
+    """A fresh key and self-signed certificate, base64 PEM as kubeconfig holds them: the provider parses both."""
+    import base64
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes-admin")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    return base64.b64encode(cert_pem).decode(), base64.b64encode(key_pem).decode()
 
 
 def kubeconfig(name: str, port: str) -> str:
+    cert, key = _client_credentials()
     return (
         f"apiVersion: v1\nkind: Config\ncurrent-context: kind-{name}\n"
         f"clusters:\n- cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\n"
         f"  name: kind-{name}\n"
         f"contexts:\n- context:\n    cluster: kind-{name}\n    user: kind-{name}\n  name: kind-{name}\n"
-        f"users:\n- name: kind-{name}\n  user:\n    client-certificate-data: RkFLRS1DRVJU\n"
-        f"    client-key-data: {FAKE_CLIENT_KEY}\n"
+        f"users:\n- name: kind-{name}\n  user:\n    client-certificate-data: {cert}\n"
+        f"    client-key-data: {key}\n"
     )
+
+
+def issued_client_keys(folder: str) -> list[str]:
+    """Every client key a fake `kind get kubeconfig` handed out, for the tests' leak checks."""
+    try:
+        with open(os.path.join(folder, "issued-keys.txt"), encoding="utf-8") as handle:
+            return handle.read().split()
+    except FileNotFoundError:
+        return []
 
 
 def _option(argv: list[str], name: str) -> str | None:
@@ -88,7 +120,10 @@ def kind(argv: list[str], state: State, port: str, call: dict) -> int:
         if name not in clusters:
             print(f'ERROR: could not locate any control plane nodes for cluster named "{name}"', file=sys.stderr)
             return 1
-        sys.stdout.write(kubeconfig(name, port))
+        text = kubeconfig(name, port)
+        with open(os.path.join(os.path.dirname(state.path), "issued-keys.txt"), "a", encoding="utf-8") as keys:
+            keys.write(yaml.safe_load(text)["users"][0]["user"]["client-key-data"] + "\n")
+        sys.stdout.write(text)
         return 0
     if argv[:2] == ["delete", "cluster"]:
         clusters.pop(name, None)
@@ -113,6 +148,22 @@ def kubectl(argv: list[str], state: State, port: str) -> int:
     return 1
 
 
+def docker(argv: list[str], state: State) -> int:
+    label = _option(argv, "--filter") or ""
+    if argv[:2] == ["ps", "-a"] and label.startswith("label=io.x-k8s.kind.cluster="):
+        cluster = label.split("=", 2)[2]
+        config = state.clusters().get(cluster)
+        if config is not None:
+            nodes = (yaml.safe_load(config) or {}).get("nodes", [])
+            workers = len(nodes) - 1
+            names = [f"{cluster}-control-plane"] + [f"{cluster}-worker{i if i > 1 else ''}" for i in range(1, workers + 1)]
+            print("\n".join(f"{name} running" for name in names))
+        return 0
+    print("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+          file=sys.stderr)
+    return 1
+
+
 def main() -> int:
     tool, argv = sys.argv[1], sys.argv[2:]
     folder = os.environ["LAB_FAKE_TOOLS_DIR"]
@@ -123,6 +174,8 @@ def main() -> int:
         code = kind(argv, state, port, call)
     elif tool == "kubectl":
         code = kubectl(argv, state, port)
+    elif tool == "docker":
+        code = docker(argv, state)
     else:
         print("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
               file=sys.stderr)
