@@ -1,0 +1,176 @@
+"""The lab's program under the real Pulumi engine (issue #10): what the mocks in tests/harness.py cannot show.
+
+The pulumi CLI, the kubernetes provider and stand-ins for the Python language host and the command provider are
+built from Go modules by tools/engine/build.sh (the first build takes minutes, later runs reuse it). Only Docker,
+kind, kubectl and the cluster are faked (tests/engine/fake_tool.py): the cluster's API server is a port that
+refuses connections, so nothing here shows that Istio or the apps work; that is the e2e suite's job on a Docker host.
+
+    venv/bin/python -m pytest -m engine
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from lab import config as lab_config
+from lab import kind_cluster
+from lab.leaks import find_leaks
+from tests.engine.engine import EngineLab, build_engine, preview_steps
+from tests.engine.fake_tool import issued_client_keys
+
+pytestmark = pytest.mark.engine
+
+PROJECT = "istio-ambient-lab"
+COMMAND = "command:local:Command"
+PROVIDER = "pulumi:providers:kubernetes"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+ISTIO_RELEASES = {"istio-base", "istiod", "istio-cni", "ztunnel"}
+
+
+@pytest.fixture(scope="session")
+def engine_dir() -> str:
+    return build_engine()
+
+
+@pytest.fixture
+def lab(engine_dir, tmp_path) -> EngineLab:
+    return EngineLab(engine_dir, str(tmp_path))
+
+
+def _named(steps: list[dict], type_: str) -> dict[str, dict]:
+    return {step["urn"].rsplit("::", 1)[1]: step for step in steps if step["urn"].split("::")[-2].endswith(type_)}
+
+
+def _no_traceback(output: str) -> None:
+    assert "Traceback (most recent call last)" not in output, output
+
+
+@pytest.mark.parametrize("stack", ["l4-only", "l7"])
+def test_first_preview_of_a_new_stack_plans_everything_and_touches_no_cluster(lab, stack):
+    """Regression test for the first-preview defect: the kubeconfig invoke ran before any cluster existed."""
+    lab.new_stack(stack)
+
+    result = lab.pulumi("preview", "--json", check=False)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = preview_steps(result)
+    commands = _named(steps, COMMAND)
+    assert commands["kind-cluster"]["op"] == "create"
+    assert _named(steps, PROVIDER)["kind"]["op"] == "create"
+    releases = _named(steps, RELEASE)
+    assert ISTIO_RELEASES <= set(releases), sorted(releases)
+    assert all(releases[name]["op"] == "create" for name in ISTIO_RELEASES)
+    assert lab.calls() == [], "a preview must not run kind, kubectl or docker"
+
+
+@pytest.fixture(scope="module")
+def up_lab(engine_dir, tmp_path_factory):
+    """One l4-only stack after `pulumi up` against the fake machine, shared by the tests that follow it."""
+    lab = EngineLab(engine_dir, str(tmp_path_factory.mktemp("engine-up")))
+    lab.new_stack("l4-only")
+    calls_before = len(lab.calls())
+    result = lab.pulumi("up", "--yes", "--skip-preview", check=False)
+    return lab, result, lab.calls()[calls_before:]
+
+
+def test_up_creates_the_cluster_reads_its_kubeconfig_and_stops_at_the_unreachable_api_server(up_lab):
+    lab, result, calls = up_lab
+    output = result.stdout + result.stderr
+
+    assert result.returncode != 0, output
+    creates = [c for c in calls if c["tool"] == "kind" and c["argv"][:2] == ["create", "cluster"]]
+    assert len(creates) == 1, calls
+    # The lab's config, as the Command gave it on stdin, plus the owner label the create adds: stack id and token.
+    recorded = yaml.safe_load(creates[0]["config"])
+    owner = recorded["nodes"][0]["labels"][kind_cluster.OWNER_LABEL]
+    assert owner.startswith(kind_cluster.owner_label_value(PROJECT, "l4-only") + ".")
+    settings = lab_config.load({}, "l4-only")
+    lab_yaml = kind_cluster.render_config(kind_cluster.kind_config(
+        settings.cluster_name, settings.workers, settings.node_image, settings.ingress_host_port))
+    assert creates[0]["config"] == kind_cluster.with_owner_label(lab_yaml, owner)
+    assert creates[0]["argv"][creates[0]["argv"].index("--name") + 1] == "ambient-l4-only"
+    kubeconfig_reads = [c for c in calls if c["tool"] == "kind" and c["argv"][:2] == ["get", "kubeconfig"]]
+    assert kubeconfig_reads and calls.index(kubeconfig_reads[0]) > calls.index(creates[0])
+    # The failure is the API server's refusal, in the provider's one sentence.
+    assert f"configured Kubernetes cluster is unreachable" in output, output
+    assert f"127.0.0.1:{lab.api_port}" in output and "connection refused" in output, output
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found by this tier: when the engine stops the update at the first failed resource, the Python SDK still has "
+    "registrations in flight and prints a 'resource monitor shut down' traceback after the provider's sentence"))
+def test_up_failure_prints_no_python_traceback(up_lab):
+    _, result, _ = up_lab
+    _no_traceback(result.stdout + result.stderr)
+
+
+def test_state_after_up_holds_no_kubeconfig_key_or_passphrase(up_lab):
+    lab, _, _ = up_lab
+    exported = lab.export("l4-only")
+    types = {r["type"] for r in json.loads(exported)["deployment"]["resources"]}
+    assert COMMAND in types and PROVIDER in types, types  # the state is the one `up` wrote
+    keys = issued_client_keys(lab.fakes)
+    assert keys, "the program never read the kubeconfig"
+    assert find_leaks(exported, [lab.passphrase, *keys]) == []
+
+
+@pytest.mark.xfail(reason="unfinished: after the failed up, `preview --json` lists no step for kind-cluster; not yet "
+                          "investigated (it may stop at the unreachable API server before printing steps)")
+def test_switching_the_mesh_mode_keeps_the_cluster(up_lab):
+    lab, _, _ = up_lab
+    lab.pulumi("config", "set", f"{PROJECT}:meshMode", "l7")
+    try:
+        result = lab.pulumi("preview", "--json", check=False)
+    finally:
+        lab.pulumi("config", "set", f"{PROJECT}:meshMode", "l4-only")
+
+    steps = preview_steps(result)
+    cluster = _named(steps, COMMAND)["kind-cluster"]
+    assert cluster["op"] == "same", cluster["op"]
+    assert "replace" not in _named(steps, PROVIDER)["kind"]["op"]
+
+
+def test_destroy_runs_the_stored_delete_command_and_empties_the_stack(up_lab):
+    lab, _, _ = up_lab
+    # Destroy must use the command stored at create time: a new cluster name in the config must not matter.
+    lab.pulumi("config", "set", f"{PROJECT}:clusterName", "renamed-after-up")
+    calls_before = len(lab.calls())
+
+    result = lab.pulumi("destroy", "--yes", "--skip-preview", check=False)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    deletes = [c for c in lab.calls()[calls_before:] if c["tool"] == "kind" and c["argv"][:2] == ["delete", "cluster"]]
+    assert [d["argv"][d["argv"].index("--name") + 1] for d in deletes] == ["ambient-l4-only"]
+    assert lab.resources("l4-only") == []
+
+
+@pytest.mark.parametrize("command", [["preview"], ["up", "--yes", "--skip-preview"]])
+def test_a_bad_config_value_stops_with_the_lab_sentence_and_creates_nothing(lab, command):
+    lab.new_stack("l4-only")
+    lab.pulumi("config", "set", f"{PROJECT}:meshMode", "l5")
+    with pytest.raises(lab_config.ConfigError) as expected:
+        lab_config.load({"meshMode": "l5"}, "l4-only")
+
+    result = lab.pulumi(*command, check=False)
+
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert str(expected.value) in output, output
+    _no_traceback(output)
+    assert lab.calls() == []
+    assert not [r for r in lab.resources("l4-only") if r["type"] != "pulumi:pulumi:Stack"]
+
+
+def test_pulumi_config_shows_the_typed_keys_of_the_project(lab):
+    lab.new_stack("l4-only")
+
+    shown = json.loads(lab.pulumi("config", "--json").stdout)
+
+    declared = yaml.safe_load(open(f"{lab.project}/Pulumi.yaml", encoding="utf-8"))["config"]
+    typed = {f"{PROJECT}:{key}" for key, spec in declared.items() if "type" in spec}
+    assert typed <= set(shown), sorted(typed - set(shown))
+    assert shown[f"{PROJECT}:meshMode"]["value"] == "l4-only"
+    assert shown[f"{PROJECT}:workers"]["value"] == "2"  # the CLI prints values as strings, whatever their type
