@@ -94,6 +94,7 @@ class Invocation:
     token: str
     args: dict
     order: int
+    depends_on: list[str] = field(default_factory=list)  # what the engine gates the invoke on (expanded URNs)
 
 
 @dataclass
@@ -267,7 +268,8 @@ class RecordingMonitor(MockMonitor):
 
     def Invoke(self, request):
         self._order += 1
-        self.invocations.append(Invocation(request.tok, rpc.deserialize_properties(request.args), self._order))
+        self.invocations.append(Invocation(request.tok, rpc.deserialize_properties(request.args), self._order,
+                                           list(request.dependsOn)))
         return super().Invoke(request)
 
 

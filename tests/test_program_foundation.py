@@ -148,7 +148,7 @@ def test_istio_dependency_graph(runs, stack):
     )
     assert run.depends_on(base, namespace)
     assert run.depends_on(istiod, base) and run.depends_on(istiod, crds)
-    assert run.depends_on(cni, base) and not run.depends_on(cni, istiod)
+    assert run.depends_on(cni, namespace) and not run.depends_on(cni, base) and not run.depends_on(cni, istiod)
     assert run.depends_on(ztunnel, istiod)
 
 
