@@ -94,7 +94,6 @@ class Invocation:
     token: str
     args: dict
     order: int
-    depends_on: list[str] = field(default_factory=list)  # what the engine gates the invoke on (expanded URNs)
 
 
 @dataclass
@@ -268,8 +267,7 @@ class RecordingMonitor(MockMonitor):
 
     def Invoke(self, request):
         self._order += 1
-        self.invocations.append(Invocation(request.tok, rpc.deserialize_properties(request.args), self._order,
-                                           list(request.dependsOn)))
+        self.invocations.append(Invocation(request.tok, rpc.deserialize_properties(request.args), self._order))
         return super().Invoke(request)
 
 
