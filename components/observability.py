@@ -26,7 +26,7 @@ def prometheus_values() -> dict:
             "fullnameOverride": catalog.PROMETHEUS_SERVICE,
             "persistentVolume": {"enabled": False},
             "service": {"type": "ClusterIP", "servicePort": catalog.PROMETHEUS_PORT},
-            "global": {"scrape_interval": "15s"},
+            "global": {"scrape_interval": f"{catalog.PROMETHEUS_SCRAPE_INTERVAL_S}s"},
             "readinessProbeInitialDelay": 0,
             "image": {"repository": catalog.PROMETHEUS_IMAGE.name, "tag": catalog.PROMETHEUS_IMAGE.tag},
         },

@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -565,11 +566,23 @@ class FakeCluster:
 
 
 class FakeClock:
-    """A monotonic clock that only moves when the code under test sleeps (plus a small step per reading)."""
+    """A monotonic clock that only moves when the code under test sleeps (plus a small step per reading).
+
+    Each thread has its own time: `run_checks` runs checks side by side, each with its own timeout, and one check
+    sleeping through its retries must not use up another's deadline (real sleeps overlap; these add up).
+    """
 
     def __init__(self) -> None:
-        self.now = 1000.0
+        self._thread = threading.local()
         self.sleeps: list[float] = []
+
+    @property
+    def now(self) -> float:
+        return getattr(self._thread, "now", 1000.0)
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._thread.now = value
 
     def __call__(self) -> float:
         self.now += 0.01

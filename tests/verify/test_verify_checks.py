@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 
@@ -26,6 +28,7 @@ from verify.checks.traffic import TRAFFIC_CASES, classify_curl, curl_argv
 from verify.checks.ztunnel_logs import assess_log_pair, select_inbound, select_outbound
 from verify.cluster import ExecResult
 from verify.evidence import parse_ztunnel_access_log
+from verify.report import CheckResult
 
 # --- classify_curl -----------------------------------------------------------------------------------------------
 
@@ -499,7 +502,7 @@ def test_a_healthy_lab_passes_every_check(fx, healthy, mode):
     report = run_checks(ctx, progress=lines.append)
     assert report.passed, report.summary + "\n" + "\n".join(r.observed for r in report.failed)
     assert len(lines) == 2 * len(report.results)
-    assert lines[0].startswith("[1/") and "PASS enrolment" in lines[1]
+    assert lines[0].startswith("[1/") and any(line.startswith("[1/") and "PASS enrolment" in line for line in lines)
 
 
 def test_a_crashing_check_is_reported_and_the_run_goes_on(fx, healthy, monkeypatch):
@@ -532,3 +535,30 @@ def test_stack_outputs_from_the_printed_json(fx, healthy):
 def test_unknown_mode_is_refused(fx):
     with pytest.raises(ValueError, match="use one of: l4-only, l7"):
         base.CheckContext(cluster=fx.FakeCluster(), mode="l5")
+
+
+def test_checks_run_side_by_side_bounded_and_report_in_spec_order(fx, healthy, monkeypatch):
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def check(name: str, seconds: float):
+        def run(ctx):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(seconds)  # real time: the later checks finish first
+            with lock:
+                running[0] -= 1
+            return CheckResult(name, [], "x", "seen", {}, True, seconds)
+        return checks.CheckSpec(name, frozenset(checks.MODES), run)
+
+    specs = [check(f"c{index}", 0.05 * (6 - index)) for index in range(6)]
+    monkeypatch.setattr(checks, "check_specs", lambda addons=False: specs)
+    ctx, _ = fx.make_context(healthy("l4-only"), "l4-only")
+    ctx.parallel = 3
+    lines: list[str] = []
+    report = run_checks(ctx, progress=lines.append)
+    assert most[0] == 3, "at most ctx.parallel checks at once, and that many"
+    assert [result.name for result in report.results] == [f"c{index}" for index in range(6)]
+    assert sorted(lines) == sorted([f"[{i}/6] c{i - 1} ..." for i in range(1, 7)]
+                                   + [f"[{i}/6] PASS c{i - 1} ({0.05 * (7 - i):.1f}s): seen" for i in range(1, 7)])

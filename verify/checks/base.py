@@ -86,6 +86,8 @@ class CheckContext:
         sleep: pauses between attempts (injectable likewise).
         now: the wall-clock time, for certificate validity.
         addons: Prometheus and Kiali are installed, so the checks that read them run too.
+        parallel: how many checks run at once (`verify.checks.run_checks`); each still keeps its own retries and
+            timeout. Bounded because every cluster call is a kubectl process.
     """
 
     cluster: Cluster
@@ -97,6 +99,7 @@ class CheckContext:
     sleep: Callable[[float], None] = time.sleep
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     addons: bool = False
+    parallel: int = 4
 
     def __post_init__(self) -> None:
         if self.mode not in MODE_FACTS:
@@ -139,20 +142,24 @@ class PollOutcome:
     attempts: int
     passed: bool
     waited_s: float
+    limit_s: float | None = None  # the timeout this poll had; None: the context's
 
 
 def poll(
-    ctx: CheckContext, probe: Callable[[], Observation], *, consecutive: int = 1, interval_s: float | None = None
+    ctx: CheckContext, probe: Callable[[], Observation], *, consecutive: int = 1, interval_s: float | None = None,
+    timeout_s: float | None = None,
 ) -> PollOutcome:
     """Run `probe` every `ctx.interval_s` until it succeeds `consecutive` times in a row or `ctx.timeout_s` passes.
 
     Cluster and format errors count as failed attempts (their message becomes the observation), so a transient
     kubectl failure is retried like any other unstable answer. `interval_s` overrides the pause for checks whose
-    source changes more slowly (Prometheus scrapes every 15 s).
+    source changes more slowly (Prometheus scrapes every 15 s); `timeout_s` shortens the wait where the source
+    itself says when waiting longer cannot help (never beyond `ctx.timeout_s`).
     """
     interval = ctx.interval_s if interval_s is None else interval_s
+    limit = ctx.timeout_s if timeout_s is None else min(timeout_s, ctx.timeout_s)
     started = ctx.clock()
-    deadline = started + ctx.timeout_s
+    deadline = started + limit
     attempts = streak = 0
     while True:
         attempts += 1
@@ -162,9 +169,9 @@ def poll(
             seen = Observation(False, str(error))
         streak = streak + 1 if seen.ok else 0
         if streak >= consecutive:
-            return PollOutcome(seen, attempts, True, ctx.clock() - started)
+            return PollOutcome(seen, attempts, True, ctx.clock() - started, limit)
         if seen.settled or ctx.clock() + interval > deadline:
-            return PollOutcome(seen, attempts, False, ctx.clock() - started)
+            return PollOutcome(seen, attempts, False, ctx.clock() - started, limit)
         ctx.sleep(interval)
 
 
@@ -181,7 +188,7 @@ def check_result(
         else:
             details = (
                 f"Timed out after {outcome.attempts} attempt(s) in {outcome.waited_s:.0f} s "
-                f"(limit {ctx.timeout_s:g} s) "
+                f"(limit {outcome.limit_s or ctx.timeout_s:g} s) "
                 f"waiting for {waited_for}; last seen: {last.observed}"
             )
     return CheckResult(
