@@ -87,7 +87,8 @@ class CheckContext:
         now: the wall-clock time, for certificate validity.
         addons: Prometheus and Kiali are installed, so the checks that read them run too.
         parallel: how many checks run at once (`verify.checks.run_checks`); each still keeps its own retries and
-            timeout. Bounded because every cluster call is a kubectl process.
+            timeout. Bounded because every cluster call is a kubectl process: a check makes one call at a time, so
+            this is also the most kubectl processes at once (enough for every check of a run without the addons).
     """
 
     cluster: Cluster
@@ -99,7 +100,7 @@ class CheckContext:
     sleep: Callable[[float], None] = time.sleep
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     addons: bool = False
-    parallel: int = 4
+    parallel: int = 8
 
     def __post_init__(self) -> None:
         if self.mode not in MODE_FACTS:
