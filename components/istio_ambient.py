@@ -11,8 +11,8 @@ Dependency graph (istio.io ambient Helm install, each release waited for):
   them first means the waypoint and ingress Gateways are served from istiod's first sync, not after a later watch.
 - ztunnel gets its workload certificates from istiod, so it cannot become ready before istiod.
 - istio-cni needs neither base, istiod nor ztunnel (its chart holds no Istio custom resource, and the node agent
-  talks to the Kubernetes API and to ztunnel's local socket), so it installs beside them; apps wait for both cni and ztunnel
-  (`ready`), because a pod started before the CNI agent runs on its node escapes ambient capture.
+  talks to the Kubernetes API and to ztunnel's local socket), so it installs beside them; apps wait for both cni and
+  ztunnel (`ready`), because a pod started before the CNI agent runs on its node escapes ambient capture.
 
 Real Helm releases (helm.v3.Release), not client-side rendering: istiod edits its own webhook configuration, which
 a server-side-applied render would fight over.

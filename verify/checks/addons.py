@@ -409,5 +409,6 @@ def check_kiali_graph(ctx: CheckContext) -> CheckResult:
     else:
         expected = (f"a direct {facts.graph_protocol} edge {catalog.SLEEP} -> {PRODUCTPAGE_WORKLOAD} in Kiali's graph "
                     f"({KIALI_GRAPH_DURATION}) with mTLS and no waypoint")
-    return check_result(ctx, KIALI_CHECK, expected, poll(ctx, probe, interval_s=ADDON_POLL_INTERVAL_S, timeout_s=KIALI_WAIT_S),
-                   f"Kiali's graph to show {catalog.SLEEP} -> {PRODUCTPAGE_WORKLOAD}", started)
+    return check_result(ctx, KIALI_CHECK, expected,
+                        poll(ctx, probe, interval_s=ADDON_POLL_INTERVAL_S, timeout_s=KIALI_WAIT_S),
+                        f"Kiali's graph to show {catalog.SLEEP} -> {PRODUCTPAGE_WORKLOAD}", started)
