@@ -45,14 +45,18 @@ istio = IstioAmbient("istio", IstioAmbientArgs(
 ))
 
 # Deploying the demo apps, enrolled in ambient before any of them starts.
-apps_namespace = AmbientNamespace("apps-namespace", AmbientNamespaceArgs(access, cfg.apps_namespace, istio.ready))
+# Every `depends_on` below says why in a comment; anything not named may start as soon as the cluster answers.
+apps_namespace = AmbientNamespace("apps-namespace", AmbientNamespaceArgs(access, cfg.apps_namespace))
+# A pod that starts before istio-cni runs on its node, or in a namespace not yet labelled, escapes ambient capture.
 in_mesh = [apps_namespace.namespace, *istio.ready]
 bookinfo = Bookinfo("bookinfo", BookinfoArgs(access, cfg.apps_namespace, in_mesh))
 sleep = MeshClient(catalog.SLEEP, MeshClientArgs(access, cfg.apps_namespace, in_mesh))
 notsleep = MeshClient(catalog.NOTSLEEP, MeshClientArgs(access, cfg.apps_namespace, in_mesh, avoid_app=catalog.PRODUCTPAGE))
-outside = OutsideClient("outside", OutsideClientArgs(access, istio.ready))
+outside = OutsideClient("outside", OutsideClientArgs(access))
+# istiod deploys and programs the Gateway (after the Gateway API CRDs, which istiod waits for); its Envoy is not
+# captured (istiod labels it dataplane-mode none), so it need not wait for the data plane or the apps.
 ingress = BookinfoIngress("ingress", BookinfoIngressArgs(
-    access, cfg.apps_namespace, depends_on=[istio.istiod, *in_mesh],
+    access, cfg.apps_namespace, depends_on=[istio.istiod, apps_namespace.namespace],
     node_port=catalog.INGRESS_NODE_PORT if cfg.target == "kind" else None, host_port=cfg.ingress_host_port,
 ))
 
@@ -60,15 +64,19 @@ ingress = BookinfoIngress("ingress", BookinfoIngressArgs(
 waypoint = None
 if cfg.waypoint:
     waypoint = Waypoint(catalog.WAYPOINT_NAME, WaypointArgs(
-        access, cfg.apps_namespace, catalog.PRODUCTPAGE, depends_on=[istio.istiod, bookinfo.productpage],
+        # Like the ingress: istiod deploys it. It needs no app: the binding below points productpage at it.
+        access, cfg.apps_namespace, catalog.PRODUCTPAGE, depends_on=[istio.istiod, apps_namespace.namespace],
     ))
 binding = WaypointBinding("productpage-waypoint-binding", WaypointBindingArgs(
+    # The patch needs the Service it labels (and, inside, a Programmed waypoint to send traffic to).
     access, cfg.apps_namespace, catalog.PRODUCTPAGE, waypoint, depends_on=[bookinfo.productpage],
 ))
 
 # L4 and L7 authorization, STRICT mTLS.
 policies = MeshPolicies("policies", MeshPoliciesArgs(
-    access, cfg.apps_namespace, waypoint=waypoint.name if waypoint else None, depends_on=[istio.base, *in_mesh],
+    # Istio's CRDs (base) and the validation webhook istiod serves; in force before the apps start, not after.
+    access, cfg.apps_namespace, waypoint=waypoint.name if waypoint else None,
+    depends_on=[istio.istiod, apps_namespace.namespace],
 ))
 
 # Installing the addons: Prometheus and Kiali, with traffic to look at.
@@ -76,13 +84,16 @@ observability = None
 if cfg.observability:
     observability = Observability("observability", ObservabilityArgs(
         access, cfg.apps_namespace, signing_key=signing_key_for(pulumi.get_project(), pulumi.get_stack()),
-        depends_on=[istio.istiod, ingress.gateway, *in_mesh],
+        # Prometheus and Kiali install beside the mesh; only the traffic CronJob waits for what it sends to.
+        namespace=istio.namespace, istiod=istio.istiod,
+        traffic_after=[*in_mesh, *ingress.resources, *bookinfo.resources],
     ))
     pulumi.export(outputs.KIALI_URL, observability.kiali_url)
     pulumi.export(outputs.DASHBOARD_COMMAND, f"./lab.sh dashboard {pulumi.get_stack()}")
 
 # Verification: prove the mesh works (identities, certificates, ztunnel logs, policy effects), after every up.
 if cfg.verify:
+    # The checks read every one of these: they run once all are ready.
     tested = [bookinfo, sleep, notsleep, outside, ingress, binding, policies, waypoint, observability]
     verification = Verification("verification", VerificationArgs(
         mode=cfg.mesh_mode, namespace=cfg.apps_namespace,

@@ -59,7 +59,6 @@ class MeshClient(pulumi.ComponentResource):
 @dataclass(frozen=True)
 class OutsideClientArgs:
     access: ClusterAccess
-    depends_on: list[pulumi.Resource]
 
 
 class OutsideClient(pulumi.ComponentResource):
@@ -71,11 +70,11 @@ class OutsideClient(pulumi.ComponentResource):
             catalog.OUTSIDE_NAMESPACE,
             # Said explicitly, so that enrolling the whole cluster later cannot silently pull it into the mesh.
             metadata={"name": catalog.OUTSIDE_NAMESPACE, "labels": {catalog.AMBIENT_LABEL: "none"}},
-            opts=args.access.options(self, depends_on=args.depends_on),
+            opts=args.access.options(self),  # outside the mesh: it waits for no part of it
         )
         self.client = MeshClient(
             catalog.OUTSIDE_CLIENT,
-            MeshClientArgs(args.access, catalog.OUTSIDE_NAMESPACE, [self.namespace, *args.depends_on], with_service=False),
+            MeshClientArgs(args.access, catalog.OUTSIDE_NAMESPACE, [self.namespace], with_service=False),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.resources: list[pulumi.Resource] = self.client.resources

@@ -99,16 +99,27 @@ class KindCluster(pulumi.ComponentResource):
                 create=f"{base} mirror-apply {cluster} --mirror {shlex.quote(args.registry_mirror)}",
                 dir=PROJECT_ROOT,
                 triggers=[self.cluster.id, args.registry_mirror],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]),  # writes into the nodes
             ))
         if args.preload_images is not None:
+            choice = " ".join(args.preload_images)
+            # Pulling into the local Docker needs no cluster: it starts at once, beside `kind create cluster`.
+            pulled = command.local.Command(
+                "pull-images",
+                create=f"{base} pull {choice}".rstrip(),
+                dir=PROJECT_ROOT,
+                triggers=list(args.preload_images),
+                opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(create="30m")),
+            )
             steps.append(command.local.Command(
                 "preload-images",
-                create=f"{base} preload {cluster} {' '.join(args.preload_images)}".rstrip(),
+                create=f"{base} preload {cluster} {choice}".rstrip(),
                 dir=PROJECT_ROOT,
                 triggers=[self.cluster.id, *args.preload_images],
+                # Loading needs the nodes, and goes faster once Docker holds every image (it still pulls what the
+                # pull step could not, say after a `docker image prune` on a later up).
                 opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=[self.cluster], custom_timeouts=pulumi.CustomTimeouts(create="30m")
+                    parent=self, depends_on=[self.cluster, pulled], custom_timeouts=pulumi.CustomTimeouts(create="30m")
                 ),
             ))
         return steps

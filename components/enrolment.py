@@ -15,7 +15,6 @@ from lab import catalog
 class AmbientNamespaceArgs:
     access: ClusterAccess
     name: str
-    depends_on: list[pulumi.Resource]  # the data plane: pods must not start before istio-cni can capture them
 
 
 class AmbientNamespace(pulumi.ComponentResource):
@@ -28,7 +27,8 @@ class AmbientNamespace(pulumi.ComponentResource):
     def __init__(self, name: str, args: AmbientNamespaceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TYPE_PREFIX}:AmbientNamespace", name, None, opts)
         metadata = {"name": args.name, "labels": {catalog.AMBIENT_LABEL: catalog.AMBIENT_LABEL_VALUE}}
-        options = args.access.options(self, depends_on=args.depends_on)
+        # Waits for nothing: a label captures no pod by itself. The pods wait for the data plane (see __main__).
+        options = args.access.options(self)
         self.owned = args.name != "default"
         if self.owned:
             self.namespace = k8s.core.v1.Namespace(args.name, metadata=metadata, opts=options)

@@ -68,6 +68,7 @@ class BookinfoIngress(pulumi.ComponentResource):
                     }
                 ],
             },
+            # Attached once the Gateway is Programmed, so the front door is whole when this component is done.
             opts=args.access.options(self, depends_on=[self.gateway]),
         )
         self.url = f"http://127.0.0.1:{args.host_port}/productpage"
@@ -84,7 +85,8 @@ class BookinfoIngress(pulumi.ComponentResource):
                     "selector": {"gateway.networking.k8s.io/gateway-name": catalog.INGRESS_GATEWAY_NAME},
                     "ports": [{"name": "http", "port": 80, "targetPort": 80, "nodePort": args.node_port}],
                 },
-                opts=args.access.options(self, depends_on=[self.gateway]),
+                # A selector on the gateway's pods: it needs no Gateway, only the namespace among `depends_on`.
+                opts=args.access.options(self, depends_on=args.depends_on),
             )
         else:
             # No host port mapping on an existing cluster: the user forwards one.

@@ -2,16 +2,17 @@
 
 Dependency graph (istio.io ambient Helm install, each release waited for):
 
-    istio-system namespace ─┬─> istio-base ─┬─> istiod ──> ztunnel
-                            │               └─> istio-cni
-    Gateway API CRDs ───────┴────────────────> istiod
+    istio-system namespace ─┬─> istio-base ──> istiod ──> ztunnel
+                            └─> istio-cni
+    Gateway API CRDs ─────────────────────────> istiod
 
 - base carries Istio's CRDs and the validation webhook that istiod and every later Istio object rely on.
 - istiod does not need the Gateway API CRDs to start (it begins watching a kind when its CRD appears); installing
   them first means the waypoint and ingress Gateways are served from istiod's first sync, not after a later watch.
 - ztunnel gets its workload certificates from istiod, so it cannot become ready before istiod.
-- istio-cni needs neither istiod nor ztunnel and installs beside them; apps wait for both cni and ztunnel
-  (`ready`), because a pod started before the CNI agent runs on its node escapes ambient capture.
+- istio-cni needs neither base, istiod nor ztunnel (its chart holds no Istio custom resource, and the node agent
+  talks to the Kubernetes API and to ztunnel's local socket), so it installs beside them; apps wait for both cni and
+  ztunnel (`ready`), because a pod started before the CNI agent runs on its node escapes ambient capture.
 
 Real Helm releases (helm.v3.Release), not client-side rendering: istiod edits its own webhook configuration, which
 a server-side-applied render would fight over.
@@ -69,9 +70,12 @@ class IstioAmbient(pulumi.ComponentResource):
         self.gateway_api_crds = self._create_gateway_api_crds()
         crds = [self.gateway_api_crds] if self.gateway_api_crds else []
 
+        # Why each waits (see the module docstring): a release needs its namespace; istiod needs base's CRDs and
+        # webhook, and serves the lab's Gateways from its first sync with the Gateway API CRDs in place; ztunnel
+        # gets its certificates from istiod. istio-cni uses none of them, so it installs beside base and istiod.
         self.base = self._release(catalog.ISTIO_BASE, depends_on=[self.namespace])
         self.istiod = self._release(catalog.ISTIOD, depends_on=[self.base, *crds])
-        self.cni = self._release(catalog.ISTIO_CNI, depends_on=[self.base])
+        self.cni = self._release(catalog.ISTIO_CNI, depends_on=[self.namespace])
         self.ztunnel = self._release(catalog.ZTUNNEL, depends_on=[self.istiod])
         self.releases = {
             catalog.ISTIO_BASE.release: self.base,

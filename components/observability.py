@@ -26,7 +26,7 @@ def prometheus_values() -> dict:
             "fullnameOverride": catalog.PROMETHEUS_SERVICE,
             "persistentVolume": {"enabled": False},
             "service": {"type": "ClusterIP", "servicePort": catalog.PROMETHEUS_PORT},
-            "global": {"scrape_interval": "15s"},
+            "global": {"scrape_interval": f"{catalog.PROMETHEUS_SCRAPE_INTERVAL_S}s"},
             "readinessProbeInitialDelay": 0,
             "image": {"repository": catalog.PROMETHEUS_IMAGE.name, "tag": catalog.PROMETHEUS_IMAGE.tag},
         },
@@ -109,7 +109,9 @@ class ObservabilityArgs:
     access: ClusterAccess
     apps_namespace: str
     signing_key: str
-    depends_on: list[pulumi.Resource]  # istiod (Kiali reads its config) and the apps the traffic goes to
+    namespace: pulumi.Resource  # istio-system, where both releases go: all Prometheus needs
+    istiod: pulumi.Resource  # Kiali reads istiod's mesh config and status from its start
+    traffic_after: list[pulumi.Resource]  # what the CronJob's requests go to: the ingress and the apps behind it
 
 
 class Observability(pulumi.ComponentResource):
@@ -126,7 +128,8 @@ class Observability(pulumi.ComponentResource):
             values=prometheus_values(),
             access=args.access,
             parent=self,
-            depends_on=args.depends_on,
+            # Only its namespace: it scrapes whatever carries the scrape annotations whenever it appears.
+            depends_on=[args.namespace],
             timeout_seconds=HELM_TIMEOUT_SECONDS,
         )
         self.kiali = helm_release(
@@ -138,7 +141,8 @@ class Observability(pulumi.ComponentResource):
             values=pulumi.Output.secret(kiali_values(args.signing_key)),
             access=args.access,
             parent=self,
-            depends_on=[*args.depends_on, self.prometheus],
+            # Not Prometheus: Kiali queries it per request, so the two install side by side.
+            depends_on=[args.namespace, args.istiod],
             timeout_seconds=HELM_TIMEOUT_SECONDS,
         )
         self._create_traffic(args)
@@ -151,7 +155,7 @@ class Observability(pulumi.ComponentResource):
         account = k8s.core.v1.ServiceAccount(
             catalog.TRAFFIC_CRONJOB,
             metadata={"name": catalog.TRAFFIC_CRONJOB, "namespace": args.apps_namespace},
-            opts=args.access.options(self, depends_on=args.depends_on),
+            opts=args.access.options(self, depends_on=args.traffic_after),
         )
         target = f"http://{catalog.INGRESS_GATEWAY_WORKLOAD}.{args.apps_namespace}.svc.cluster.local/productpage"
         self.traffic = k8s.batch.v1.CronJob(
@@ -164,5 +168,5 @@ class Observability(pulumi.ComponentResource):
                 "failedJobsHistoryLimit": 1,
                 "jobTemplate": {"spec": traffic_job_spec(target)},
             },
-            opts=args.access.options(self, depends_on=[account]),
+            opts=args.access.options(self, depends_on=[account]),  # its pods run as that account
         )

@@ -93,6 +93,8 @@ KIALI_PORT = 20001
 KIALI_WEB_ROOT = "/kiali"
 PROMETHEUS_SERVICE = "prometheus"  # the chart's server.fullnameOverride: Deployment, Service and SA
 PROMETHEUS_PORT = 9090
+# How often the lab's Prometheus scrapes ztunnel, the waypoint and the gateways; the addon checks' waits follow it.
+PROMETHEUS_SCRAPE_INTERVAL_S = 15
 PROMETHEUS_RELEASE = "prometheus"
 KIALI_RELEASE = "kiali"
 TRAFFIC_CRONJOB = "bookinfo-traffic"

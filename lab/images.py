@@ -2,7 +2,8 @@
 
 ``python -m lab.images preload --cluster NAME`` makes each image of ``catalog.all_images()`` present in every node
 of a kind cluster, pulling into the local Docker only what Docker lacks, so a second lab on this machine comes up
-without the internet. ``mirror-config`` prints the containerd files for a registry mirror and ``mirror-apply``
+without the internet. ``python -m lab.images pull`` does only the pulling half and needs no cluster: the program
+runs it beside ``kind create cluster``, so only the loading waits for the nodes. ``mirror-config`` prints the containerd files for a registry mirror and ``mirror-apply``
 writes them into the nodes of a running cluster.
 
 Loading always goes ``docker save --platform <p> -o <tar> <ref>`` then ``kind load image-archive <tar>``, never
@@ -276,6 +277,37 @@ def _local_platform(ref: str) -> str | None:
     return result.stdout.strip().splitlines()[0].strip() if result.stdout.strip() else ""
 
 
+def _ensure_local(ref: str, platform: str) -> bool:
+    """Pulls `ref` for `platform` unless Docker already holds it for that platform; whether it pulled."""
+    local = _local_platform(ref)
+    if local is None or (local and local != platform):
+        _pull(ref, platform)
+        return True
+    return False
+
+
+def pull(platform: str, images: Sequence[catalog.Image], *, say: Callable[[str], None] = print) -> list[str]:
+    """Makes every image present in the local Docker for `platform`; needs no cluster.
+
+    One image after another: Docker already downloads each image's layers in parallel, and a failure names its image.
+
+    Returns:
+        The references it pulled (the others Docker held already).
+
+    Raises:
+        ImagesError: One sentence naming the image and what to do.
+    """
+    if platform not in PLATFORMS:
+        raise ImagesError(f"platform {platform!r} is not supported; use one of {', '.join(PLATFORMS)}.")
+    pulled = []
+    for index, image in enumerate(images, start=1):
+        fetched = _ensure_local(image.ref, platform)
+        if fetched:
+            pulled.append(image.ref)
+        say(f"[{index}/{len(images)}] {image.ref}: {'pulled' if fetched else 'in Docker'}")
+    return pulled
+
+
 def _pull(ref: str, platform: str) -> None:
     result = _run(["docker", "pull", "--platform", platform, ref], timeout=PULL_TIMEOUT)
     if result.returncode != 0:
@@ -375,11 +407,8 @@ def preload(
                 report.present.append(ref)
                 say(f"[{index}/{total}] {ref}: present")
                 continue
-            pulled = False
-            local = _local_platform(ref)
-            if local is None or (local and local != platform):
-                _pull(ref, platform)
-                pulled = True
+            # Usually present already: the `pull` step ran beside the cluster's creation.
+            pulled = _ensure_local(ref, platform)
             tar_path = os.path.join(scratch, f"image-{index}.tar")
             try:
                 result = saver.save(ref, tar_path)
@@ -562,6 +591,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre.add_argument("--istio-version", default=catalog.ISTIO_VERSION)
     pre.add_argument("--no-observability", action="store_true", help="skip the Prometheus and Kiali images")
 
+    get = commands.add_parser("pull", help="pull every lab image into the local Docker (no cluster needed)")
+    get.add_argument("--platform", choices=PLATFORMS, help="default: the Docker daemon's architecture")
+    get.add_argument("--istio-version", default=catalog.ISTIO_VERSION)
+    get.add_argument("--no-observability", action="store_true", help="skip the Prometheus and Kiali images")
+
     for name, text in (("mirror-config", "print the containerd files for a registry mirror"),
                        ("mirror-apply", "write the registry mirror files into the kind nodes")):
         sub = commands.add_parser(name, help=text)
@@ -581,6 +615,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = preload(args.cluster, platform, images, say=_print_line)
             _print_line(f"done: {len(report.present)} present, {len(report.loaded)} loaded, "
                         f"{len(report.pulled)} pulled and loaded.")
+        elif args.command == "pull":
+            platform = args.platform or detect_platform()
+            images = catalog.all_images(args.istio_version, observability=not args.no_observability)
+            _print_line(f"pulling {len(images)} images for {platform} into the local Docker")
+            pulled = pull(platform, images, say=_print_line)
+            _print_line(f"done: {len(images) - len(pulled)} in Docker already, {len(pulled)} pulled.")
         elif args.command == "mirror-config":
             registries = args.registries or DEFAULT_MIRRORED_REGISTRIES
             for path, content in containerd_mirror_files(args.mirror, registries).items():

@@ -148,7 +148,7 @@ def test_istio_dependency_graph(runs, stack):
     )
     assert run.depends_on(base, namespace)
     assert run.depends_on(istiod, base) and run.depends_on(istiod, crds)
-    assert run.depends_on(cni, base) and not run.depends_on(cni, istiod)
+    assert run.depends_on(cni, namespace) and not run.depends_on(cni, base) and not run.depends_on(cni, istiod)
     assert run.depends_on(ztunnel, istiod)
 
 
@@ -226,6 +226,16 @@ def test_preload_and_mirror_run_inside_the_nodes_before_anything_reaches_the_clu
         assert step.inputs["triggers"][0] == cluster.urn.rsplit("::", 1)[1] + "-id", "a new cluster runs it again"
     provider = run.named(PROVIDER, "kind")
     assert run.depends_on(provider, preload) and run.depends_on(provider, mirror)
+
+
+def test_pulling_the_images_starts_beside_the_cluster_and_only_loading_waits_for_it():
+    run = run_program("l7", {"preloadImages": "true"})
+    pull = run.named(COMMAND, "pull-images")
+    assert pull.inputs["create"] == "venv/bin/python -m lab.images pull --istio-version 1.31.1"
+    assert pull.dependencies == [], "the pull needs no cluster: it runs while kind creates one"
+    assert pull.inputs["triggers"] == ["--istio-version", "1.31.1"], "a new cluster does not pull again"
+    load = run.named(COMMAND, "preload-images")
+    assert run.depends_on(load, run.named(COMMAND, "kind-cluster")) and run.depends_on(load, pull)
 
 
 def test_no_preload_or_mirror_by_default(runs):

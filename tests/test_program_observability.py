@@ -46,8 +46,19 @@ def test_kiali_is_anonymous_view_only_and_reads_that_prometheus(runs, stack):
     assert f'{values["deployment"]["image_name"]}:{values["deployment"]["image_version"]}' == catalog.KIALI_IMAGE.ref
     assert values["server"]["web_root"] == "/kiali"
     assert len(values["login_token"]["signing_key"]) == 32
-    assert run.depends_on(kiali, run.named(RELEASE, "prometheus"))
-    assert run.depends_on(kiali, run.named(RELEASE, "istiod"))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_addons_install_beside_the_mesh_and_only_the_traffic_waits_for_the_apps(runs, stack):
+    run = runs[stack]
+    namespace = run.named("kubernetes:core/v1:Namespace", "istio-system")
+    istiod = run.named(RELEASE, "istiod")
+    assert run.named(RELEASE, "prometheus").dependencies == [namespace.urn]
+    assert sorted(run.named(RELEASE, "kiali").dependencies) == sorted([namespace.urn, istiod.urn])
+    account = run.named("kubernetes:core/v1:ServiceAccount", catalog.TRAFFIC_CRONJOB)
+    for sent_to in (run.named("kubernetes:gateway.networking.k8s.io/v1:Gateway", catalog.INGRESS_GATEWAY_NAME),
+                    run.named("kubernetes:apps/v1:Deployment", "productpage-v1"), run.named(RELEASE, "ztunnel")):
+        assert run.depends_on(account, sent_to), sent_to.urn
 
 
 def test_kiali_signing_key_is_stable_per_stack_and_differs_between_stacks(runs):

@@ -327,3 +327,30 @@ def test_ctr_output_is_parsed_robustly():
 )
 def test_normalize_ref(ref, normalized):
     assert images.normalize_ref(ref) == normalized
+
+
+def test_pull_needs_no_cluster_and_fetches_only_what_docker_lacks(fakes, capsys):
+    fakes.state["local"] = {CURL.ref: ["linux/amd64"], PILOT.ref: ["linux/arm64"]}
+    fakes.state["remote"] = [PILOT.ref, CURL.ref]
+    fakes.write()
+
+    assert images.pull("linux/amd64", [PILOT, CURL], say=lambda line: None) == [PILOT.ref]
+
+    assert pulls(fakes) == [["docker", "pull", "--platform", "linux/amd64", PILOT.ref]]
+    assert fakes.calls("kind") == [], "no cluster is asked for anything"
+    assert saves(fakes) == []
+
+
+def test_cli_pull_then_preload_only_loads(fakes, capsys):
+    all_refs = [image.ref for image in catalog.all_images()]
+    fakes.state["remote"] = all_refs
+    fakes.write()
+
+    assert images.main(["pull", "--platform", "linux/amd64"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"done: 0 in Docker already, {len(all_refs)} pulled."
+    assert fakes.calls("kind") == []
+    pulled = len(pulls(fakes))
+    assert images.main(["preload", "--cluster", "lab", "--platform", "linux/amd64"]) == 0
+
+    assert len(pulls(fakes)) == pulled, "the preload found every image in Docker"
+    assert capsys.readouterr().out.splitlines()[-1] == f"done: 0 present, {len(all_refs)} loaded, 0 pulled and loaded."

@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from lab import catalog
-from verify.checks.base import CheckContext
+from verify.checks.base import PROBE_HEADER, CheckContext, probe_padding
 from verify.cluster import ExecResult, HttpResponse, RawGetError
 
 # --- ztunnel access-log lines ----------------------------------------------------------------------------------
@@ -616,11 +617,23 @@ class FakeCluster:
 
 
 class FakeClock:
-    """A monotonic clock that only moves when the code under test sleeps (plus a small step per reading)."""
+    """A monotonic clock that only moves when the code under test sleeps (plus a small step per reading).
+
+    Each thread has its own time: `run_checks` runs checks side by side, each with its own timeout, and one check
+    sleeping through its retries must not use up another's deadline (real sleeps overlap; these add up).
+    """
 
     def __init__(self) -> None:
-        self.now = 1000.0
+        self._thread = threading.local()
         self.sleeps: list[float] = []
+
+    @property
+    def now(self) -> float:
+        return getattr(self._thread, "now", 1000.0)
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._thread.now = value
 
     def __call__(self) -> float:
         self.now += 0.01
@@ -727,8 +740,12 @@ def probe_lines(cluster: FakeCluster, mode: str) -> dict[str, list[str]]:
             # The waypoint's connection to productpage closes after productpage's keep-alive.
             lines[SERVER_NODE].append(stamped(LINE_WAYPOINT_INBOUND, when + dt.timedelta(seconds=2.1)))
         elif target == "deploy/sleep" and "productpage" in url:
-            lines[CLIENT_NODE].append(stamped(from_port(LINE_131_OUTBOUND, port), when))
-            lines[SERVER_NODE].append(stamped(LINE_131_INBOUND, when))
+            # The request carries the probe's padding header: both sides count those bytes too.
+            extra = len(f"{PROBE_HEADER}: {probe_padding(port)}\r\n")
+            lines[CLIENT_NODE].append(stamped(from_port(LINE_131_OUTBOUND, port), when).replace(
+                "bytes_sent=90 ", f"bytes_sent={90 + extra} "))
+            lines[SERVER_NODE].append(stamped(LINE_131_INBOUND, when).replace(
+                "bytes_recv=90 ", f"bytes_recv={90 + extra} "))
     return lines
 
 

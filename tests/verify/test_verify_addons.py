@@ -332,7 +332,8 @@ def test_prometheus_not_ready_is_retried_then_reported_in_one_sentence(fx, healt
                                                             'no endpoints available for service "prometheus"')
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=12)
     result = addons.check_prometheus_mtls(ctx)
-    assert not result.passed and result.evidence["attempts"] == 3
+    assert addons.ADDON_POLL_INTERVAL_S == 3
+    assert not result.passed and result.evidence["attempts"] == 4  # at once, then every 3 s within the 12 s
     assert result.observed == (
         "The prometheus Service did not answer through the API server's service proxy (Error from server "
         '(ServiceUnavailable): no endpoints available for service "prometheus"); check that the prometheus pod in '
@@ -357,7 +358,7 @@ def test_kiali_503_while_starting_is_retried(fx, healthy):
     ctx, clock = fx.make_context(cluster, "l7", timeout_s=60)
     result = addons.check_kiali_graph(ctx)
     assert result.passed, result.observed
-    assert result.evidence["attempts"] == 3 and clock.sleeps == [5.0, 5.0]
+    assert result.evidence["attempts"] == 3 and clock.sleeps == [addons.ADDON_POLL_INTERVAL_S] * 2
     # Traffic first, then one more request before every look, so Kiali's rates stay fresh.
     kinds = [call[0] for call in cluster.calls]
     assert kinds == ["exec", "exec", "exec", "get_raw", "exec", "get_raw", "exec", "get_raw"]
@@ -418,3 +419,19 @@ def test_l7_graph_in_the_l4_stack_fails_the_check(fx, healthy):
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=6)
     result = addons.check_kiali_graph(ctx)
     assert not result.passed and "no direct tcp edge sleep -> productpage-v1 with mTLS" in result.observed
+
+
+def test_addon_polls_wait_no_longer_than_the_scrape_interval_requires(fx, healthy):
+    """Prometheus shows new requests at the next scrape (one may be missed), Kiali's rate needs one sample more; a
+    longer --timeout does not make them wait longer than that."""
+    assert catalog.PROMETHEUS_SCRAPE_INTERVAL_S == 15
+    for check, wait_s, path, empty in (
+            (addons.check_prometheus_mtls, 45, fx.PROMETHEUS_PROXY, fx.PROMETHEUS_EMPTY),
+            (addons.check_kiali_graph, 60, fx.KIALI_PROXY, fx.Graph.empty())):
+        cluster = healthy("l4-only")
+        cluster.raw_answers[path] = empty
+        ctx, clock = fx.make_context(cluster, "l4-only", timeout_s=300)
+        result = check(ctx)
+        assert not result.passed
+        assert wait_s - addons.ADDON_POLL_INTERVAL_S <= sum(clock.sleeps) <= wait_s
+        assert f"(limit {wait_s} s)" in result.details

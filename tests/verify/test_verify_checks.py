@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -36,6 +39,7 @@ from verify.checks.ztunnel_logs import (
 )
 from verify.cluster import ExecResult
 from verify.evidence import parse_ztunnel_access_log
+from verify.report import CheckResult
 
 # --- classify_curl -----------------------------------------------------------------------------------------------
 
@@ -557,7 +561,9 @@ def test_log_check_fails_when_the_server_line_of_the_probe_is_missing(fx, health
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=5)
     result = ztunnel_logs.check_ztunnel_logs(ctx)
     assert not result.passed
-    assert result.observed == ("no inbound line mirroring the probe's bytes (sent 90, received 5002) on the "
+    sent = result.evidence["client"]["entry"]["bytes_sent"]
+    assert sent > 90, "the probe's padding header counts in its bytes"
+    assert result.observed == (f"no inbound line mirroring the probe's bytes (sent {sent}, received 5002) on the "
                                "server's ztunnel")
     assert "waiting for both access-log lines of the probe sleep -> productpage" in result.details
     assert result.evidence["client"]["entry"] is not None and result.evidence["server"]["entry"] is None
@@ -743,7 +749,7 @@ def test_a_healthy_lab_passes_every_check(fx, healthy, mode):
     report = run_checks(ctx, progress=lines.append)
     assert report.passed, report.summary + "\n" + "\n".join(r.observed for r in report.failed)
     assert len(lines) == 2 * len(report.results)
-    assert lines[0].startswith("[1/") and "PASS enrolment" in lines[1]
+    assert lines[0].startswith("[1/") and any(line.startswith("[1/") and "PASS enrolment" in line for line in lines)
 
 
 def test_a_crashing_check_is_reported_and_the_run_goes_on(fx, healthy, monkeypatch):
@@ -776,3 +782,45 @@ def test_stack_outputs_from_the_printed_json(fx, healthy):
 def test_unknown_mode_is_refused(fx):
     with pytest.raises(ValueError, match="use one of: l4-only, l7"):
         base.CheckContext(cluster=fx.FakeCluster(), mode="l5")
+
+
+def test_checks_run_side_by_side_bounded_and_report_in_spec_order(fx, healthy, monkeypatch):
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def check(name: str, seconds: float):
+        def run(ctx):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(seconds)  # real time: the later checks finish first
+            with lock:
+                running[0] -= 1
+            return CheckResult(name, [], "x", "seen", {}, True, seconds)
+        return checks.CheckSpec(name, frozenset(checks.MODES), run)
+
+    specs = [check(f"c{index}", 0.05 * (6 - index)) for index in range(6)]
+    monkeypatch.setattr(checks, "check_specs", lambda addons=False: specs)
+    ctx, _ = fx.make_context(healthy("l4-only"), "l4-only")
+    ctx.parallel = 3
+    lines: list[str] = []
+    report = run_checks(ctx, progress=lines.append)
+    assert most[0] == 3, "at most ctx.parallel checks at once, and that many"
+    assert [result.name for result in report.results] == [f"c{index}" for index in range(6)]
+    assert sorted(lines) == sorted([f"[{i}/6] c{i - 1} ..." for i in range(1, 7)]
+                                   + [f"[{i}/6] PASS c{i - 1} ({0.05 * (7 - i):.1f}s): seen" for i in range(1, 7)])
+
+
+def test_log_check_tells_its_probe_from_the_same_request_sent_at_the_same_time(fx, healthy):
+    """Checks run side by side: another probe's sleep -> productpage request closes in the same second. Its padding
+    header has another length, so only the probe's own server line mirrors the probe's bytes."""
+    cluster = healthy("l4-only")
+    ports = iter([20007, 20500])
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=5)
+    ctx = dataclasses.replace(ctx, local_port=lambda: next(ports))
+    other = traffic.send_probe(ctx, "sleep", "default", "GET", traffic.TRAFFIC_CASES[0].url("default"))
+    result = ztunnel_logs.check_ztunnel_logs(ctx)
+    assert result.passed, result.observed
+    assert other.local_port == 20007 and result.evidence["probe"]["local_port"] == 20500
+    assert result.evidence["server"]["entry"]["bytes_recv"] == result.evidence["client"]["entry"]["bytes_sent"]
+    assert result.evidence["client"]["entry"]["bytes_sent"] == 90 + len("x-lab-probe: ") + 501 + 2

@@ -14,15 +14,17 @@ check that asks the cluster:
 * `verify.checks.l7_path`: whether the waypoint's Envoy handled the request, and that it was the waypoint's.
 * `verify.checks.addons`: Prometheus and Kiali (only with the observability addons).
 
-This module says which check runs in which mode (`check_specs`), runs them (`run_checks`) and builds the stack
-outputs (`stack_outputs`). Which check runs in which mode, and what it expects there, is data (`TRAFFIC_CASES`,
+This module says which check runs in which mode (`check_specs`), runs them side by side (`run_checks`) and builds
+the stack outputs (`stack_outputs`). Which check runs in which mode, and what it expects there, is data (`TRAFFIC_CASES`,
 `MODE_FACTS`, `check_specs`), not branches scattered through the code.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,20 +95,31 @@ def check_specs(addons: bool = False) -> list[CheckSpec]:
 
 
 def run_checks(ctx: CheckContext, progress: Callable[[str], None] | None = None) -> Report:
-    """Run every check that applies to `ctx.mode` (the addon checks only when `ctx.addons`), in order, into a report.
+    """Run every check that applies to `ctx.mode` (the addon checks only when `ctx.addons`) into a report.
+
+    The checks are independent (each finds its own pods, sends its own requests and polls with its own timeout), so
+    up to `ctx.parallel` of them run at once: the run takes about as long as its slowest checks, not their sum. The
+    report keeps `check_specs` order whatever order they finish in.
 
     Args:
-        ctx: the cluster boundary, mode, namespace, addons and retry schedule.
-        progress: called with one line as each check starts and finishes (the CLI prints them to stderr).
+        ctx: the cluster boundary, mode, namespace, addons, retry schedule and how many checks run at once.
+        progress: called with one line as each check starts and finishes (the CLI prints them to stderr); the
+            ``[i/n]`` prefix says which check a line is about, since lines of checks running together interleave.
 
     Returns:
         The report. A check that crashes is reported as failed with the error; the run goes on.
     """
     report = Report(mode=ctx.mode, namespace=ctx.namespace, started_at=ctx.now())
     specs = [spec for spec in check_specs(addons=ctx.addons) if ctx.mode in spec.modes]
-    for index, spec in enumerate(specs, start=1):
+    said = threading.Lock()  # one line at a time, never two halves mixed
+
+    def say(line: str) -> None:
         if progress:
-            progress(f"[{index}/{len(specs)}] {spec.name} ...")
+            with said:
+                progress(line)
+
+    def run_one(index: int, spec: CheckSpec) -> CheckResult:
+        say(f"[{index}/{len(specs)}] {spec.name} ...")
         started = ctx.clock()
         try:
             result = spec.run(ctx)
@@ -114,10 +127,13 @@ def run_checks(ctx: CheckContext, progress: Callable[[str], None] | None = None)
             result = CheckResult(spec.name, [], "the check to complete",
                                  f"the check crashed: {type(error).__name__}: {error}", {}, False,
                                  ctx.clock() - started)
-        report.results.append(result)
-        if progress:
-            progress(f"[{index}/{len(specs)}] {'PASS' if result.passed else 'FAIL'} {spec.name} "
-                     f"({result.duration_s:.1f}s): {result.observed}")
+        say(f"[{index}/{len(specs)}] {'PASS' if result.passed else 'FAIL'} {spec.name} "
+            f"({result.duration_s:.1f}s): {result.observed}")
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, ctx.parallel), thread_name_prefix="check") as pool:
+        running = [pool.submit(run_one, index, spec) for index, spec in enumerate(specs, start=1)]
+        report.results.extend(future.result() for future in running)
     return report
 
 

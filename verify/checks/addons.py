@@ -27,8 +27,13 @@ MUTUAL_TLS = "mutual_tls"
 KIALI_GRAPH_DURATION = "120s"
 # Requests sent from sleep before the addon checks start asking, so there is something to see.
 ADDON_TRAFFIC_REQUESTS = 3
-# Prometheus scrapes every 15 s: asking every 5 s is often enough.
-ADDON_POLL_INTERVAL_S = 5.0
+# The lab's Prometheus scrapes every catalog.PROMETHEUS_SCRAPE_INTERVAL_S. Asking five times per interval sees a new
+# scrape within 3 s of it. Prometheus shows the requests sent first at the next scrape (allow one missed: 3 intervals);
+# Kiali draws the edge from a rate, which needs one sample more (4), and is asked uncached (no 60 s cache to outwait).
+# Waiting longer cannot help: past these, something is wrong, and the check says what it saw.
+ADDON_POLL_INTERVAL_S = catalog.PROMETHEUS_SCRAPE_INTERVAL_S / 5
+PROMETHEUS_WAIT_S = 3 * catalog.PROMETHEUS_SCRAPE_INTERVAL_S
+KIALI_WAIT_S = 4 * catalog.PROMETHEUS_SCRAPE_INTERVAL_S
 # The labels of a Prometheus series that the evidence keeps.
 PROMETHEUS_EVIDENCE_LABELS = ("reporter", "source_workload", "destination_workload", "destination_principal")
 
@@ -371,7 +376,8 @@ def check_prometheus_mtls(ctx: CheckContext) -> CheckResult:
 
     expected = (f"at least one {TCP_CONNECTIONS_METRIC} series with source_principal {principal} and "
                 f"connection_security_policy {MUTUAL_TLS} above 0")
-    return check_result(ctx, PROMETHEUS_CHECK, expected, poll(ctx, probe, interval_s=ADDON_POLL_INTERVAL_S),
+    return check_result(ctx, PROMETHEUS_CHECK, expected, poll(ctx, probe, interval_s=ADDON_POLL_INTERVAL_S,
+                                                               timeout_s=PROMETHEUS_WAIT_S),
                    "Prometheus to scrape ztunnel's mTLS connection count", started)
 
 
@@ -403,5 +409,6 @@ def check_kiali_graph(ctx: CheckContext) -> CheckResult:
     else:
         expected = (f"a direct {facts.graph_protocol} edge {catalog.SLEEP} -> {PRODUCTPAGE_WORKLOAD} in Kiali's graph "
                     f"({KIALI_GRAPH_DURATION}) with mTLS and no waypoint")
-    return check_result(ctx, KIALI_CHECK, expected, poll(ctx, probe, interval_s=ADDON_POLL_INTERVAL_S),
-                   f"Kiali's graph to show {catalog.SLEEP} -> {PRODUCTPAGE_WORKLOAD}", started)
+    return check_result(ctx, KIALI_CHECK, expected,
+                        poll(ctx, probe, interval_s=ADDON_POLL_INTERVAL_S, timeout_s=KIALI_WAIT_S),
+                        f"Kiali's graph to show {catalog.SLEEP} -> {PRODUCTPAGE_WORKLOAD}", started)

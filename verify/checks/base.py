@@ -42,7 +42,16 @@ LOG_WINDOW_MARGIN_S = 30
 # The client ports a probe binds with `curl --local-port`: below Linux's default ephemeral range (32768-60999), so no
 # connection whose port the kernel picks can hold one, and drawn anew per probe, so an earlier probe's ztunnel line
 # (same client, same request) never carries this probe's port. ztunnel's client-side line logs it in `src.addr`.
-PROBE_PORTS = range(20000, 30000)
+# Each probe also pads its request with a header as long as its port's place in this range (`probe_padding`), so its
+# byte count differs from every other probe's: the server side's line, which does not log the client's port, is
+# found by the mirrored byte counts even while other checks send the same request at the same time.
+PROBE_PORTS = range(20000, 24000)
+PROBE_HEADER = "x-lab-probe"
+
+
+def probe_padding(local_port: int) -> str:
+    """The padding header's value for the probe from `local_port`: 1 to 4000 characters, one length per port."""
+    return "p" * (local_port - PROBE_PORTS.start + 1)
 # ztunnel stamps its lines with the node's clock, the checks time their probes with this machine's: kind's nodes
 # share the host's clock, a real cluster's nodes are kept close by NTP. Lines this far outside a probe still count.
 CLOCK_TOLERANCE_S = 1.0
@@ -100,6 +109,9 @@ class CheckContext:
         now: the wall-clock time, for certificate validity.
         addons: Prometheus and Kiali are installed, so the checks that read them run too.
         local_port: draws the client port of a probe whose ztunnel lines a check looks for (see `PROBE_PORTS`).
+        parallel: how many checks run at once (`verify.checks.run_checks`); each still keeps its own retries and
+            timeout. Bounded because every cluster call is a kubectl process: a check makes one call at a time, so
+            this is also the most kubectl processes at once (enough for every check of a run without the addons).
     """
 
     cluster: Cluster
@@ -112,6 +124,7 @@ class CheckContext:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     addons: bool = False
     local_port: Callable[[], int] = lambda: random.choice(PROBE_PORTS)
+    parallel: int = 8
 
     def __post_init__(self) -> None:
         if self.mode not in MODE_FACTS:
@@ -154,20 +167,24 @@ class PollOutcome:
     attempts: int
     passed: bool
     waited_s: float
+    limit_s: float | None = None  # the timeout this poll had; None: the context's
 
 
 def poll(
-    ctx: CheckContext, probe: Callable[[], Observation], *, consecutive: int = 1, interval_s: float | None = None
+    ctx: CheckContext, probe: Callable[[], Observation], *, consecutive: int = 1, interval_s: float | None = None,
+    timeout_s: float | None = None,
 ) -> PollOutcome:
     """Run `probe` every `ctx.interval_s` until it succeeds `consecutive` times in a row or `ctx.timeout_s` passes.
 
     Cluster and format errors count as failed attempts (their message becomes the observation), so a transient
     kubectl failure is retried like any other unstable answer. `interval_s` overrides the pause for checks whose
-    source changes more slowly (Prometheus scrapes every 15 s).
+    source changes more slowly (Prometheus scrapes every 15 s); `timeout_s` shortens the wait where the source
+    itself says when waiting longer cannot help (never beyond `ctx.timeout_s`).
     """
     interval = ctx.interval_s if interval_s is None else interval_s
+    limit = ctx.timeout_s if timeout_s is None else min(timeout_s, ctx.timeout_s)
     started = ctx.clock()
-    deadline = started + ctx.timeout_s
+    deadline = started + limit
     attempts = streak = 0
     while True:
         attempts += 1
@@ -177,9 +194,9 @@ def poll(
             seen = Observation(False, str(error))
         streak = streak + 1 if seen.ok else 0
         if streak >= consecutive:
-            return PollOutcome(seen, attempts, True, ctx.clock() - started)
+            return PollOutcome(seen, attempts, True, ctx.clock() - started, limit)
         if seen.settled or ctx.clock() + interval > deadline:
-            return PollOutcome(seen, attempts, False, ctx.clock() - started)
+            return PollOutcome(seen, attempts, False, ctx.clock() - started, limit)
         ctx.sleep(interval)
 
 
@@ -196,7 +213,7 @@ def check_result(
         else:
             details = (
                 f"Timed out after {outcome.attempts} attempt(s) in {outcome.waited_s:.0f} s "
-                f"(limit {ctx.timeout_s:g} s) "
+                f"(limit {outcome.limit_s or ctx.timeout_s:g} s) "
                 f"waiting for {waited_for}; last seen: {last.observed}"
             )
     return CheckResult(

@@ -19,6 +19,7 @@ from verify.checks.base import (
     MODE_FACTS,
     OK,
     OTHER,
+    PROBE_HEADER,
     PRODUCTPAGE_TITLE,
     RBAC_DENIED_BODY,
     RESET,
@@ -26,6 +27,7 @@ from verify.checks.base import (
     Observation,
     check_result,
     poll,
+    probe_padding,
 )
 from verify.report import CheckResult
 
@@ -73,7 +75,7 @@ def curl_argv(method: str, url: str, local_port: int | None = None) -> list[str]
     """
     argv = ["curl", "-sS", "-i", "--max-time", str(CURL_MAX_TIME_S), "-H", "Connection: close"]
     if local_port is not None:
-        argv += ["--local-port", str(local_port)]
+        argv += ["--local-port", str(local_port), "-H", f"{PROBE_HEADER}: {probe_padding(local_port)}"]
     if method != "GET":
         argv += ["-X", method]
     return [*argv, "-w", f"\\n{_HTTP_CODE_MARKER}%{{http_code}}\\n", url]
