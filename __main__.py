@@ -9,6 +9,7 @@ from components.bookinfo import Bookinfo, BookinfoArgs
 from components.clients import MeshClient, MeshClientArgs, OutsideClient, OutsideClientArgs
 from components.cluster import ExistingCluster, ExistingClusterArgs, KindCluster, KindClusterArgs
 from components.enrolment import AmbientNamespace, AmbientNamespaceArgs
+from components.failures import exit_quietly_when_cancelled
 from components.ingress import BookinfoIngress, BookinfoIngressArgs
 from components.istio_ambient import IstioAmbient, IstioAmbientArgs
 from components.observability import Observability, ObservabilityArgs, signing_key_for
@@ -18,6 +19,7 @@ from components.verification import Verification, VerificationArgs, cluster_argu
 from components.waypoint import Waypoint, WaypointArgs, WaypointBinding, WaypointBindingArgs
 from lab import catalog, images, kind_cluster, outputs
 
+exit_quietly_when_cancelled()  # a failed resource stops the update with its sentence, not a Python traceback
 cfg = read_lab_config()
 
 # Requirements: a cluster. kind by default (one control plane, two workers), or one the user already has.

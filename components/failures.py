@@ -7,11 +7,17 @@ output with the sentence that matters (`error: ...` or `python -m verify: ...`),
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import threading
 from collections.abc import Callable
 from typing import NoReturn
 
 import pulumi
+
+# The Python host's exit code for "the error was already shown to the user": the host adds no message of its own.
+_ALREADY_REPORTED = 32
 
 _PREFIXES = ("error: ", "python -m verify: ")
 
@@ -37,3 +43,15 @@ def fail_with_sentence(what: str) -> Callable[[Exception], NoReturn]:
         raise pulumi.RunError(f"{what} failed: {last_sentence(str(error))}")
 
     return fail
+
+
+def exit_quietly_when_cancelled() -> None:
+    """End the program without a traceback when the language host interrupts it.
+
+    When a resource fails, the engine stops the update and the Python host sends the program SIGINT (as on Ctrl-C);
+    Python's default answer is a KeyboardInterrupt traceback through asyncio, printed after the resource's own
+    sentence, which is the one that matters. The engine has already said why the update stopped, so exit at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread; the default stays
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(_ALREADY_REPORTED))

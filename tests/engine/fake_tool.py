@@ -120,10 +120,16 @@ def kind(argv: list[str], state: State, port: str, call: dict) -> int:
         if name not in clusters:
             print(f'ERROR: could not locate any control plane nodes for cluster named "{name}"', file=sys.stderr)
             return 1
-        text = kubeconfig(name, port)
-        with open(os.path.join(os.path.dirname(state.path), "issued-keys.txt"), "a", encoding="utf-8") as keys:
-            keys.write(yaml.safe_load(text)["users"][0]["user"]["client-key-data"] + "\n")
-        sys.stdout.write(text)
+        # One kubeconfig per cluster, as kind's: its credentials stay the same for the cluster's life.
+        saved = os.path.join(os.path.dirname(state.path), f"kubeconfig-{name}.yaml")
+        if not os.path.exists(saved):
+            text = kubeconfig(name, port)
+            with open(saved, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            with open(os.path.join(os.path.dirname(state.path), "issued-keys.txt"), "a", encoding="utf-8") as keys:
+                keys.write(yaml.safe_load(text)["users"][0]["user"]["client-key-data"] + "\n")
+        with open(saved, encoding="utf-8") as handle:
+            sys.stdout.write(handle.read())
         return 0
     if argv[:2] == ["delete", "cluster"]:
         clusters.pop(name, None)
