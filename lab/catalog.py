@@ -42,7 +42,10 @@ def gateway_api_crds_url(version: str) -> str:
 # --- Names -----------------------------------------------------------------------------------------------------
 
 ISTIO_NAMESPACE = "istio-system"
-DEFAULT_APPS_NAMESPACE = "default"
+DEFAULT_APPS_NAMESPACE = "default"  # on kind, as in the tutorial
+# On someone else's cluster the apps get a namespace of the lab's own: enrolling `default` would capture every pod
+# already there, and mesh-wide STRICT mTLS would then refuse their plaintext clients.
+EXISTING_APPS_NAMESPACE = "istio-ambient-lab"
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,15 @@ def test_existing_cluster_creates_no_cluster_and_pins_the_context(existing_run):
     assert outputs.KUBECONFIG not in run.outputs
 
 
+def test_existing_cluster_apps_get_a_namespace_of_their_own_never_default(existing_run):
+    namespace = existing_run.named("kubernetes:core/v1:Namespace", "istio-ambient-lab")
+    assert namespace.inputs["metadata"]["labels"] == {"istio.io/dataplane-mode": "ambient"}
+    assert not existing_run.of_type("kubernetes:core/v1:NamespacePatch"), "default is left alone"
+    assert existing_run.outputs[outputs.APPS_NAMESPACE] == "istio-ambient-lab"
+    for deployment in existing_run.of_type("kubernetes:apps/v1:Deployment"):
+        assert deployment.inputs["metadata"]["namespace"] in ("istio-ambient-lab", "mesh-outside"), deployment.urn
+
+
 def test_eks_needs_no_chart_platform():
     run = run_program("l4-only", {"target": "existing", "kubeContext": "eks-lab", "platform": "eks"})
     assert run.named(RELEASE, "istiod").inputs["values"] == {"profile": "ambient"}
