@@ -3,6 +3,8 @@
 Reads like the tutorial's table of contents; each step is a component under components/.
 """
 
+import os
+
 import pulumi
 
 from components.bookinfo import Bookinfo, BookinfoArgs
@@ -16,7 +18,7 @@ from components.policies import MeshPolicies, MeshPoliciesArgs
 from components.settings import read_lab_config
 from components.verification import Verification, VerificationArgs, cluster_arguments
 from components.waypoint import Waypoint, WaypointArgs, WaypointBinding, WaypointBindingArgs
-from lab import catalog, images, kind_cluster, outputs
+from lab import catalog, images, kind_cluster, kubeconfigs, outputs
 
 cfg = read_lab_config()
 
@@ -54,6 +56,7 @@ outside = OutsideClient("outside", OutsideClientArgs(access, istio.ready))
 ingress = BookinfoIngress("ingress", BookinfoIngressArgs(
     access, cfg.apps_namespace, depends_on=[istio.istiod, *in_mesh],
     node_port=catalog.INGRESS_NODE_PORT if cfg.target == "kind" else None, host_port=cfg.ingress_host_port,
+    kubectl=kubeconfigs.kubectl_command(cfg.kube_context, cfg.kubeconfig_path, os.environ) if cfg.kube_context else "kubectl",
 ))
 
 # L7 processing: a waypoint for productpage (l7 stack only), and productpage bound to it (or to none).

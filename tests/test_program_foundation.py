@@ -240,3 +240,21 @@ def test_preload_and_mirror_run_inside_the_nodes_before_anything_reaches_the_clu
 def test_no_preload_or_mirror_by_default(runs):
     names = {r.name for r in runs["l4-only"].of_type(COMMAND)}
     assert names == {"kind-cluster"}
+
+
+def test_a_kubeconfig_of_several_files_reaches_the_provider_resolved_never_as_the_raw_list(monkeypatch, tmp_path):
+    """The provider parses any string that is not one file's path as kubeconfig content: `a:b` would not parse."""
+    existing = {"target": "existing", "kubeContext": "lab"}
+    contexts, credentials = tmp_path / "contexts.yaml", tmp_path / "credentials.yaml"
+    contexts.write_text("contexts:\n- name: lab\n  context: {cluster: c, user: u}\n")
+    credentials.write_text("clusters:\n- name: c\n  cluster: {server: 'https://x'}\nusers:\n- name: u\n"
+                           "  user: {token: s3cr3t}\n")
+    monkeypatch.setenv("KUBECONFIG", f"{contexts}:{credentials}")
+    provider = run_program("l4-only", existing).named(PROVIDER, "existing")
+    assert "kubeconfig" in provider.secret_inputs, "a merged config holds credentials"
+    merged = yaml.safe_load(provider.inputs["kubeconfig"])
+    assert merged["current-context"] == "lab" and merged["users"] == [{"name": "u", "user": {"token": "s3cr3t"}}]
+
+    contexts.write_text(contexts.read_text() + credentials.read_text())  # the first file now holds everything
+    provider = run_program("l4-only", existing).named(PROVIDER, "existing")
+    assert provider.inputs["kubeconfig"] == str(contexts) and "kubeconfig" not in provider.secret_inputs

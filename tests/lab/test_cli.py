@@ -274,7 +274,7 @@ def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project
     machine.outputs.write_text(json.dumps({"mesh_mode": "l4-only", "target": "existing", "kube_context": "gke_lab"}))
     assert cli.main(["verify", "gke"], context(project, machine)) == 0
     assert streamed[0][3:] == [
-        "--mode", "l4-only", "--namespace", "default", "--kubeconfig", "/home/me/.kube/gke", "--context", "gke_lab",
+        "--mode", "l4-only", "--namespace", "istio-ambient-lab", "--kubeconfig", "/home/me/.kube/gke", "--context", "gke_lab",
         "--addons",
     ]
 
