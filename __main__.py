@@ -56,7 +56,8 @@ outside = OutsideClient("outside", OutsideClientArgs(access, istio.ready))
 ingress = BookinfoIngress("ingress", BookinfoIngressArgs(
     access, cfg.apps_namespace, depends_on=[istio.istiod, *in_mesh],
     node_port=catalog.INGRESS_NODE_PORT if cfg.target == "kind" else None, host_port=cfg.ingress_host_port,
-    kubectl=kubeconfigs.kubectl_command(cfg.kube_context, cfg.kubeconfig_path, os.environ) if cfg.kube_context else "kubectl",
+    kubectl=(kubeconfigs.kubectl_command(cfg.kube_context, cfg.kubeconfig_path, os.environ) if cfg.kube_context
+             else "kubectl"),
 ))
 
 # L7 processing: a waypoint for productpage (l7 stack only), and productpage bound to it (or to none).
@@ -104,6 +105,8 @@ pulumi.export(outputs.ISTIO_VERSION, cfg.istio_version)
 pulumi.export(outputs.MESH_MODE, cfg.mesh_mode)
 pulumi.export(outputs.HELM_RELEASES, istio.release_statuses)
 pulumi.export(outputs.APPS_NAMESPACE, cfg.apps_namespace)
+# Which Gateway API bundle this stack installed: the preflight tells these CRDs from a cluster's own.
+pulumi.export(outputs.GATEWAY_API_CRDS, cfg.gateway_api_version if cfg.install_gateway_api_crds else None)
 pulumi.export(outputs.BOOKINFO_URL, ingress.url)
 if ingress.port_forward:
     pulumi.export(outputs.BOOKINFO_PORT_FORWARD, ingress.port_forward)

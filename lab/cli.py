@@ -208,6 +208,11 @@ def _preflight(ctx: Context, stack: str, config: lab_config.LabConfig, adopt: bo
             ingress_port=config.ingress_host_port,
             tools=[bootstrap.RELEASES[name] for name in _tools_for(config)],
             recorded=recorded or {},
+            existing=preflight.ExistingTarget(
+                context=str(config.kube_context), kubeconfig_path=config.kubeconfig_path,
+                apps_namespace=config.apps_namespace, istio_version=config.istio_version,
+                install_gateway_api_crds=config.install_gateway_api_crds, observability=config.observability,
+            ) if config.target == "existing" else None,
         ),
         ctx.host,
     )

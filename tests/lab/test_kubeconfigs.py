@@ -51,8 +51,9 @@ def test_a_context_spread_over_files_is_merged_as_kubectl_would(tmp_path):
     assert merged["current-context"] == CONTEXT
     assert merged["contexts"] == [context()]
     # Only the context's own cluster and user; relative files made absolute against the file that named them.
+    authority = str(tmp_path / "creds" / "ca.crt")
     assert merged["clusters"] == [{"name": "prod", "cluster": {"server": "https://prod:6443",
-                                                               "certificate-authority": str(tmp_path / "creds" / "ca.crt")}}]
+                                                               "certificate-authority": authority}}]
     assert merged["users"] == [{"name": "me", "user": {"client-key": str(tmp_path / "creds" / "keys/me.key"),
                                                        "token": "s3cr3t"}}]
 
