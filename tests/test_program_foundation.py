@@ -258,3 +258,18 @@ def test_a_kubeconfig_of_several_files_reaches_the_provider_resolved_never_as_th
     contexts.write_text(contexts.read_text() + credentials.read_text())  # the first file now holds everything
     provider = run_program("l4-only", existing).named(PROVIDER, "existing")
     assert provider.inputs["kubeconfig"] == str(contexts) and "kubeconfig" not in provider.secret_inputs
+
+
+def test_gateway_api_crds_stay_on_an_existing_cluster_and_die_with_kind(runs, existing_run):
+    """Deleting the CRDs on someone's cluster would delete every Gateway and HTTPRoute on it."""
+    import pulumi
+
+    crds = existing_run.named("kubernetes:yaml/v2:ConfigFile", "gateway-api-crds")
+    assert crds.retain_on_delete and len(crds.transforms) == 1, "the component and every object inside it"
+    kept = crds.transforms[0](pulumi.ResourceTransformArgs(
+        custom=True, type_="kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
+        name="gateways.gateway.networking.k8s.io", props={"kind": "CustomResourceDefinition"},
+        opts=pulumi.ResourceOptions(protect=False)))
+    assert kept.opts.retain_on_delete and kept.props == {"kind": "CustomResourceDefinition"}
+    on_kind = runs["l4-only"].named("kubernetes:yaml/v2:ConfigFile", "gateway-api-crds")
+    assert not on_kind.retain_on_delete and not on_kind.transforms and on_kind.deleted_with
