@@ -69,7 +69,12 @@ class IstioAmbient(pulumi.ComponentResource):
         self._args = args
         self.namespace = k8s.core.v1.Namespace(
             catalog.ISTIO_NAMESPACE,
-            metadata={"name": catalog.ISTIO_NAMESPACE},
+            # Istio's Pod Security guide: istio-cni needs hostPath volumes (and ztunnel more), which only the
+            # `privileged` level admits; said here so a cluster-wide `baseline` or `restricted` default cannot
+            # refuse them.
+            metadata={"name": catalog.ISTIO_NAMESPACE, "labels": {
+                "pod-security.kubernetes.io/enforce": "privileged", "pod-security.kubernetes.io/enforce-version": "latest",
+            }},
             opts=args.access.options(self),
         )
         self.gateway_api_crds = self._create_gateway_api_crds()

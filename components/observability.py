@@ -9,6 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.kube import TYPE_PREFIX, ClusterAccess, helm_release
+from components.workload import CONTAINER_SECURITY, pod_security
 from lab import catalog
 
 HELM_TIMEOUT_SECONDS = 600
@@ -92,12 +93,14 @@ def traffic_job_spec(target_url: str, requests: int = 12, pause_seconds: int = 4
             "spec": {
                 "serviceAccountName": catalog.TRAFFIC_CRONJOB,
                 "restartPolicy": "Never",
+                "securityContext": pod_security(catalog.CLIENT_UID),
                 "containers": [{
                     "name": "curl",
                     "image": catalog.CURL_IMAGE.ref,
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["/bin/sh", "-c", script],
                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                    "securityContext": CONTAINER_SECURITY,
                 }],
             },
         },

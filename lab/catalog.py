@@ -130,6 +130,9 @@ class Image:
 
 BOOKINFO_IMAGE_TAG = "1.20.3"
 CURL_IMAGE = Image("docker.io/curlimages/curl", "8.16.0")
+# curl needs no particular user or home: the clients and the traffic job run it as this non-root uid, which Pod
+# Security `restricted` requires to be numeric where the image names its user by name.
+CLIENT_UID = 65532
 
 # Bookinfo workloads: (deployment, service, version); the three reviews versions share one ServiceAccount.
 BOOKINFO_WORKLOADS = (

@@ -273,3 +273,31 @@ def test_gateway_api_crds_stay_on_an_existing_cluster_and_die_with_kind(runs, ex
     assert kept.opts.retain_on_delete and kept.props == {"kind": "CustomResourceDefinition"}
     on_kind = runs["l4-only"].named("kubernetes:yaml/v2:ConfigFile", "gateway-api-crds")
     assert not on_kind.retain_on_delete and not on_kind.transforms and on_kind.deleted_with
+
+
+def _passes_restricted(pod_spec: dict) -> bool:
+    """Pod Security `restricted` on the fields the lab sets: non-root uid, RuntimeDefault seccomp, no escalation,
+    every capability dropped."""
+    pod = pod_spec.get("securityContext", {})
+    return (pod.get("runAsNonRoot") is True and (pod.get("runAsUser") or 0) > 0
+            and pod.get("seccompProfile") == {"type": "RuntimeDefault"}
+            and all(c.get("securityContext", {}).get("allowPrivilegeEscalation") is False
+                    and c.get("securityContext", {}).get("capabilities") == {"drop": ["ALL"]}
+                    for c in pod_spec["containers"]))
+
+
+def test_the_labs_own_pods_pass_pod_security_restricted_and_istio_system_is_privileged(existing_run):
+    deployments = {d.name: d.inputs["spec"]["template"]["spec"] for d in existing_run.of_type(
+        "kubernetes:apps/v1:Deployment")}
+    for client in ("sleep", "notsleep", "outside-client"):
+        assert _passes_restricted(deployments[client]), client
+    cronjob = existing_run.named("kubernetes:batch/v1:CronJob", "bookinfo-traffic")
+    assert _passes_restricted(cronjob.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    # Bookinfo: everything restricted asks but the uid, which the lab does not know for those images.
+    for name in ("details-v1", "productpage-v1", "reviews-v2"):
+        spec = deployments[name]
+        assert spec["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+        assert spec["containers"][0]["securityContext"] == {"allowPrivilegeEscalation": False,
+                                                            "capabilities": {"drop": ["ALL"]}}
+    istio_system = existing_run.named("kubernetes:core/v1:Namespace", "istio-system")
+    assert istio_system.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
