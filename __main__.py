@@ -80,7 +80,10 @@ observability = None
 if cfg.observability:
     observability = Observability("observability", ObservabilityArgs(
         access, cfg.apps_namespace, signing_key=signing_key_for(pulumi.get_project(), pulumi.get_stack()),
-        depends_on=[istio.istiod, ingress.gateway, *in_mesh],
+        depends_on=[istio.istiod, ingress.gateway, *in_mesh, outside.namespace],
+        # On someone else's cluster Kiali sees only the lab's namespaces; cluster-wide only on the lab's own kind.
+        kiali_namespaces=None if cfg.target == "kind" else [
+            catalog.ISTIO_NAMESPACE, cfg.apps_namespace, catalog.OUTSIDE_NAMESPACE],
     ))
     pulumi.export(outputs.KIALI_URL, observability.kiali_url)
     pulumi.export(outputs.DASHBOARD_COMMAND, f"./lab.sh dashboard {pulumi.get_stack()}")

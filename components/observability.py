@@ -46,10 +46,10 @@ def prometheus_url() -> str:
     return f"http://{catalog.PROMETHEUS_SERVICE}.{catalog.ISTIO_NAMESPACE}:{catalog.PROMETHEUS_PORT}"
 
 
-def kiali_values(signing_key: str) -> dict:
+def kiali_values(signing_key: str, namespaces: list[str] | None = None) -> dict:
     """Anonymous and view-only (a lab dashboard anyone on the machine may look at, and nobody can change the mesh
     from), ClusterIP only, reading the Prometheus above."""
-    return {
+    values: dict = {
         "auth": {"strategy": "anonymous"},
         "deployment": {
             "view_only_mode": True,
@@ -72,6 +72,14 @@ def kiali_values(signing_key: str) -> dict:
         # Anonymous Kiali issues no login tokens, so a per-stack key is enough.
         "login_token": {"signing_key": signing_key},
     }
+    if namespaces is not None:
+        # Someone else's cluster: Roles in the lab's namespaces instead of a ClusterRole. The kiali-server chart
+        # (deployment.cluster_wide_access false) looks the namespaces up at install time with these discovery
+        # selectors and always adds its own; so they must exist before Kiali is installed.
+        values["deployment"]["cluster_wide_access"] = False
+        values["deployment"]["discovery_selectors"] = {"default": [{"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}]}]}
+    return values
 
 
 def signing_key_for(project: str, stack: str) -> str:
@@ -113,6 +121,7 @@ class ObservabilityArgs:
     apps_namespace: str
     signing_key: str
     depends_on: list[pulumi.Resource]  # istiod (Kiali reads its config) and the apps the traffic goes to
+    kiali_namespaces: list[str] | None = None  # None: cluster-wide (the lab's own kind cluster); else only these
 
 
 class Observability(pulumi.ComponentResource):
@@ -138,7 +147,7 @@ class Observability(pulumi.ComponentResource):
             version=catalog.KIALI_VERSION,
             repository=catalog.KIALI_CHART_REPOSITORY,
             namespace=catalog.ISTIO_NAMESPACE,
-            values=pulumi.Output.secret(kiali_values(args.signing_key)),
+            values=pulumi.Output.secret(kiali_values(args.signing_key, args.kiali_namespaces)),
             access=args.access,
             parent=self,
             depends_on=[*args.depends_on, self.prometheus],
