@@ -3,6 +3,8 @@
 Reads like the tutorial's table of contents; each step is a component under components/.
 """
 
+import os
+
 import pulumi
 
 from components.bookinfo import Bookinfo, BookinfoArgs
@@ -17,7 +19,7 @@ from components.policies import MeshPolicies, MeshPoliciesArgs
 from components.settings import read_lab_config
 from components.verification import Verification, VerificationArgs, cluster_arguments
 from components.waypoint import Waypoint, WaypointArgs, WaypointBinding, WaypointBindingArgs
-from lab import catalog, images, kind_cluster, outputs
+from lab import catalog, images, kind_cluster, kubeconfigs, outputs
 
 exit_quietly_when_cancelled()  # a failed resource stops the update with its sentence, not a Python traceback
 cfg = read_lab_config()
@@ -60,6 +62,8 @@ outside = OutsideClient("outside", OutsideClientArgs(access))
 ingress = BookinfoIngress("ingress", BookinfoIngressArgs(
     access, cfg.apps_namespace, depends_on=[istio.istiod, apps_namespace.namespace],
     node_port=catalog.INGRESS_NODE_PORT if cfg.target == "kind" else None, host_port=cfg.ingress_host_port,
+    kubectl=(kubeconfigs.kubectl_command(cfg.kube_context, cfg.kubeconfig_path, os.environ) if cfg.kube_context
+             else "kubectl"),
 ))
 
 # L7 processing: a waypoint for productpage (l7 stack only), and productpage bound to it (or to none).
@@ -89,6 +93,10 @@ if cfg.observability:
         # Prometheus and Kiali install beside the mesh; only the traffic CronJob waits for what it sends to.
         namespace=istio.namespace, istiod=istio.istiod,
         traffic_after=[*in_mesh, *ingress.resources, *bookinfo.resources],
+        # On someone else's cluster Kiali sees only the lab's namespaces; cluster-wide only on the lab's own kind.
+        kiali_namespaces=None if cfg.target == "kind" else [
+            catalog.ISTIO_NAMESPACE, cfg.apps_namespace, catalog.OUTSIDE_NAMESPACE],
+        kiali_namespace_resources=[apps_namespace.namespace, outside.namespace],
     ))
     pulumi.export(outputs.KIALI_URL, observability.kiali_url)
     pulumi.export(outputs.DASHBOARD_COMMAND, f"./lab.sh dashboard {pulumi.get_stack()}")
@@ -114,6 +122,8 @@ pulumi.export(outputs.ISTIO_VERSION, cfg.istio_version)
 pulumi.export(outputs.MESH_MODE, cfg.mesh_mode)
 pulumi.export(outputs.HELM_RELEASES, istio.release_statuses)
 pulumi.export(outputs.APPS_NAMESPACE, cfg.apps_namespace)
+# Which Gateway API bundle this stack installed: the preflight tells these CRDs from a cluster's own.
+pulumi.export(outputs.GATEWAY_API_CRDS, cfg.gateway_api_version if cfg.install_gateway_api_crds else None)
 pulumi.export(outputs.BOOKINFO_URL, ingress.url)
 if ingress.port_forward:
     pulumi.export(outputs.BOOKINFO_PORT_FORWARD, ingress.port_forward)

@@ -46,7 +46,7 @@ class MeshClient(pulumi.ComponentResource):
         spec = WorkloadSpec(
             deployment=name, app=name, version="v1", service_account=name, image=catalog.CURL_IMAGE,
             port=catalog.CLIENT_PORT, command=["/bin/sleep", "infinity"], readiness=False,
-            affinity=away_from(args.avoid_app) if args.avoid_app else None,
+            affinity=away_from(args.avoid_app) if args.avoid_app else None, run_as_user=catalog.CLIENT_UID,
         )
         self.service_account = create_service_account(name, args.namespace, args.access, self, args.depends_on)
         if args.with_service:

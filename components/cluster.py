@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_command as command
@@ -13,7 +14,7 @@ import pulumi_kubernetes as k8s
 
 from components.failures import fail_with_sentence
 from components.kube import TYPE_PREFIX, ClusterAccess
-from lab import kind_cluster
+from lab import kind_cluster, kubeconfigs
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -148,6 +149,7 @@ class KindCluster(pulumi.ComponentResource):
 class ExistingClusterArgs:
     context: str
     kubeconfig_path: str | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))  # KUBECONFIG, as the program sees it
 
 
 class ExistingCluster(pulumi.ComponentResource):
@@ -157,10 +159,15 @@ class ExistingCluster(pulumi.ComponentResource):
         super().__init__(f"{TYPE_PREFIX}:ExistingCluster", name, None, opts)
         self.cluster_name = args.context
         self.kubeconfig_path = args.kubeconfig_path  # absolute already: lab.config expands it
+        try:
+            # A path where one file holds the context, its cluster and user: nothing secret enters the state. A
+            # KUBECONFIG of several files would reach the provider as one unparsable string: resolve it here.
+            chosen = kubeconfigs.for_provider(args.context, args.kubeconfig_path, args.env)
+        except kubeconfigs.KubeconfigError as error:
+            raise pulumi.RunError(str(error)) from None
         self.provider = k8s.Provider(
             "existing",
-            # A path, not the file's content: nothing secret enters the state.
-            kubeconfig=self.kubeconfig_path,
+            kubeconfig=pulumi.Output.secret(chosen.content) if chosen.content else chosen.path,
             context=args.context,
             cluster_identifier=f"existing-{args.context}",
             opts=pulumi.ResourceOptions(parent=self),

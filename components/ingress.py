@@ -31,6 +31,7 @@ class BookinfoIngressArgs:
     depends_on: list[pulumi.Resource]
     node_port: int | None  # kind: expose the gateway on this node port, which kind maps to 127.0.0.1
     host_port: int
+    kubectl: str = "kubectl"  # existing cluster: kubectl naming the lab's context and kubeconfig, never the current
 
 
 class BookinfoIngress(pulumi.ComponentResource):
@@ -91,7 +92,7 @@ class BookinfoIngress(pulumi.ComponentResource):
         else:
             # No host port mapping on an existing cluster: the user forwards one.
             self.port_forward = (
-                f"kubectl port-forward -n {args.namespace} svc/{catalog.INGRESS_GATEWAY_WORKLOAD} "
+                f"{args.kubectl} port-forward -n {args.namespace} svc/{catalog.INGRESS_GATEWAY_WORKLOAD} "
                 f"--address 127.0.0.1 {args.host_port}:80"
             )
         self.resources: list[pulumi.Resource] = [self.gateway, self.route]

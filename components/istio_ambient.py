@@ -56,6 +56,12 @@ def chart_values(chart: catalog.IstioChart, platform: str | None) -> dict:
     return values
 
 
+def keep_on_delete(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult:
+    """A resource transform: destroy leaves the object on the cluster and only forgets it."""
+    return pulumi.ResourceTransformResult(
+        props=args.props, opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(retain_on_delete=True)))
+
+
 class IstioAmbient(pulumi.ComponentResource):
     """The Istio control plane and ambient data plane (istio-cni + ztunnel) in istio-system."""
 
@@ -64,7 +70,12 @@ class IstioAmbient(pulumi.ComponentResource):
         self._args = args
         self.namespace = k8s.core.v1.Namespace(
             catalog.ISTIO_NAMESPACE,
-            metadata={"name": catalog.ISTIO_NAMESPACE},
+            # Istio's Pod Security guide: istio-cni needs hostPath volumes (and ztunnel more), which only the
+            # `privileged` level admits; said here so a cluster-wide `baseline` or `restricted` default cannot
+            # refuse them.
+            metadata={"name": catalog.ISTIO_NAMESPACE, "labels": {
+                "pod-security.kubernetes.io/enforce": "privileged", "pod-security.kubernetes.io/enforce-version": "latest",
+            }},
             opts=args.access.options(self),
         )
         self.gateway_api_crds = self._create_gateway_api_crds()
@@ -93,10 +104,16 @@ class IstioAmbient(pulumi.ComponentResource):
     def _create_gateway_api_crds(self) -> k8s.yaml.v2.ConfigFile | None:
         if not self._args.install_gateway_api_crds:
             return None
+        keep = {}
+        if self._args.access.owner is None:
+            # An existing cluster: deleting the CRDs would delete everyone's Gateways and HTTPRoutes, so destroy keeps
+            # them (and the bundle's admission policy). retain_on_delete on the component alone does not reach the
+            # objects the provider creates inside it (pulumi-kubernetes#3065, won't fix); a transform does.
+            keep = {"retain_on_delete": True, "transforms": [keep_on_delete]}
         return k8s.yaml.v2.ConfigFile(
             "gateway-api-crds",
             file=catalog.gateway_api_crds_url(self._args.gateway_api_version),
-            opts=self._args.access.options(self),
+            opts=self._args.access.options(self, **keep),
         )
 
     def _release(self, chart: catalog.IstioChart, depends_on: list[pulumi.Resource]) -> k8s.helm.v3.Release:

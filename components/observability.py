@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.kube import TYPE_PREFIX, ClusterAccess, helm_release
+from components.workload import CONTAINER_SECURITY, pod_security
 from lab import catalog
 
 HELM_TIMEOUT_SECONDS = 600
@@ -45,10 +46,10 @@ def prometheus_url() -> str:
     return f"http://{catalog.PROMETHEUS_SERVICE}.{catalog.ISTIO_NAMESPACE}:{catalog.PROMETHEUS_PORT}"
 
 
-def kiali_values(signing_key: str) -> dict:
+def kiali_values(signing_key: str, namespaces: list[str] | None = None) -> dict:
     """Anonymous and view-only (a lab dashboard anyone on the machine may look at, and nobody can change the mesh
     from), ClusterIP only, reading the Prometheus above."""
-    return {
+    values: dict = {
         "auth": {"strategy": "anonymous"},
         "deployment": {
             "view_only_mode": True,
@@ -71,6 +72,14 @@ def kiali_values(signing_key: str) -> dict:
         # Anonymous Kiali issues no login tokens, so a per-stack key is enough.
         "login_token": {"signing_key": signing_key},
     }
+    if namespaces is not None:
+        # Someone else's cluster: Roles in the lab's namespaces instead of a ClusterRole. The kiali-server chart
+        # (deployment.cluster_wide_access false) looks the namespaces up at install time with these discovery
+        # selectors and always adds its own; so they must exist before Kiali is installed.
+        values["deployment"]["cluster_wide_access"] = False
+        values["deployment"]["discovery_selectors"] = {"default": [{"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}]}]}
+    return values
 
 
 def signing_key_for(project: str, stack: str) -> str:
@@ -92,12 +101,14 @@ def traffic_job_spec(target_url: str, requests: int = 12, pause_seconds: int = 4
             "spec": {
                 "serviceAccountName": catalog.TRAFFIC_CRONJOB,
                 "restartPolicy": "Never",
+                "securityContext": pod_security(catalog.CLIENT_UID),
                 "containers": [{
                     "name": "curl",
                     "image": catalog.CURL_IMAGE.ref,
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["/bin/sh", "-c", script],
                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                    "securityContext": CONTAINER_SECURITY,
                 }],
             },
         },
@@ -112,6 +123,9 @@ class ObservabilityArgs:
     namespace: pulumi.Resource  # istio-system, where both releases go: all Prometheus needs
     istiod: pulumi.Resource  # Kiali reads istiod's mesh config and status from its start
     traffic_after: list[pulumi.Resource]  # what the CronJob's requests go to: the ingress and the apps behind it
+    kiali_namespaces: list[str] | None = None  # None: cluster-wide (the lab's own kind cluster); else only these
+    # The namespaces behind kiali_namespaces: the chart looks each one up when it installs (a Role per namespace).
+    kiali_namespace_resources: list[pulumi.Resource] = field(default_factory=list)
 
 
 class Observability(pulumi.ComponentResource):
@@ -138,11 +152,12 @@ class Observability(pulumi.ComponentResource):
             version=catalog.KIALI_VERSION,
             repository=catalog.KIALI_CHART_REPOSITORY,
             namespace=catalog.ISTIO_NAMESPACE,
-            values=pulumi.Output.secret(kiali_values(args.signing_key)),
+            values=pulumi.Output.secret(kiali_values(args.signing_key, args.kiali_namespaces)),
             access=args.access,
             parent=self,
-            # Not Prometheus: Kiali queries it per request, so the two install side by side.
-            depends_on=[args.namespace, args.istiod],
+            # Not Prometheus: Kiali queries it per request, so the two install side by side. Scoped to some
+            # namespaces (an existing cluster), the chart looks each one up: those must exist first.
+            depends_on=[args.namespace, args.istiod, *(args.kiali_namespace_resources if args.kiali_namespaces else [])],
             timeout_seconds=HELM_TIMEOUT_SECONDS,
         )
         self._create_traffic(args)

@@ -42,7 +42,10 @@ def gateway_api_crds_url(version: str) -> str:
 # --- Names -----------------------------------------------------------------------------------------------------
 
 ISTIO_NAMESPACE = "istio-system"
-DEFAULT_APPS_NAMESPACE = "default"
+DEFAULT_APPS_NAMESPACE = "default"  # on kind, as in the tutorial
+# On someone else's cluster the apps get a namespace of the lab's own: enrolling `default` would capture every pod
+# already there, and mesh-wide STRICT mTLS would then refuse their plaintext clients.
+EXISTING_APPS_NAMESPACE = "istio-ambient-lab"
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,9 @@ class Image:
 
 BOOKINFO_IMAGE_TAG = "1.20.3"
 CURL_IMAGE = Image("docker.io/curlimages/curl", "8.16.0")
+# curl needs no particular user or home: the clients and the traffic job run it as this non-root uid, which Pod
+# Security `restricted` requires to be numeric where the image names its user by name.
+CLIENT_UID = 65532
 
 # Bookinfo workloads: (deployment, service, version); the three reviews versions share one ServiceAccount.
 BOOKINFO_WORKLOADS = (

@@ -21,7 +21,8 @@ from typing import TextIO
 
 import yaml
 
-from lab import access, bootstrap, diagnostics, kind_cluster, outputs, preflight, private, stack_files, tour
+from lab import access, bootstrap, catalog, diagnostics, kind_cluster, kubeconfigs, outputs, preflight, private
+from lab import stack_files, tour
 from lab import config as lab_config
 from lab.bootstrap import LabError, last_line
 from lab.preflight import LAB_SCRIPT
@@ -204,6 +205,11 @@ def _preflight(ctx: Context, stack: str, config: lab_config.LabConfig, adopt: bo
             ingress_port=config.ingress_host_port,
             tools=[bootstrap.RELEASES[name] for name in _tools_for(config)],
             recorded=recorded or {},
+            existing=preflight.ExistingTarget(
+                context=str(config.kube_context), kubeconfig_path=config.kubeconfig_path,
+                apps_namespace=config.apps_namespace, istio_version=config.istio_version,
+                install_gateway_api_crds=config.install_gateway_api_crds, observability=config.observability,
+            ) if config.target == "existing" else None,
         ),
         ctx.host,
     )
@@ -343,6 +349,23 @@ def _stack_exists(ctx: Context, stack: str, env: Mapping[str, str]) -> bool:
     return False
 
 
+def existing_leftovers(config: lab_config.LabConfig, recorded: Mapping[str, object]) -> str:
+    """The last line of destroy on an existing cluster: what stays on purpose and how to remove it."""
+    kubectl = kubeconfigs.kubectl_command(str(config.kube_context), config.kubeconfig_path, {})
+    stays = [
+        f"Istio's CRDs, which Istio keeps on uninstall (`{kubectl} get crd -o name | grep '\\.istio\\.io$' | xargs "
+        f"{kubectl} delete`)",
+        f"the istio-ca-root-cert ConfigMaps istiod wrote into namespaces the lab did not create (`{kubectl} delete "
+        "configmap --all-namespaces --field-selector metadata.name=istio-ca-root-cert`)",
+    ]
+    crds = recorded.get(outputs.GATEWAY_API_CRDS)
+    if crds:
+        stays.append(f"the Gateway API CRDs {crds} and their admission policy, which other teams' Gateways may use "
+                     f"(`{kubectl} delete -f {catalog.gateway_api_crds_url(str(crds))}`)")
+    return (f"The lab removed what it added to context {config.kube_context} except what stays on purpose, to remove "
+            f"only if nobody else uses it: {', '.join(stays[:-1])} and {stays[-1]}.")
+
+
 def cmd_destroy(ctx: Context, stack: str) -> int:
     """Destroy a stack's lab, then check that its kind cluster is gone."""
     total = 3
@@ -366,7 +389,7 @@ def cmd_destroy(ctx: Context, stack: str) -> int:
 
     ctx.step(3, total, "leftovers")
     if config.target != "kind":
-        ctx.detail("an existing cluster stays; the lab removed only what it added")
+        ctx.say(existing_leftovers(config, recorded))
         return 0
     name = str(recorded.get(outputs.CLUSTER_NAME) or config.cluster_name)
     clusters = ctx.host.run(["kind", "get", "clusters"], env=tool_env(ctx.paths, ctx.env), timeout=60)

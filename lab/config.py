@@ -92,7 +92,7 @@ DEFAULTS: dict[str, str] = {
     "kubeContext": "",
     "kubeconfigPath": "",
     "adoptExistingCluster": "false",
-    "appsNamespace": catalog.DEFAULT_APPS_NAMESPACE,
+    "appsNamespace": "",  # empty: default on kind, the lab's own namespace on an existing cluster
     "ingressHostPort": str(catalog.INGRESS_HOST_PORT),
     "observability": "true",
     "verify": "true",
@@ -218,7 +218,9 @@ def load(raw_config: Mapping[str, str], stack: str) -> LabConfig:
     )
     install_crds = _bool(raw, "installGatewayApiCrds")
     adopt = _bool(raw, "adoptExistingCluster")
-    apps_namespace = _dns_label(raw, "appsNamespace", raw["appsNamespace"].strip())
+    apps_namespace = raw["appsNamespace"].strip() or (
+        catalog.DEFAULT_APPS_NAMESPACE if target == "kind" else catalog.EXISTING_APPS_NAMESPACE)
+    _dns_label(raw, "appsNamespace", apps_namespace)
     if apps_namespace in (catalog.ISTIO_NAMESPACE, catalog.OUTSIDE_NAMESPACE, "kube-system"):
         raise _fail("appsNamespace", apps_namespace, "the apps need a namespace of their own, such as default")
     ingress_host_port = _int(raw, "ingressHostPort", 1024, 65535)

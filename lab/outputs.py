@@ -19,3 +19,4 @@ DASHBOARD_COMMAND = "dashboard_command"
 KIALI_URL = "kiali_url"
 CLUSTER_OWNER = "cluster_owner"
 NODE_SHAPE = "node_shape"
+GATEWAY_API_CRDS = "gateway_api_crds"  # the bundle version the lab installed, or None: preflight tells its own

@@ -8,6 +8,7 @@ tests can simulate each condition. ``./lab.sh preflight [STACK]`` runs them alon
 from __future__ import annotations
 
 import errno
+import json
 import platform
 import shutil
 import socket
@@ -112,6 +113,7 @@ class Situation:
     tools: Sequence[Release] = field(default_factory=lambda: (KIND, KUBECTL, PULUMI))
     # What this stack's state says of its cluster, from its outputs ({} before its first up).
     recorded: Mapping[str, object] = field(default_factory=dict)
+    existing: ExistingTarget | None = None  # target "existing": the cluster to check before anything is created
 
     def is_ours(self, owner: str | None) -> bool:
         """Whether an owner label is the one this stack's state created its cluster with.
@@ -327,6 +329,8 @@ def run_checks(situation: Situation, host: Host | None = None) -> list[CheckResu
             check_disk(host, situation.env, situation.project_dir),
             check_cluster_name(situation, facts),
         ]
+    elif situation.existing is not None and all(result.ok for result in results):
+        results += run_existing_checks(host, situation, situation.existing)  # kubectl must be there to ask
     return results
 
 
@@ -337,3 +341,321 @@ def format_results(results: Sequence[CheckResult]) -> str:
         f"  {'FAIL' if not result.ok else 'WARN' if result.warning else 'ok  '}  {result.name:<{width}}  "
         f"{result.message}" for result in results
     )
+
+
+# --- An existing cluster ------------------------------------------------------------------------------------------
+#
+# Everything below asks the cluster through `kubectl --context <kubeContext>` (never the current context), through
+# Host.run, so tests answer with fake clusters. Each collision is found here, before anything is created: otherwise
+# it surfaces part-way through `up` (pulumi-kubernetes fails a create with AlreadyExists; a preview hides it).
+
+# ClusterRoles other installs of the same charts would already hold: istio-cni's chart names its roles after the
+# chart, istiod's carry the namespace; Prometheus's is its server's fullname (`prometheus`, as the lab sets it),
+# Kiali's are `kiali` and `kiali-viewer`.
+ISTIO_CLUSTER_ROLES = ("istio-cni", "istio-cni-repair-role", "istio-cni-ambient", "ztunnel",
+                       "istiod-clusterrole-istio-system", "istiod-gateway-controller-istio-system",
+                       "istio-reader-clusterrole-istio-system")
+ADDON_CLUSTER_ROLES = ("prometheus", "kiali", "kiali-viewer")
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API_BUNDLE_ANNOTATION = "gateway.networking.k8s.io/bundle-version"
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
+# What the lab's pods request, summed: istiod's chart asks 500m and 2 GiB; the lab's apps, gateways, Prometheus and
+# Kiali about as much again. An estimate for a warning, not a scheduling promise.
+LAB_CPU_MILLIS = 1500
+LAB_MEMORY_MIB = 4096
+
+
+@dataclass(frozen=True)
+class ExistingTarget:
+    """What the checks need to know about an existing cluster the lab is pointed at."""
+
+    context: str
+    kubeconfig_path: str | None = None
+    apps_namespace: str = catalog.EXISTING_APPS_NAMESPACE
+    istio_version: str = catalog.ISTIO_VERSION
+    install_gateway_api_crds: bool = True
+    observability: bool = True
+
+
+def _kubectl(host: Host, situation: Situation, target: ExistingTarget, *args: str, timeout: float = 30):
+    kubeconfig = ["--kubeconfig", target.kubeconfig_path] if target.kubeconfig_path else []
+    return host.run(["kubectl", *kubeconfig, "--context", target.context, *args], env=situation.env, timeout=timeout)
+
+
+def _json(result) -> dict:
+    try:
+        value = json.loads(result.stdout) if result.returncode == 0 else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def _ours(situation: Situation, target: ExistingTarget) -> bool:
+    """This stack's last up was on this cluster: what the lab installs there is its own, not a collision."""
+    return (situation.recorded.get(outputs.TARGET) == "existing"
+            and situation.recorded.get(outputs.KUBE_CONTEXT) == target.context)
+
+
+def check_existing_access(host: Host, situation: Situation, target: ExistingTarget) -> tuple[CheckResult, dict]:
+    """The context is in the kubeconfig and its API server answers; returns the server's version too."""
+    stack = situation.stack
+    listed = host.run(["kubectl", *(["--kubeconfig", target.kubeconfig_path] if target.kubeconfig_path else []),
+                       "config", "get-contexts", "-o", "name"], env=situation.env, timeout=30)
+    if listed.returncode == 0 and target.context not in listed.stdout.split():
+        where = target.kubeconfig_path or "KUBECONFIG or ~/.kube/config"
+        return CheckResult(
+            "cluster access", False,
+            f"The context {target.context} is not in your kubeconfig ({where}): set the stack's kubeContext to one of "
+            f"`kubectl config get-contexts -o name` with `{LAB_SCRIPT} pulumi config set {PROJECT}:kubeContext NAME "
+            f"--stack {stack}`.",
+        ), {}
+    answered = _kubectl(host, situation, target, "version", "-o", "json", "--request-timeout", "15s")
+    version = _json(answered).get("serverVersion") or {}
+    if answered.returncode != 0 or not version:
+        return CheckResult(
+            "cluster access", False,
+            f"The cluster of context {target.context} does not answer ({_last_line(answered.stderr)}): check your "
+            f"credentials, VPN or proxy with `kubectl --context {target.context} get nodes`, then run "
+            f"`{LAB_SCRIPT} preflight {stack}` again.",
+        ), {}
+    return CheckResult("cluster access", True, f"context {target.context} answers"), version
+
+
+def check_kubernetes_version(version: Mapping[str, str], target: ExistingTarget, stack: str) -> CheckResult:
+    """The server's minor version is one Istio supports (catalog.KUBERNETES_MINOR_RANGE)."""
+    low, high = catalog.KUBERNETES_MINOR_RANGE
+    git = str(version.get("gitVersion") or f"v{version.get('major')}.{version.get('minor')}")
+    try:
+        minor = int(str(version.get("minor", "")).rstrip("+"))
+    except ValueError:
+        return CheckResult("kubernetes version", True, f"skipped: the server's version {git} could not be read",
+                           warning=True)
+    istio = ".".join(target.istio_version.split(".")[:2])
+    supported = f"Istio {istio} supports Kubernetes 1.{low} to 1.{high}"
+    if minor < low:
+        return CheckResult(
+            "kubernetes version", False,
+            f"The cluster runs Kubernetes {git} and {supported}: upgrade the cluster, or run the lab on its own kind "
+            f"cluster with `{LAB_SCRIPT} pulumi config set {PROJECT}:target kind --stack {stack}`.",
+        )
+    if minor > high:
+        return CheckResult(
+            "kubernetes version", True,
+            f"The cluster runs Kubernetes {git}, newer than the lab has been checked against ({supported} at its "
+            f"release): if the install fails, run the lab on its own kind cluster with `{LAB_SCRIPT} pulumi config "
+            f"set {PROJECT}:target kind --stack {stack}`.", warning=True,
+        )
+    return CheckResult("kubernetes version", True, f"{git}: {supported}")
+
+
+def _names(items: list, kind: str) -> list[str]:
+    return sorted(str(item.get("metadata", {}).get("name", "")) for item in items if item.get("kind") == kind)
+
+
+def check_existing_collisions(cluster: Mapping[str, list], situation: Situation,
+                              target: ExistingTarget) -> list[CheckResult]:
+    """Nothing the lab creates is already there: Istio's namespace and cluster-wide objects, the addons' roles, the
+    apps' namespaces. A stack that was up here before owns them."""
+    stack = situation.stack
+    if _ours(situation, target):
+        return [CheckResult("collisions", True, "this stack's own install from its last up")]
+    namespaces = {str(ns.get("metadata", {}).get("name")) for ns in cluster["namespaces"]}
+    objects = cluster["objects"]
+    results = []
+    istio_crds = [name for name in _names(objects, "CustomResourceDefinition") if name.endswith(".istio.io")]
+    webhooks = [name for name in _names(objects, "ValidatingWebhookConfiguration")
+                + _names(objects, "MutatingWebhookConfiguration") if name.startswith("istio")]
+    roles = set(_names(objects, "ClusterRole"))
+    istio_roles = [name for name in ISTIO_CLUSTER_ROLES if name in roles]
+    remove_istio = ("use a cluster without Istio, or remove that install first (`istioctl uninstall --purge`, or "
+                    "`helm uninstall` of its releases)")
+    if catalog.ISTIO_NAMESPACE in namespaces:
+        results.append(CheckResult(
+            "istio-system", False,
+            f"The cluster already has an {catalog.ISTIO_NAMESPACE} namespace (another Istio install, or one left "
+            f"behind) where the lab installs its own Istio: {remove_istio}, then delete the namespace.",
+        ))
+    found = istio_crds + webhooks + istio_roles
+    if found:
+        shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        results.append(CheckResult(
+            "istio objects", False,
+            f"The cluster already holds Istio's cluster-wide objects from another install ({shown}), on which the "
+            f"lab's Helm releases would fail part-way through up: {remove_istio}.",
+        ))
+    addon_roles = [name for name in ADDON_CLUSTER_ROLES if name in roles] if target.observability else []
+    if addon_roles:
+        results.append(CheckResult(
+            "addon roles", False,
+            f"The cluster already has the ClusterRoles {', '.join(addon_roles)} (another Prometheus or Kiali "
+            f"install), which the lab's addons would collide with: turn them off with `{LAB_SCRIPT} pulumi config set "
+            f"{PROJECT}:observability false --stack {stack}`, or remove that install first.",
+        ))
+    if target.apps_namespace != "default" and target.apps_namespace in namespaces:
+        results.append(CheckResult(
+            "apps namespace", False,
+            f"The namespace {target.apps_namespace} already exists, and the lab creates its apps' namespace itself "
+            f"(and deletes it on destroy): pick a new one with `{LAB_SCRIPT} pulumi config set {PROJECT}:appsNamespace "
+            f"NAME --stack {stack}`.",
+        ))
+    if catalog.OUTSIDE_NAMESPACE in namespaces:
+        results.append(CheckResult(
+            "outside namespace", False,
+            f"The namespace {catalog.OUTSIDE_NAMESPACE} already exists, and the lab creates it for its client outside "
+            f"the mesh (and deletes it on destroy): remove it if it is a lab's leftover, or use another cluster.",
+        ))
+    return results or [CheckResult("collisions", True, "no Istio, addon roles or lab namespaces on the cluster yet")]
+
+
+def check_gateway_api(cluster: Mapping[str, list], situation: Situation, target: ExistingTarget) -> CheckResult:
+    """Gateway API CRDs already on the cluster are used, never installed over; where none are, the lab's come with
+    the bundle's cluster-wide admission policy and stay after destroy."""
+    stack = situation.stack
+    crds = {str(item.get("metadata", {}).get("name")): item for item in cluster["objects"]
+            if item.get("kind") == "CustomResourceDefinition"
+            and str(item.get("metadata", {}).get("name", "")).endswith("." + GATEWAY_API_GROUP)}
+    installed_by_lab = bool(situation.recorded.get(outputs.GATEWAY_API_CRDS)) and _ours(situation, target)
+    if not crds:
+        if not target.install_gateway_api_crds:
+            return CheckResult(
+                "gateway api", False,
+                "The cluster has no Gateway API CRDs and installGatewayApiCrds is false: let the lab install them "
+                f"with `{LAB_SCRIPT} pulumi config set {PROJECT}:installGatewayApiCrds true --stack {stack}`, or install "
+                "them yourself first.",
+            )
+        return CheckResult(
+            "gateway api", True,
+            "The lab will install the Gateway API CRDs, cluster-wide, and keep them on destroy (other teams' Gateways "
+            f"may come to depend on them); bundles from v1.6 also bring the ValidatingAdmissionPolicy "
+            f"safe-upgrades.{GATEWAY_API_GROUP}, which refuses later installs of experimental-channel or older CRDs: "
+            f"if that is not wanted, install the CRDs yourself and set `{LAB_SCRIPT} pulumi config set "
+            f"{PROJECT}:installGatewayApiCrds false --stack {stack}`.", warning=True,
+        )
+    if installed_by_lab:
+        return CheckResult("gateway api", True, "the Gateway API CRDs this stack installed")
+    bundle = "version unknown"
+    serves_v1 = True
+    for kind in ("gateways", "httproutes"):
+        crd = crds.get(f"{kind}.{GATEWAY_API_GROUP}")
+        versions = {v.get("name") for v in (crd or {}).get("spec", {}).get("versions", []) if v.get("served")}
+        serves_v1 = serves_v1 and "v1" in versions
+        if crd:
+            bundle = (crd.get("metadata", {}).get("annotations") or {}).get(GATEWAY_API_BUNDLE_ANNOTATION, bundle)
+    if not serves_v1:
+        return CheckResult(
+            "gateway api", False,
+            f"The cluster's Gateway API CRDs ({bundle}) do not serve gateway.networking.k8s.io/v1 Gateways and "
+            "HTTPRoutes, which the lab uses, and the lab never installs over CRDs it did not create: ask their owner "
+            "to upgrade them to v1.0.0 or newer, or use another cluster.",
+        )
+    if target.install_gateway_api_crds:
+        return CheckResult(
+            "gateway api", False,
+            f"The cluster already has the Gateway API CRDs ({bundle}), which the lab must not install over: use them "
+            f"with `{LAB_SCRIPT} pulumi config set {PROJECT}:installGatewayApiCrds false --stack {stack}`.",
+        )
+    return CheckResult("gateway api", True, f"the cluster's own Gateway API CRDs ({bundle}) serve v1")
+
+
+def check_pod_security(cluster: Mapping[str, list], target: ExistingTarget) -> CheckResult:
+    """No namespace the lab uses but does not create enforces a Pod Security level its pods would fail.
+
+    The lab labels its own istio-system `privileged` (istio-cni and ztunnel need host access) and its apps pass
+    `restricted`; but istiod writes the ingress gateway and waypoint pods, which Istio's guide runs under
+    `baseline`. A cluster-wide default set in the API server's admission configuration cannot be read from here.
+    """
+    for namespace in cluster["namespaces"]:
+        metadata = namespace.get("metadata", {})
+        if metadata.get("name") != target.apps_namespace:
+            continue
+        level = (metadata.get("labels") or {}).get(POD_SECURITY_ENFORCE)
+        if level == "restricted":
+            return CheckResult(
+                "pod security", True,
+                f"The namespace {target.apps_namespace} enforces Pod Security `restricted`: the lab's own pods pass "
+                "it, but the ingress gateway and waypoint pods istiod writes may not, so if they do not start, label it "
+                f"`baseline` (`kubectl label --overwrite namespace {target.apps_namespace} "
+                f"{POD_SECURITY_ENFORCE}=baseline`) or let the lab create its own namespace.", warning=True,
+            )
+        return CheckResult("pod security", True, f"{target.apps_namespace} enforces {level or 'no level'}")
+    return CheckResult("pod security", True, "the lab labels the namespaces it creates")
+
+
+def _cpu_millis(text: str) -> int:
+    text = str(text)
+    if text.endswith("m"):
+        return int(float(text[:-1]))
+    return int(float(text) * 1000)
+
+
+_MEMORY_UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1 << 20, "k": 1000 / (1 << 20), "M": 1000 ** 2 / (1 << 20),
+                 "G": 1000 ** 3 / (1 << 20)}
+
+
+def _memory_mib(text: str) -> float:
+    text = str(text)
+    for unit, factor in _MEMORY_UNITS.items():
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text) / (1 << 20)
+
+
+def check_capacity(cluster: Mapping[str, list]) -> CheckResult:
+    """The schedulable nodes have room, after what their pods already request, for what the lab's pods request."""
+    free_cpu = free_memory = 0.0
+    nodes = [node for node in cluster["nodes"] if not node.get("spec", {}).get("unschedulable")]
+    names = {node.get("metadata", {}).get("name") for node in nodes}
+    for node in nodes:
+        allocatable = node.get("status", {}).get("allocatable", {})
+        free_cpu += _cpu_millis(allocatable.get("cpu", "0"))
+        free_memory += _memory_mib(allocatable.get("memory", "0"))
+    for pod in cluster["pods"]:
+        if pod.get("spec", {}).get("nodeName") not in names:
+            continue
+        for container in pod.get("spec", {}).get("containers", []):
+            requests = container.get("resources", {}).get("requests", {})
+            free_cpu -= _cpu_millis(requests.get("cpu", "0"))
+            free_memory -= _memory_mib(requests.get("memory", "0"))
+    if free_cpu < LAB_CPU_MILLIS or free_memory < LAB_MEMORY_MIB:
+        return CheckResult(
+            "capacity", True,
+            f"The cluster's schedulable nodes have {free_cpu / 1000:.1f} CPU and {free_memory / 1024:.1f} GiB of "
+            f"memory unrequested, and the lab's pods request about {LAB_CPU_MILLIS / 1000:.1f} CPU and "
+            f"{LAB_MEMORY_MIB / 1024:.0f} GiB: add a node, or some pods will stay Pending.", warning=True,
+        )
+    return CheckResult("capacity", True, f"{free_cpu / 1000:.1f} CPU and {free_memory / 1024:.1f} GiB unrequested")
+
+
+def read_existing_cluster(host: Host, situation: Situation, target: ExistingTarget) -> dict[str, list]:
+    """The few lists the checks judge: namespaces, cluster-wide objects, nodes and running pods."""
+    def items(*args: str) -> list:
+        return list(_json(_kubectl(host, situation, target, "get", *args, "-o", "json")).get("items") or [])
+
+    return {
+        "namespaces": items("namespaces"),
+        "objects": items("customresourcedefinitions,clusterroles,validatingwebhookconfigurations,"
+                         "mutatingwebhookconfigurations"),
+        "nodes": items("nodes"),
+        "pods": items("pods", "--all-namespaces", "--field-selector", "status.phase!=Succeeded,status.phase!=Failed"),
+    }
+
+
+def run_existing_checks(host: Host, situation: Situation, target: ExistingTarget) -> list[CheckResult]:
+    """Every check of an existing cluster; the cluster's own only once it answers."""
+    access, version = check_existing_access(host, situation, target)
+    if not access.ok:
+        return [access]
+    cluster = read_existing_cluster(host, situation, target)
+    return [
+        access,
+        check_kubernetes_version(version, target, situation.stack),
+        *check_existing_collisions(cluster, situation, target),
+        check_gateway_api(cluster, situation, target),
+        check_pod_security(cluster, target),
+        check_capacity(cluster),
+    ]

@@ -11,5 +11,7 @@ def runs():
 
 @pytest.fixture(scope="session")
 def existing_run():
-    """The l7 stack pointed at an existing GKE cluster instead of kind."""
-    return run_program("l7", {"target": "existing", "kubeContext": "gke_proj_europe-west1_lab", "platform": "gke"})
+    """The l7 stack pointed at an existing GKE cluster instead of kind (with no KUBECONFIG of the test machine's)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("KUBECONFIG", raising=False)
+        return run_program("l7", {"target": "existing", "kubeContext": "gke_proj_europe-west1_lab", "platform": "gke"})

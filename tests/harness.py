@@ -84,6 +84,8 @@ class Registration:
     provider: str
     deleted_with: str
     delete_before_replace: bool
+    retain_on_delete: bool
+    transforms: list  # the registration's resource transforms (the engine applies them to a component's children)
     custom_timeouts: dict
     additional_secret_outputs: list[str]
     order: int
@@ -228,12 +230,27 @@ class LabMocks(pulumi.runtime.Mocks):
         return {}
 
 
+class RecordedTransforms:
+    """Stands in for the SDK's callback server: keeps each transform function under the token it hands out."""
+
+    def __init__(self, functions: dict[str, Any]):
+        self.functions = functions
+
+    def register_transform(self, transform):
+        from pulumi.runtime.proto import callback_pb2
+
+        token = f"transform-{len(self.functions)}"
+        self.functions[token] = transform
+        return callback_pb2.Callback(target="mock", token=token)
+
+
 class RecordingMonitor(MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks):
         super().__init__(mocks)
         self.registrations: dict[str, Registration] = {}
         self.invocations: list[Invocation] = []
         self.registered_urns: list[str] = []  # every registration, so a duplicate URN cannot hide in the dict
+        self.transform_functions: dict[str, Any] = {}
         self._order = 0
 
     def RegisterResource(self, request):
@@ -255,6 +272,8 @@ class RecordingMonitor(MockMonitor):
                 provider=request.provider,
                 deleted_with=request.deletedWith,
                 delete_before_replace=request.deleteBeforeReplace,
+                retain_on_delete=request.retainOnDelete,
+                transforms=[self.transform_functions[callback.token] for callback in request.transforms],
                 custom_timeouts={
                     "create": request.customTimeouts.create,
                     "update": request.customTimeouts.update,
@@ -290,6 +309,9 @@ def run_program(
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.reset_options(project=PROJECT, stack=stack, preview=preview)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    # The engine calls a resource's transforms back through a callback server that mocks lack: a stand-in records
+    # each one, so the tests can see it registered and call it as the engine would on the component's children.
+    pulumi.runtime.settings.SETTINGS.callbacks = RecordedTransforms(monitor.transform_functions)
     pulumi.runtime.set_all_config(config)
     outputs: dict[str, Any] = {}
     secret_outputs: set[str] = set()

@@ -28,6 +28,14 @@ def test_l7_and_existing_target():
     assert cfg.kube_context == "prod" and cfg.platform == "k3s"
 
 
+def test_apps_go_to_a_namespace_of_the_labs_own_on_an_existing_cluster():
+    """Enrolling `default` on someone's cluster would capture every pod already there; on kind it is the tutorial's."""
+    existing = {"target": "existing", "kubeContext": "prod"}
+    assert load(existing, "s").apps_namespace == "istio-ambient-lab"
+    assert load({**existing, "appsNamespace": "team-lab"}, "s").apps_namespace == "team-lab"
+    assert load({}, "s").apps_namespace == "default"
+
+
 def test_workers_accepts_mock_floats():
     assert load({"workers": "3.0"}, "s").workers == 3
 

@@ -195,6 +195,15 @@ def test_existing_cluster_creates_no_cluster_and_pins_the_context(existing_run):
     assert outputs.KUBECONFIG not in run.outputs
 
 
+def test_existing_cluster_apps_get_a_namespace_of_their_own_never_default(existing_run):
+    namespace = existing_run.named("kubernetes:core/v1:Namespace", "istio-ambient-lab")
+    assert namespace.inputs["metadata"]["labels"] == {"istio.io/dataplane-mode": "ambient"}
+    assert not existing_run.of_type("kubernetes:core/v1:NamespacePatch"), "default is left alone"
+    assert existing_run.outputs[outputs.APPS_NAMESPACE] == "istio-ambient-lab"
+    for deployment in existing_run.of_type("kubernetes:apps/v1:Deployment"):
+        assert deployment.inputs["metadata"]["namespace"] in ("istio-ambient-lab", "mesh-outside"), deployment.urn
+
+
 def test_eks_needs_no_chart_platform():
     run = run_program("l4-only", {"target": "existing", "kubeContext": "eks-lab", "platform": "eks"})
     assert run.named(RELEASE, "istiod").inputs["values"] == {"profile": "ambient"}
@@ -241,3 +250,64 @@ def test_pulling_the_images_starts_beside_the_cluster_and_only_loading_waits_for
 def test_no_preload_or_mirror_by_default(runs):
     names = {r.name for r in runs["l4-only"].of_type(COMMAND)}
     assert names == {"kind-cluster"}
+
+
+def test_a_kubeconfig_of_several_files_reaches_the_provider_resolved_never_as_the_raw_list(monkeypatch, tmp_path):
+    """The provider parses any string that is not one file's path as kubeconfig content: `a:b` would not parse."""
+    existing = {"target": "existing", "kubeContext": "lab"}
+    contexts, credentials = tmp_path / "contexts.yaml", tmp_path / "credentials.yaml"
+    contexts.write_text("contexts:\n- name: lab\n  context: {cluster: c, user: u}\n")
+    credentials.write_text("clusters:\n- name: c\n  cluster: {server: 'https://x'}\nusers:\n- name: u\n"
+                           "  user: {token: s3cr3t}\n")
+    monkeypatch.setenv("KUBECONFIG", f"{contexts}:{credentials}")
+    provider = run_program("l4-only", existing).named(PROVIDER, "existing")
+    assert "kubeconfig" in provider.secret_inputs, "a merged config holds credentials"
+    merged = yaml.safe_load(provider.inputs["kubeconfig"])
+    assert merged["current-context"] == "lab" and merged["users"] == [{"name": "u", "user": {"token": "s3cr3t"}}]
+
+    contexts.write_text(contexts.read_text() + credentials.read_text())  # the first file now holds everything
+    provider = run_program("l4-only", existing).named(PROVIDER, "existing")
+    assert provider.inputs["kubeconfig"] == str(contexts) and "kubeconfig" not in provider.secret_inputs
+
+
+def test_gateway_api_crds_stay_on_an_existing_cluster_and_die_with_kind(runs, existing_run):
+    """Deleting the CRDs on someone's cluster would delete every Gateway and HTTPRoute on it."""
+    import pulumi
+
+    crds = existing_run.named("kubernetes:yaml/v2:ConfigFile", "gateway-api-crds")
+    assert crds.retain_on_delete and len(crds.transforms) == 1, "the component and every object inside it"
+    kept = crds.transforms[0](pulumi.ResourceTransformArgs(
+        custom=True, type_="kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
+        name="gateways.gateway.networking.k8s.io", props={"kind": "CustomResourceDefinition"},
+        opts=pulumi.ResourceOptions(protect=False)))
+    assert kept.opts.retain_on_delete and kept.props == {"kind": "CustomResourceDefinition"}
+    on_kind = runs["l4-only"].named("kubernetes:yaml/v2:ConfigFile", "gateway-api-crds")
+    assert not on_kind.retain_on_delete and not on_kind.transforms and on_kind.deleted_with
+
+
+def _passes_restricted(pod_spec: dict) -> bool:
+    """Pod Security `restricted` on the fields the lab sets: non-root uid, RuntimeDefault seccomp, no escalation,
+    every capability dropped."""
+    pod = pod_spec.get("securityContext", {})
+    return (pod.get("runAsNonRoot") is True and (pod.get("runAsUser") or 0) > 0
+            and pod.get("seccompProfile") == {"type": "RuntimeDefault"}
+            and all(c.get("securityContext", {}).get("allowPrivilegeEscalation") is False
+                    and c.get("securityContext", {}).get("capabilities") == {"drop": ["ALL"]}
+                    for c in pod_spec["containers"]))
+
+
+def test_the_labs_own_pods_pass_pod_security_restricted_and_istio_system_is_privileged(existing_run):
+    deployments = {d.name: d.inputs["spec"]["template"]["spec"] for d in existing_run.of_type(
+        "kubernetes:apps/v1:Deployment")}
+    for client in ("sleep", "notsleep", "outside-client"):
+        assert _passes_restricted(deployments[client]), client
+    cronjob = existing_run.named("kubernetes:batch/v1:CronJob", "bookinfo-traffic")
+    assert _passes_restricted(cronjob.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    # Bookinfo: everything restricted asks but the uid, which the lab does not know for those images.
+    for name in ("details-v1", "productpage-v1", "reviews-v2"):
+        spec = deployments[name]
+        assert spec["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+        assert spec["containers"][0]["securityContext"] == {"allowPrivilegeEscalation": False,
+                                                            "capabilities": {"drop": ["ALL"]}}
+    istio_system = existing_run.named("kubernetes:core/v1:Namespace", "istio-system")
+    assert istio_system.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"

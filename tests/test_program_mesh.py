@@ -210,10 +210,25 @@ def test_ingress(runs, stack):
     assert run.outputs[outputs.BOOKINFO_URL] == f"http://127.0.0.1:{port}/productpage"
 
 
-def test_existing_cluster_ingress_is_a_port_forward(existing_run):
-    assert not [s for s in existing_run.of_type(SERVICE) if s.inputs["spec"].get("type") == "NodePort"]
-    assert existing_run.outputs[outputs.BOOKINFO_PORT_FORWARD] == (
-        "kubectl port-forward -n default svc/bookinfo-gateway-istio --address 127.0.0.1 8081:80")
+def test_existing_cluster_ingress_is_a_port_forward_on_the_labs_context_and_kubeconfig(monkeypatch, tmp_path):
+    """Never the current context: the command names the stack's context, and its kubeconfig file or files."""
+    existing = {"target": "existing", "kubeContext": "gke_proj_europe-west1_lab"}
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    run = run_program("l7", existing)
+    assert not [s for s in run.of_type(SERVICE) if s.inputs["spec"].get("type") == "NodePort"]
+    assert run.outputs[outputs.BOOKINFO_PORT_FORWARD] == (
+        "kubectl --context gke_proj_europe-west1_lab port-forward -n istio-ambient-lab svc/bookinfo-gateway-istio "
+        "--address 127.0.0.1 8081:80")
+    with_file = run_program("l7", {**existing, "kubeconfigPath": "/home/me/.kube/prod"})
+    assert with_file.outputs[outputs.BOOKINFO_PORT_FORWARD].startswith(
+        "kubectl --context gke_proj_europe-west1_lab --kubeconfig /home/me/.kube/prod port-forward -n ")
+    first, second = tmp_path / "a b.yaml", tmp_path / "c.yaml"
+    first.write_text("contexts:\n- name: gke_proj_europe-west1_lab\n  context: {cluster: c, user: u}\n")
+    second.write_text("clusters:\n- name: c\n  cluster: {server: 'https://x'}\nusers:\n- name: u\n  user: {}\n")
+    monkeypatch.setenv("KUBECONFIG", f"{first}:{second}")
+    from_env = run_program("l7", existing)
+    assert from_env.outputs[outputs.BOOKINFO_PORT_FORWARD].startswith(
+        f"KUBECONFIG='{first}:{second}' kubectl --context gke_proj_europe-west1_lab port-forward ")
 
 
 def test_mesh_outputs(runs):

@@ -99,3 +99,17 @@ def test_addons_absent_when_switched_off():
     assert not run.of_type(CRONJOB)
     assert not [r for r in run.resources.values() if r.type.endswith(":Observability")]
     assert outputs.KIALI_URL not in run.outputs and outputs.DASHBOARD_COMMAND not in run.outputs
+
+
+def test_kiali_is_cluster_wide_only_on_the_labs_own_kind_cluster(runs, existing_run):
+    kind_values = runs["l4-only"].named("kubernetes:helm.sh/v3:Release", "kiali").inputs["values"]
+    assert "cluster_wide_access" not in kind_values["deployment"], "the chart's default: cluster-wide"
+    kiali = existing_run.named("kubernetes:helm.sh/v3:Release", "kiali")
+    deployment = kiali.inputs["values"]["deployment"]
+    assert deployment["cluster_wide_access"] is False
+    assert deployment["discovery_selectors"] == {"default": [{"matchExpressions": [{
+        "key": "kubernetes.io/metadata.name", "operator": "In",
+        "values": ["istio-system", "istio-ambient-lab", "mesh-outside"]}]}]}
+    # The chart looks the namespaces up when it installs: they exist by then.
+    for name in ("istio-ambient-lab", "mesh-outside"):
+        assert existing_run.depends_on(kiali, existing_run.named("kubernetes:core/v1:Namespace", name)), name

@@ -212,6 +212,24 @@ def test_destroy_checks_that_no_cluster_is_left(project, machine):
     assert ctx.out.getvalue().splitlines()[-1] == "Nothing is left: no kind cluster named ambient-l4-only."
 
 
+def test_destroy_on_an_existing_cluster_ends_saying_what_stays_and_how_to_remove_it(project, machine):
+    (project / "stacks" / "Pulumi.gke.yaml").write_text(
+        "config:\n  istio-ambient-lab:target: existing\n  istio-ambient-lab:kubeContext: gke_lab\n")
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.outputs.write_text(json.dumps({"target": "existing", "kube_context": "gke_lab",
+                                           "gateway_api_crds": "v1.6.1"}))
+    ctx = context(project, machine)
+    assert cli.main(["destroy", "gke"], ctx) == 0
+    assert ctx.out.getvalue().splitlines()[-1] == (
+        "The lab removed what it added to context gke_lab except what stays on purpose, to remove only if nobody else "
+        "uses it: Istio's CRDs, which Istio keeps on uninstall (`kubectl --context gke_lab get crd -o name | grep "
+        "'\\.istio\\.io$' | xargs kubectl --context gke_lab delete`), the istio-ca-root-cert ConfigMaps istiod wrote "
+        "into namespaces the lab did not create (`kubectl --context gke_lab delete configmap --all-namespaces "
+        "--field-selector metadata.name=istio-ca-root-cert`) and the Gateway API CRDs v1.6.1 and their admission "
+        "policy, which other teams' Gateways may use (`kubectl --context gke_lab delete -f "
+        "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.6.1/standard-install.yaml`).")
+
+
 def test_destroy_says_how_to_remove_a_cluster_left_behind(project, machine, capsys):
     (project / ".lab" / "state").mkdir(parents=True)
     machine.clusters.write_text("ambient-l4-only\n")
@@ -274,7 +292,7 @@ def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project
     machine.outputs.write_text(json.dumps({"mesh_mode": "l4-only", "target": "existing", "kube_context": "gke_lab"}))
     assert cli.main(["verify", "gke"], context(project, machine)) == 0
     assert streamed[0][3:] == [
-        "--mode", "l4-only", "--namespace", "default", "--kubeconfig", "/home/me/.kube/gke", "--context", "gke_lab",
+        "--mode", "l4-only", "--namespace", "istio-ambient-lab", "--kubeconfig", "/home/me/.kube/gke", "--context", "gke_lab",
         "--addons",
     ]
 

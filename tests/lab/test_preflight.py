@@ -304,3 +304,207 @@ def test_results_print_one_aligned_line_each():
     assert text == "  ok    disk    50 GiB free\n  FAIL  docker  Start it."
     warned = preflight.format_results([CheckResult("inotify", True, "Raise it.", warning=True)])
     assert warned == "  WARN  inotify  Raise it."
+
+
+# --- An existing cluster: fake kubectl answers, one per collision ---------------------------------------------------
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+
+from lab.preflight import ExistingTarget  # noqa: E402
+
+CTX = "gke_proj_lab"
+TARGET = ExistingTarget(context=CTX, apps_namespace="istio-ambient-lab", istio_version="1.31.1")
+
+
+def _node(name="n1", cpu="4", memory="16Gi", unschedulable=False):
+    return {"metadata": {"name": name}, "spec": {"unschedulable": unschedulable},
+            "status": {"allocatable": {"cpu": cpu, "memory": memory}}}
+
+
+def _named(kind, name, **extra):
+    return {"kind": kind, "metadata": {"name": name, **extra.pop("metadata", {})}, **extra}
+
+
+def _gateway_crds(bundle="v1.3.0", served=("v1", "v1beta1")):
+    versions = [{"name": v, "served": True} for v in served]
+    annotations = {"gateway.networking.k8s.io/bundle-version": bundle}
+    return [_named("CustomResourceDefinition", f"{kind}.gateway.networking.k8s.io",
+                   metadata={"annotations": annotations}, spec={"versions": versions})
+            for kind in ("gateways", "httproutes")]
+
+
+class FakeCluster:
+    """What `kubectl --context gke_proj_lab ...` answers; every other command goes to the fake tools on PATH."""
+
+    def __init__(self, minor="34", namespaces=("default", "kube-system"), objects=(), nodes=None, pods=(),
+                 contexts=(CTX, "other"), answers=True, labels=None):
+        self.minor, self.answers, self.contexts = minor, answers, contexts
+        self.lists = {
+            "namespaces": [{"metadata": {"name": ns, "labels": (labels or {}).get(ns, {})}} for ns in namespaces],
+            "customresourcedefinitions,clusterroles,validatingwebhookconfigurations,mutatingwebhookconfigurations":
+                list(objects),
+            "nodes": list(nodes if nodes is not None else [_node("n1"), _node("n2")]),
+            "pods": list(pods),
+        }
+        self.asked: list[list[str]] = []
+
+    def run(self, argv, env=None, cwd=None, timeout=120):
+        argv = list(argv)
+        def answer(out="", err="", code=0):
+            return subprocess.CompletedProcess(argv, code, out, err)
+        if argv[:1] == ["kubectl"] and "config" in argv:
+            return answer("\n".join(self.contexts) + "\n")
+        if argv[:1] != ["kubectl"] or "--context" not in argv:
+            return run_captured(argv, env=env, cwd=cwd, timeout=timeout)
+        self.asked.append(argv)
+        assert argv[argv.index("--context") + 1] == CTX, "never the current context"
+        if not self.answers:
+            return answer(err="Unable to connect to the server: dial tcp 10.0.0.1:443: i/o timeout", code=1)
+        if "version" in argv:
+            return answer(json.dumps({"serverVersion": {"major": "1", "minor": self.minor,
+                                                        "gitVersion": f"v1.{self.minor.rstrip('+')}.2-gke.100"}}))
+        return answer(json.dumps({"items": self.lists[argv[argv.index("get") + 1]]}))
+
+
+def existing(machine, cluster: FakeCluster, target: ExistingTarget = TARGET, **overrides):
+    (machine.folder / "docker").unlink(missing_ok=True)
+    return preflight.run_checks(
+        situation(machine, target="existing", cluster_name=None, tools=[KUBECTL, PULUMI], existing=target,
+                  **overrides),
+        host(run=cluster.run))
+
+
+def test_existing_cluster_that_fits_passes_with_the_gateway_api_warning(machine):
+    cluster = FakeCluster()
+    results = existing(machine, cluster)
+    assert [r.name for r in results] == ["architecture", "kubectl", "pulumi", "cluster access", "kubernetes version",
+                                         "collisions", "gateway api", "pod security", "capacity"]
+    assert all(r.ok for r in results), results
+    assert by_name(results)["kubernetes version"].message == (
+        "v1.34.2-gke.100: Istio 1.31 supports Kubernetes 1.32 to 1.36")
+    gateway = by_name(results)["gateway api"]
+    assert gateway.warning and "keep them on destroy" in gateway.message
+    assert "ValidatingAdmissionPolicy safe-upgrades.gateway.networking.k8s.io" in gateway.message
+    assert all("--context" in argv for argv in cluster.asked)
+
+
+def test_existing_context_missing_from_the_kubeconfig(machine):
+    results = existing(machine, FakeCluster(contexts=("other",)))
+    assert failure(results, "cluster access") == (
+        "The context gke_proj_lab is not in your kubeconfig (KUBECONFIG or ~/.kube/config): set the stack's "
+        "kubeContext to one of `kubectl config get-contexts -o name` with `./lab.sh pulumi config set "
+        "istio-ambient-lab:kubeContext NAME --stack l4-only`.")
+    assert [r.name for r in results][-1] == "cluster access", "nothing else is asked of a cluster that is not there"
+
+
+def test_existing_cluster_that_does_not_answer(machine):
+    results = existing(machine, FakeCluster(answers=False))
+    assert failure(results, "cluster access") == (
+        "The cluster of context gke_proj_lab does not answer (Unable to connect to the server: dial tcp 10.0.0.1:443: "
+        "i/o timeout): check your credentials, VPN or proxy with `kubectl --context gke_proj_lab get nodes`, then run "
+        "`./lab.sh preflight l4-only` again.")
+
+
+def test_existing_cluster_too_old_for_istio_and_newer_is_a_warning(machine):
+    assert failure(existing(machine, FakeCluster(minor="31")), "kubernetes version") == (
+        "The cluster runs Kubernetes v1.31.2-gke.100 and Istio 1.31 supports Kubernetes 1.32 to 1.36: upgrade the "
+        "cluster, or run the lab on its own kind cluster with `./lab.sh pulumi config set istio-ambient-lab:target "
+        "kind --stack l4-only`.")
+    newer = by_name(existing(machine, FakeCluster(minor="37+")))["kubernetes version"]
+    assert newer.ok and newer.warning and newer.message.startswith("The cluster runs Kubernetes v1.37.2-gke.100, newer")
+
+
+REMOVE_ISTIO = ("use a cluster without Istio, or remove that install first (`istioctl uninstall --purge`, or `helm "
+                "uninstall` of its releases)")
+
+
+def test_existing_cluster_with_another_istio(machine):
+    objects = [_named("CustomResourceDefinition", "peerauthentications.security.istio.io"),
+               _named("ValidatingWebhookConfiguration", "istiod-default-validator"),
+               _named("MutatingWebhookConfiguration", "istio-sidecar-injector"),
+               _named("ClusterRole", "istio-cni"), _named("ClusterRole", "ztunnel"),
+               _named("ClusterRole", "istiod-clusterrole-istio-system"), _named("ClusterRole", "view")]
+    results = existing(machine, FakeCluster(namespaces=("default", "istio-system"), objects=objects))
+    failed = {r.name: r.message for r in results if not r.ok}
+    assert failed == {
+        "istio-system": "The cluster already has an istio-system namespace (another Istio install, or one left behind) "
+                        f"where the lab installs its own Istio: {REMOVE_ISTIO}, then delete the namespace.",
+        "istio objects": "The cluster already holds Istio's cluster-wide objects from another install "
+                         "(peerauthentications.security.istio.io, istiod-default-validator, istio-sidecar-injector, "
+                         f"istio-cni and 2 more), on which the lab's Helm releases would fail part-way through up: "
+                         f"{REMOVE_ISTIO}.",
+    }
+
+
+def test_existing_cluster_with_another_prometheus_or_kiali(machine):
+    objects = [_named("ClusterRole", "prometheus"), _named("ClusterRole", "kiali")]
+    results = existing(machine, FakeCluster(objects=objects))
+    assert failure(results, "addon roles") == (
+        "The cluster already has the ClusterRoles prometheus, kiali (another Prometheus or Kiali install), which the "
+        "lab's addons would collide with: turn them off with `./lab.sh pulumi config set "
+        "istio-ambient-lab:observability false --stack l4-only`, or remove that install first.")
+    no_addons = ExistingTarget(context=CTX, observability=False)
+    assert all(r.ok for r in existing(machine, FakeCluster(objects=objects), no_addons))
+
+
+def test_existing_cluster_with_the_labs_namespaces_already_there(machine):
+    results = existing(machine, FakeCluster(namespaces=("istio-ambient-lab", "mesh-outside")))
+    failed = {r.name: r.message for r in results if not r.ok}
+    assert failed["apps namespace"] == (
+        "The namespace istio-ambient-lab already exists, and the lab creates its apps' namespace itself (and deletes "
+        "it on destroy): pick a new one with `./lab.sh pulumi config set istio-ambient-lab:appsNamespace NAME --stack "
+        "l4-only`.")
+    assert failed["outside namespace"].startswith("The namespace mesh-outside already exists")
+
+
+def test_the_stacks_own_install_is_no_collision(machine):
+    objects = [_named("ClusterRole", "istio-cni"), *_gateway_crds("v1.6.1")]
+    recorded = {"target": "existing", "kube_context": CTX, "gateway_api_crds": "v1.6.1"}
+    cluster = FakeCluster(namespaces=("istio-system", "istio-ambient-lab", "mesh-outside"), objects=objects)
+    results = existing(machine, cluster, recorded=recorded)
+    assert all(r.ok for r in results), results
+    assert by_name(results)["gateway api"].message == "the Gateway API CRDs this stack installed"
+
+
+def test_gateway_api_crds_already_there_are_used_never_installed_over(machine):
+    cluster = FakeCluster(objects=_gateway_crds("v1.3.0"))
+    assert failure(existing(machine, cluster), "gateway api") == (
+        "The cluster already has the Gateway API CRDs (v1.3.0), which the lab must not install over: use them with "
+        "`./lab.sh pulumi config set istio-ambient-lab:installGatewayApiCrds false --stack l4-only`.")
+    use_theirs = ExistingTarget(context=CTX, install_gateway_api_crds=False)
+    assert by_name(existing(machine, cluster, use_theirs))["gateway api"] == CheckResult(
+        "gateway api", True, "the cluster's own Gateway API CRDs (v1.3.0) serve v1")
+
+
+def test_gateway_api_crds_too_old_or_missing(machine):
+    use_theirs = ExistingTarget(context=CTX, install_gateway_api_crds=False)
+    old = FakeCluster(objects=_gateway_crds("v0.8.1", served=("v1beta1",)))
+    assert failure(existing(machine, old, use_theirs), "gateway api") == (
+        "The cluster's Gateway API CRDs (v0.8.1) do not serve gateway.networking.k8s.io/v1 Gateways and HTTPRoutes, "
+        "which the lab uses, and the lab never installs over CRDs it did not create: ask their owner to upgrade them "
+        "to v1.0.0 or newer, or use another cluster.")
+    assert failure(existing(machine, FakeCluster(), use_theirs), "gateway api") == (
+        "The cluster has no Gateway API CRDs and installGatewayApiCrds is false: let the lab install them with "
+        "`./lab.sh pulumi config set istio-ambient-lab:installGatewayApiCrds true --stack l4-only`, or install them "
+        "yourself first.")
+
+
+def test_pod_security_restricted_on_an_apps_namespace_the_lab_does_not_create(machine):
+    target = ExistingTarget(context=CTX, apps_namespace="default")
+    cluster = FakeCluster(labels={"default": {"pod-security.kubernetes.io/enforce": "restricted"}})
+    result = by_name(existing(machine, cluster, target))["pod security"]
+    assert result.ok and result.warning
+    assert result.message.startswith("The namespace default enforces Pod Security `restricted`: the lab's own pods "
+                                     "pass it, but the ingress gateway and waypoint pods istiod writes may not")
+
+
+def test_too_little_spare_capacity_is_a_warning_with_the_numbers(machine):
+    pods = [{"spec": {"nodeName": "n1", "containers": [{"resources": {"requests": {"cpu": "1500m",
+                                                                                    "memory": "6Gi"}}}]}}]
+    cluster = FakeCluster(nodes=[_node("n1", cpu="2", memory="8Gi"), _node("n2", unschedulable=True)], pods=pods)
+    result = by_name(existing(machine, cluster))["capacity"]
+    assert result.ok and result.warning
+    assert result.message == (
+        "The cluster's schedulable nodes have 0.5 CPU and 2.0 GiB of memory unrequested, and the lab's pods request "
+        "about 1.5 CPU and 4 GiB: add a node, or some pods will stay Pending.")
