@@ -16,13 +16,14 @@ from components.ingress import BookinfoIngress, BookinfoIngressArgs
 from components.istio_ambient import IstioAmbient, IstioAmbientArgs
 from components.observability import Observability, ObservabilityArgs, signing_key_for
 from components.policies import MeshPolicies, MeshPoliciesArgs
-from components.settings import read_lab_config
+from components.settings import fetch_artifacts, read_lab_config
 from components.verification import Verification, VerificationArgs, cluster_arguments
 from components.waypoint import Waypoint, WaypointArgs, WaypointBinding, WaypointBindingArgs
 from lab import catalog, images, kind_cluster, kubeconfigs, outputs
 
 exit_quietly_when_cancelled()  # a failed resource stops the update with its sentence, not a Python traceback
 cfg = read_lab_config()
+fetch_artifacts(cfg)  # the charts and the Gateway API bundle, verified, before anything is created
 
 # Requirements: a cluster. kind by default (one control plane, two workers), or one the user already has.
 if cfg.target == "kind":

@@ -13,10 +13,9 @@ import pulumi_command as command
 import pulumi_kubernetes as k8s
 
 from components.failures import fail_with_sentence
-from components.kube import TYPE_PREFIX, ClusterAccess
+from components.kube import PROJECT_ROOT, TYPE_PREFIX, ClusterAccess
 from lab import kind_cluster, kubeconfigs
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def lab_python() -> str:

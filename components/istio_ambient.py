@@ -21,12 +21,13 @@ a server-side-applied render would fight over.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.kube import TYPE_PREFIX, ClusterAccess, helm_release
-from lab import catalog
+from components.kube import PROJECT_ROOT, TYPE_PREFIX, ClusterAccess, helm_release
+from lab import artifacts, catalog
 from lab import config as lab_config
 
 HELM_TIMEOUT_SECONDS = 900  # image pulls on a fresh kind cluster can take minutes
@@ -56,10 +57,31 @@ def chart_values(chart: catalog.IstioChart, platform: str | None) -> dict:
     return values
 
 
-def keep_on_delete(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult:
-    """A resource transform: destroy leaves the object on the cluster and only forgets it."""
-    return pulumi.ResourceTransformResult(
-        props=args.props, opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(retain_on_delete=True)))
+class GatewayApiCrds(pulumi.ComponentResource):
+    """The Gateway API standard-channel bundle (its CRDs and admission policy), one resource per object.
+
+    From the verified file in the lab's cache (lab.artifacts), not through a yaml ConfigFile: the v2 ConfigFile is a
+    component the provider constructs against the cluster, whose failure the engine reports to the program as an
+    error the Python SDK prints with a traceback; objects registered one by one fail with the provider's sentence.
+    """
+
+    def __init__(self, name: str, bundle: list[dict], access: ClusterAccess, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TYPE_PREFIX}:GatewayApiCrds", name, None, opts)
+        # An existing cluster: deleting the CRDs would delete everyone's Gateways and HTTPRoutes, so destroy keeps
+        # them (and the bundle's admission policy). On the lab's own kind cluster they go with the cluster.
+        keep = {"retain_on_delete": True} if access.owner is None else {}
+        self.objects = [
+            k8s.apiextensions.CustomResource(
+                f"{obj['kind']}-{obj['metadata']['name']}",
+                api_version=obj["apiVersion"],
+                kind=obj["kind"],
+                metadata=obj["metadata"],
+                spec=obj.get("spec"),
+                opts=access.options(self, **keep),
+            )
+            for obj in bundle
+        ]
+        self.register_outputs({"objects": len(self.objects)})
 
 
 class IstioAmbient(pulumi.ComponentResource):
@@ -101,20 +123,11 @@ class IstioAmbient(pulumi.ComponentResource):
         )
         self.register_outputs({"version": args.version, "releases": self.release_statuses})
 
-    def _create_gateway_api_crds(self) -> k8s.yaml.v2.ConfigFile | None:
+    def _create_gateway_api_crds(self) -> GatewayApiCrds | None:
         if not self._args.install_gateway_api_crds:
             return None
-        keep = {}
-        if self._args.access.owner is None:
-            # An existing cluster: deleting the CRDs would delete everyone's Gateways and HTTPRoutes, so destroy keeps
-            # them (and the bundle's admission policy). retain_on_delete on the component alone does not reach the
-            # objects the provider creates inside it (pulumi-kubernetes#3065, won't fix); a transform does.
-            keep = {"retain_on_delete": True, "transforms": [keep_on_delete]}
-        return k8s.yaml.v2.ConfigFile(
-            "gateway-api-crds",
-            file=catalog.gateway_api_crds_url(self._args.gateway_api_version),
-            opts=self._args.access.options(self, **keep),
-        )
+        bundle = artifacts.bundle_objects(artifacts.gateway_api_bundle(self._args.gateway_api_version, Path(PROJECT_ROOT)))
+        return GatewayApiCrds("gateway-api-crds", bundle, self._args.access, pulumi.ResourceOptions(parent=self))
 
     def _release(self, chart: catalog.IstioChart, depends_on: list[pulumi.Resource]) -> k8s.helm.v3.Release:
         return helm_release(

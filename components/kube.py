@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import os
+from pathlib import Path
+
 import pulumi
 import pulumi_kubernetes as k8s
 
+from lab import artifacts
+
 TYPE_PREFIX = "istio-ambient-lab:index"
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass(frozen=True)
@@ -44,14 +50,14 @@ def helm_release(
 ) -> k8s.helm.v3.Release:
     """A real Helm release (hooks run, istiod may edit its own webhooks), named explicitly, waited for.
 
-    An oci:// repository is addressed through the chart reference; an https:// one through repository options.
+    A chart from an https:// repository is installed from the lab's verified cache (lab.artifacts; the program
+    fetched it before creating anything); one from an oci:// repository is left to Helm.
     """
-    oci = repository.startswith("oci://")
+    local = artifacts.chart(artifacts.Chart(repository, chart, version), Path(PROJECT_ROOT))
     return k8s.helm.v3.Release(
         name,
         name=name,
-        chart=f"{repository}/{chart}" if oci else chart,
-        repository_opts=None if oci else k8s.helm.v3.RepositoryOptsArgs(repo=repository),
+        chart=str(local) if local else f"{repository}/{chart}",
         version=version,
         namespace=namespace,
         values=values,

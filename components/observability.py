@@ -135,7 +135,7 @@ class Observability(pulumi.ComponentResource):
         super().__init__(f"{TYPE_PREFIX}:Observability", name, None, opts)
         self.prometheus = helm_release(
             catalog.PROMETHEUS_RELEASE,
-            chart="prometheus",
+            chart=catalog.PROMETHEUS_CHART,
             version=catalog.PROMETHEUS_CHART_VERSION,
             repository=catalog.PROMETHEUS_CHART_REPOSITORY,
             namespace=catalog.ISTIO_NAMESPACE,
@@ -148,7 +148,7 @@ class Observability(pulumi.ComponentResource):
         )
         self.kiali = helm_release(
             catalog.KIALI_RELEASE,
-            chart="kiali-server",
+            chart=catalog.KIALI_CHART,
             version=catalog.KIALI_VERSION,
             repository=catalog.KIALI_CHART_REPOSITORY,
             namespace=catalog.ISTIO_NAMESPACE,

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pulumi
 import pulumi.runtime.config
 
+from components.kube import PROJECT_ROOT
+from lab import artifacts
 from lab import config as lab_config
+
+
+def fetch_artifacts(cfg: lab_config.LabConfig) -> None:
+    """Fetch (or find in the cache) and verify what the lab installs; a failure stops the program in one sentence."""
+    try:
+        artifacts.ensure(Path(PROJECT_ROOT), cfg.istio_version, cfg.chart_repository, cfg.observability,
+                         cfg.gateway_api_version if cfg.install_gateway_api_crds else None)
+    except artifacts.ArtifactError as error:
+        raise pulumi.RunError(str(error)) from None
 
 
 def read_lab_config() -> lab_config.LabConfig:

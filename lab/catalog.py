@@ -30,6 +30,8 @@ KUBERNETES_MINOR_RANGE = (32, 36)  # what Istio 1.30/1.31 support: 1.32 to 1.36
 KIALI_VERSION = "2.31.0"
 KIALI_MINIMUM_VERSION = "2.27.0"  # first Kiali whose graph understands ambient waypoints well
 KIALI_CHART_REPOSITORY = "https://kiali.org/helm-charts"
+KIALI_CHART = "kiali-server"
+PROMETHEUS_CHART = "prometheus"
 PROMETHEUS_CHART_VERSION = "28.13.0"
 PROMETHEUS_CHART_REPOSITORY = "https://prometheus-community.github.io/helm-charts"
 

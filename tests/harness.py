@@ -11,6 +11,7 @@ import json
 import os
 import re
 import runpy
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +22,80 @@ from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.settings import get_root_resource
 
+from lab import artifacts, catalog
 from lab.config import default_cluster_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "__main__.py")
 PROJECT = "istio-ambient-lab"
 STACKS = ("l4-only", "l7")
+
+FAKE_BUNDLE = os.path.join(ROOT, "tests", "fixtures", "gateway-api-standard-install.yaml")
+_CACHE: dict[str, str] = {}
+
+
+def fake_chart_bytes(name: str, version: str) -> bytes:
+    """A packaged Helm chart as a repository serves it (a .tgz holding <name>/Chart.yaml), with no templates: a
+    provider that opens it finds a valid chart. Byte-for-byte the same on every call, so digests are stable."""
+    import gzip
+    import io
+    import tarfile
+
+    chart_yaml = f"apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: {version}\n".encode()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo(f"{name}/Chart.yaml")
+        info.size, info.mtime, info.mode = len(chart_yaml), 0, 0o644
+        tar.addfile(info, io.BytesIO(chart_yaml))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def fake_fetch(url: str) -> bytes:
+    """What the chart repositories and the Gateway API release would answer, for lab.artifacts under mocks: an
+    index.yaml listing every chart the lab uses at any version asked for (with its digest), the charts, the bundle."""
+    import hashlib
+
+    if url.endswith("/index.yaml"):
+        names = {catalog.PROMETHEUS_CHART: [catalog.PROMETHEUS_CHART_VERSION], catalog.KIALI_CHART: [catalog.KIALI_VERSION],
+                 **{chart.chart: [catalog.ISTIO_VERSION, "1.30.5"] for chart in catalog.ISTIO_CHARTS}}
+        entries = {name: [{"version": version, "urls": [f"{name}-{version}.tgz"],
+                           "digest": hashlib.sha256(fake_chart_bytes(name, version)).hexdigest()}
+                          for version in versions] for name, versions in names.items()}
+        return yaml.safe_dump({"apiVersion": "v1", "entries": entries}).encode()
+    if url.endswith(".tgz"):
+        name, _, version = url.rsplit("/", 1)[1].removesuffix(".tgz").rpartition("-")
+        return fake_chart_bytes(name, version)
+    if url.endswith("/standard-install.yaml"):
+        return Path(FAKE_BUNDLE).read_bytes()
+    raise AssertionError(f"the program fetched an address no fake answers: {url}")
+
+
+def warm_cache(folder: str, observability: bool = True) -> str:
+    """Fill `folder` as lab.artifacts would after a lab's first fetch (through fake_fetch): a warm cache."""
+    previous, previous_env = artifacts._fetch, os.environ.get(artifacts.CACHE_ENV)
+    artifacts._fetch = fake_fetch
+    os.environ[artifacts.CACHE_ENV] = folder
+    try:
+        artifacts.ensure(Path(ROOT), catalog.ISTIO_VERSION, catalog.ISTIO_CHART_REPOSITORY, observability,
+                         catalog.GATEWAY_API_VERSION)
+    finally:
+        artifacts._fetch = previous
+        if previous_env is None:
+            os.environ.pop(artifacts.CACHE_ENV, None)
+        else:
+            os.environ[artifacts.CACHE_ENV] = previous_env
+    return folder
+
+
+def artifact_cache() -> str:
+    """One cache for the test session: the first program run fills it through lab.artifacts (fake_fetch), later
+    runs find it warm, as a user's second `up` does."""
+    if "dir" not in _CACHE:
+        import tempfile
+
+        _CACHE["dir"] = tempfile.mkdtemp(prefix="lab-test-cache-")
+    return _CACHE["dir"]
+
 
 FAKE_OWNER_TOKEN = "0a1b2c3d"  # the token lab.kind_cluster's create would draw for the state
 
@@ -307,6 +376,8 @@ def run_program(
     mocks = LabMocks(verify_report or fake_verify_report(stack), failing_command, preview=preview,
                      clusters={cluster_name} if existing else set(), existing_stack=existing)
     monitor = RecordingMonitor(mocks)
+    os.environ[artifacts.CACHE_ENV] = artifact_cache()
+    artifacts._fetch = fake_fetch  # no network under mocks: the repositories' answers, faked
     pulumi.runtime.reset_options(project=PROJECT, stack=stack, preview=preview)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     # The engine calls a resource's transforms back through a callback server that mocks lack: a stand-in records

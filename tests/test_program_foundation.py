@@ -1,12 +1,24 @@
 """The lab foundation under mocks: cluster, provider, Istio releases, secrets, for both stacks."""
 
+import os
+
 import pytest
 import yaml
 
 from lab import catalog, outputs
 from lab import kind_cluster
 from lab.kind_cluster import OWNER_LABEL
-from tests.harness import FAKE_KUBECONFIG, FAKE_OWNER_TOKEN, STACKS, run_program
+from tests.harness import (
+    FAKE_BUNDLE,
+    FAKE_KUBECONFIG,
+    FAKE_OWNER_TOKEN,
+    STACKS,
+    artifact_cache,
+    fake_chart_bytes,
+    run_program,
+)
+
+GATEWAY_API_CRDS = "istio-ambient-lab:index:GatewayApiCrds"
 
 COMMAND = "command:local:Command"
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -124,10 +136,12 @@ def test_istio_helm_releases(runs, stack):
     for chart in catalog.ISTIO_CHARTS:
         release = releases[chart.release]
         assert release.inputs["name"] == chart.release, "explicit release names, never generated ones"
-        assert release.inputs["chart"] == chart.chart
+        # From the lab's verified cache, fetched through the repository's index.yaml before anything was created.
+        assert release.inputs["chart"] == os.path.join(artifact_cache(), "charts", f"{chart.chart}-1.31.1.tgz")
+        assert open(release.inputs["chart"], "rb").read() == fake_chart_bytes(chart.chart, "1.31.1")
         assert release.inputs["version"] == "1.31.1"
         assert release.inputs["namespace"] == "istio-system"
-        assert release.inputs["repositoryOpts"] == {"repo": "https://blob.istio.io/istio-release/charts"}
+        assert not release.inputs.get("repositoryOpts")
         assert release.inputs["timeout"] >= 600
         assert not release.inputs.get("skipAwait")
     assert releases["istiod"].inputs["values"] == {"profile": "ambient"}
@@ -141,13 +155,15 @@ def test_istio_dependency_graph(runs, stack):
     run = runs[stack]
     base, istiod = run.named(RELEASE, "istio-base"), run.named(RELEASE, "istiod")
     cni, ztunnel = run.named(RELEASE, "istio-cni"), run.named(RELEASE, "ztunnel")
-    crds = run.named("kubernetes:yaml/v2:ConfigFile", "gateway-api-crds")
+    crds = run.named(GATEWAY_API_CRDS, "gateway-api-crds")
     namespace = run.named("kubernetes:core/v1:Namespace", "istio-system")
-    assert crds.inputs["file"] == (
-        "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.6.1/standard-install.yaml"
-    )
+    objects = [r for r in run.resources.values() if r.parent == crds.urn]
+    # The bundle's objects one by one (no ConfigFile component for the provider to construct), as in the file.
+    assert sorted(f"{r.inputs['kind']}/{r.inputs['metadata']['name']}" for r in objects) == sorted(
+        f"{doc['kind']}/{doc['metadata']['name']}" for doc in yaml.safe_load_all(open(FAKE_BUNDLE)) if doc)
+    assert all("status" not in r.inputs and r.deleted_with for r in objects)
     assert run.depends_on(base, namespace)
-    assert run.depends_on(istiod, base) and run.depends_on(istiod, crds)
+    assert run.depends_on(istiod, base) and all(run.depends_on(istiod, r) for r in objects)
     assert run.depends_on(cni, namespace) and not run.depends_on(cni, base) and not run.depends_on(cni, istiod)
     assert run.depends_on(ztunnel, istiod)
 
@@ -159,8 +175,7 @@ def test_chart_repository_and_versions_come_from_config():
     assert istiod.inputs["chart"] == "oci://ghcr.io/istio/release/charts/istiod"
     assert "repositoryOpts" not in istiod.inputs or not istiod.inputs["repositoryOpts"]
     assert istiod.inputs["version"] == "1.30.5"
-    assert run.named("kubernetes:yaml/v2:ConfigFile", "gateway-api-crds").inputs["file"].endswith(
-        "/v1.6.0/standard-install.yaml")
+    assert os.path.exists(os.path.join(artifact_cache(), "gateway-api", "standard-install-v1.6.0.yaml"))
     assert run.outputs[outputs.ISTIO_VERSION] == "1.30.5"
 
 
@@ -211,7 +226,7 @@ def test_eks_needs_no_chart_platform():
 
 def test_gateway_api_crds_can_be_left_to_the_cluster():
     run = run_program("l4-only", {"installGatewayApiCrds": "false"})
-    assert not run.of_type("kubernetes:yaml/v2:ConfigFile")
+    assert not run.of_type(GATEWAY_API_CRDS)
     assert run.named(RELEASE, "istiod").dependencies == [run.named(RELEASE, "istio-base").urn]
 
 
@@ -274,15 +289,13 @@ def test_gateway_api_crds_stay_on_an_existing_cluster_and_die_with_kind(runs, ex
     """Deleting the CRDs on someone's cluster would delete every Gateway and HTTPRoute on it."""
     import pulumi
 
-    crds = existing_run.named("kubernetes:yaml/v2:ConfigFile", "gateway-api-crds")
-    assert crds.retain_on_delete and len(crds.transforms) == 1, "the component and every object inside it"
-    kept = crds.transforms[0](pulumi.ResourceTransformArgs(
-        custom=True, type_="kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
-        name="gateways.gateway.networking.k8s.io", props={"kind": "CustomResourceDefinition"},
-        opts=pulumi.ResourceOptions(protect=False)))
-    assert kept.opts.retain_on_delete and kept.props == {"kind": "CustomResourceDefinition"}
-    on_kind = runs["l4-only"].named("kubernetes:yaml/v2:ConfigFile", "gateway-api-crds")
-    assert not on_kind.retain_on_delete and not on_kind.transforms and on_kind.deleted_with
+    def objects(run):
+        crds = run.named(GATEWAY_API_CRDS, "gateway-api-crds")
+        return [r for r in run.resources.values() if r.parent == crds.urn]
+
+    assert objects(existing_run) and all(r.retain_on_delete and not r.deleted_with for r in objects(existing_run))
+    on_kind = objects(runs["l4-only"])
+    assert on_kind and all(not r.retain_on_delete and r.deleted_with for r in on_kind)
 
 
 def _passes_restricted(pod_spec: dict) -> bool:

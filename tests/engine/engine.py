@@ -18,6 +18,8 @@ import sys
 
 import pytest
 
+from tests.harness import warm_cache
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD_SCRIPT = os.path.join(ROOT, "tools", "engine", "build.sh")
 FAKE_TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_tool.py")
@@ -81,6 +83,8 @@ class EngineLab:
                 handle.write(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_TOOL}" {tool} "$@"\n')
             os.chmod(path, 0o755)
 
+        # A warm chart and bundle cache, as a user's after the first fetch: the engine runs with no network.
+        self.cache = warm_cache(os.path.join(work, "cache"))
         self.api_port = refused_port()
         self.passphrase = secrets.token_urlsafe(24)
         dead_proxy = f"http://127.0.0.1:{refused_port()}"
@@ -97,6 +101,7 @@ class EngineLab:
             "HTTPS_PROXY": dead_proxy, "HTTP_PROXY": dead_proxy, "https_proxy": dead_proxy, "http_proxy": dead_proxy,
             "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
             "LAB_FAKE_TOOLS_DIR": self.fakes,
+            "LAB_CACHE_DIR": self.cache,
             "LAB_FAKE_API_PORT": str(self.api_port),
             "PULUMI_BACKEND_URL": "",
             "KUBECONFIG": os.path.join(work, "no-kubeconfig"),  # nothing may fall back to the user's cluster
