@@ -99,11 +99,6 @@ def test_up_creates_the_cluster_reads_its_kubeconfig_and_stops_at_the_unreachabl
     assert f"127.0.0.1:{lab.api_port}" in output and "connection refused" in output, output
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "found by this tier: when the Gateway API bundle's kubernetes:yaml/v2:ConfigFile (a component the provider "
-    "constructs) fails, the engine answers the program's registration with UNKNOWN 'resource monitor shut down' "
-    "(pulumi v3.259.0 source_eval.go) and the Python SDK prints it with a traceback; whether it shows depends on "
-    "which failure the engine meets first"))
 def test_up_failure_prints_no_python_traceback(up_lab):
     """The engine stops the update at the first failed resource and the host interrupts the program: the
     provider's sentence is the last word, not a KeyboardInterrupt traceback through asyncio (found by this tier)."""
