@@ -181,6 +181,56 @@ def stack_outputs(ctx: Context, stack: str) -> dict:
     return values if isinstance(values, dict) else {}
 
 
+CLUSTER_COMMAND_URN_SUFFIX = "command:local:Command::kind-cluster"
+
+
+def _cluster_in_state(exported: dict) -> dict:
+    """The kind cluster the state records: its name, owner label and node shape, from the cluster Command itself.
+
+    Outputs are saved only by an up that succeeded, but the Command's stored inputs and stdout are there as soon
+    as the cluster was created: after a failed first up too.
+    """
+    for resource in (exported.get("deployment") or {}).get("resources") or []:
+        if not str(resource.get("urn", "")).endswith(CLUSTER_COMMAND_URN_SUFFIX):
+            continue
+        inputs, stored = resource.get("inputs") or {}, resource.get("outputs") or {}
+        triggers = inputs.get("triggers") or []
+        record: dict[str, object] = {}
+        if len(triggers) == 4:  # [name, node image, workers, ingress host port]: what shapes the nodes
+            name, image, workers, port = triggers
+            record[outputs.CLUSTER_NAME] = name
+            record[outputs.NODE_SHAPE] = {"clusterName": name, "workers": int(workers), "nodeImage": image,
+                                          "ingressHostPort": int(port)}
+        owner = kind_cluster.owner_in(stored.get("stdout") if isinstance(stored.get("stdout"), str) else None)
+        if owner:
+            record[outputs.CLUSTER_OWNER] = owner
+        return record
+    return {}
+
+
+def stack_record(ctx: Context, stack: str) -> dict:
+    """What the stack's state says: its outputs, completed from the state itself where a failed up saved none.
+
+    `pulumi stack export` needs no passphrase (secrets stay encrypted), so a lost passphrase cannot pass for a
+    missing stack. {} when nothing was ever brought up here or the stack does not exist.
+    """
+    if not ctx.paths.state.is_dir():
+        return {}
+    env = pulumi_env(ctx.paths, ctx.env)
+    exported = ctx.host.run(["pulumi", "stack", "export", "--stack", stack], env=env, cwd=ctx.paths.root,
+                            timeout=120)
+    if exported.returncode != 0:
+        if "no stack named" in exported.stderr.lower():
+            return {}
+        raise LabError(f"pulumi could not read stack {stack} ({last_line(exported.stderr)}): fix that, then run the "
+                       "command again.")
+    try:
+        state = json.loads(exported.stdout)
+    except ValueError:
+        state = {}
+    return {**_cluster_in_state(state if isinstance(state, dict) else {}), **stack_outputs(ctx, stack)}
+
+
 def _tools_for(config: lab_config.LabConfig) -> tuple[str, ...]:
     return ("kind", "kubectl", "pulumi") if config.target == "kind" else ("kubectl", "pulumi")
 
@@ -250,32 +300,37 @@ def _shape_change(recorded: Mapping[str, object], config: lab_config.LabConfig) 
 
 
 def _bring_back_cluster(ctx: Context, stack: str, config: lab_config.LabConfig, recorded: Mapping[str, object],
-                        env: Mapping[str, str], recreate: bool) -> None:
+                        env: Mapping[str, str]) -> None:
     """Before pulumi runs: the stack's recorded kind cluster is in a state its program can work with.
 
-    A node-shape change needs a new cluster, which through the engine means uninstalling every release one by one
-    through the old cluster first: the lab destroys and rebuilds instead, when asked to. A cluster deleted by hand
-    leaves a record that previews against nothing: the record goes (nothing of the user's is touched, the cluster
-    and everything in it is gone already). A stopped cluster (Docker or host restart) is started.
+    A cluster deleted by hand leaves a record that previews against nothing: the record goes (nothing of the
+    user's is touched, the cluster and everything in it is gone already). A stopped cluster (Docker or host
+    restart) is started, and must then carry this state's owner label.
     """
     name = str(recorded.get(outputs.CLUSTER_NAME) or config.cluster_name)
-    changed = _shape_change(recorded, config)
-    if changed and not recreate:
-        raise LabError(f"Stack {stack}'s kind cluster changes shape ({changed}), which needs a new cluster: run "
-                       f"`{LAB_SCRIPT} up {stack} --recreate` to destroy this lab and build it again, or undo the change.")
-    clusters = kind_cluster.existing_clusters()
-    if changed or name not in clusters:
-        ctx.detail(f"node shape changes ({changed}): destroying the lab to build it again" if changed else
-                   f"kind cluster {name} was deleted outside the lab: clearing the stack's record of it")
-        if _stream(["pulumi", "destroy", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
-            raise LabError(f"`pulumi destroy` failed: read its output above, fix the cause, then run `{LAB_SCRIPT} up "
-                           f"{stack}` again.")
+    if name not in kind_cluster.existing_clusters():
+        ctx.detail(f"kind cluster {name} was deleted outside the lab: clearing the stack's record of it")
+        _destroy_for_up(ctx, stack, env)
         return
     if kind_cluster.stopped_nodes(name):
         ctx.detail(f"kind cluster {name} is stopped: starting it")
         ctx.detail(kind_cluster.start(name))
+        # Started by name: make sure it is the one this stack's state made before pulumi points a provider at it.
+        situation = preflight.Situation(stack=stack, project_dir=ctx.paths.root, env=ctx.env, cluster_name=name,
+                                        recorded=recorded)
+        owner = kind_cluster.cluster_owner(name)
+        if not situation.is_ours(owner):
+            raise LabError(f"The kind cluster {name} that was started carries the owner label {owner}, not this "
+                           f"stack's: stop it with `docker stop {name}-control-plane`, or give this stack another "
+                           f"cluster name, then run `{LAB_SCRIPT} up {stack}` again.")
     else:
         ctx.detail(f"kind cluster {name} is running")
+
+
+def _destroy_for_up(ctx: Context, stack: str, env: Mapping[str, str]) -> None:
+    if _stream(["pulumi", "destroy", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
+        raise LabError(f"`pulumi destroy` failed: read its output above, fix the cause, then run `{LAB_SCRIPT} up "
+                       f"{stack}` again.")
 
 
 def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int:
@@ -284,9 +339,20 @@ def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int
     config = stack_config(ctx.paths.root, stack)
     ctx.step(1, total, "tools")
     _ensure_tools(ctx, _tools_for(config))
-    recorded = stack_outputs(ctx, stack)
+    recorded = stack_record(ctx, stack)
 
     ctx.step(2, total, "preflight")
+    # A node-shape change needs a new cluster, which through the engine means uninstalling every release one by one
+    # through the old cluster first: the lab refuses, or destroys and rebuilds when asked. Decided before the checks,
+    # which would otherwise find the old cluster holding the port and stop with no way forward.
+    changed = _shape_change(recorded, config) if config.target == "kind" else ""
+    if changed and not recreate:
+        raise LabError(f"Stack {stack}'s kind cluster changes shape ({changed}), which needs a new cluster: run "
+                       f"`{LAB_SCRIPT} up {stack} --recreate` to destroy this lab and build it again, or undo the change.")
+    if changed:
+        ctx.detail(f"node shape changes ({changed}): destroying the lab to build it again")
+        _destroy_for_up(ctx, stack, pulumi_env(ctx.paths, ctx.env))
+        recorded = {}
     if not _preflight(ctx, stack, config, adopt, recorded):
         raise LabError(f"Preflight found the problems marked FAIL above: fix them, then run `{LAB_SCRIPT} up "
                        f"{stack}` again.")
@@ -316,7 +382,7 @@ def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int
     ctx.step(5, total, "cluster")
     if config.target == "kind" and recorded.get(outputs.CLUSTER_NAME):
         try:
-            _bring_back_cluster(ctx, stack, config, recorded, env, recreate)
+            _bring_back_cluster(ctx, stack, config, recorded, env)
         except kind_cluster.KindError as error:
             raise LabError(str(error)) from None
     else:
@@ -382,7 +448,7 @@ def cmd_destroy(ctx: Context, stack: str) -> int:
     if not _stack_exists(ctx, stack, env):
         ctx.detail(f"stack {stack} does not exist in {ctx.paths.state}: nothing to destroy")
         return 0
-    recorded = stack_outputs(ctx, stack)
+    recorded = stack_record(ctx, stack)
     if _stream(["pulumi", "destroy", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
         raise LabError(f"`pulumi destroy` failed: read its output above, fix the cause, then run `{LAB_SCRIPT} "
                        f"destroy {stack}` again.")

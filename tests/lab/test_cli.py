@@ -37,6 +37,8 @@ class Machine:
         self.bin = fake_bin
         self.log = tmp_path / "pulumi.log"
         self.outputs = tmp_path / "outputs.json"
+        self.state = tmp_path / "state.json"  # what `pulumi stack export` prints
+        self.state.write_text('{"version": 3, "deployment": {}}')
         self.clusters = tmp_path / "clusters.txt"
         self.clusters.write_text("")
         fake_bin.add("docker", 'case "$*" in *DockerRootDir*) echo /var/lib/docker ;; *) echo 28.2.2 ;; esac')
@@ -57,6 +59,8 @@ echo "$* | $lab | $PULUMI_CONFIG_PASSPHRASE" >> {self.log}
 case "$*" in
   *"{fail or "never"}"*) echo "error: {fail} went wrong" >&2; exit 1 ;;
   "stack output"*) /bin/cat {self.outputs} ;;
+  "stack export"*) /bin/cat {self.state} ;;
+  "destroy "*) if [ -e {self.log.parent}/destroy-deletes-cluster ]; then : > {self.clusters}; fi ;;  # the stored kind delete
   "stack ls"*) echo '[]' ;;
 esac""")
 
@@ -141,7 +145,18 @@ def up_before(project: Path, machine: Machine, stack: str = "l7", **shape) -> di
                 "node_shape": {"clusterName": name, "workers": 2, "nodeImage": catalog.KIND_NODE_IMAGE,
                                "ingressHostPort": 8081 if stack == "l7" else 8080, **shape}}
     machine.outputs.write_text(json.dumps(recorded))
+    machine.state.write_text(json.dumps(state_with_cluster(recorded["node_shape"], recorded["cluster_owner"])))
     return recorded
+
+
+def state_with_cluster(shape: dict, owner: str) -> dict:
+    """A state export holding the kind cluster Command as the program registers it (triggers, stored stdout)."""
+    name = shape["clusterName"]
+    return {"version": 3, "deployment": {"resources": [{
+        "urn": "urn:pulumi:s::istio-ambient-lab::istio-ambient-lab:index:KindCluster$command:local:Command::kind-cluster",
+        "type": "command:local:Command",
+        "inputs": {"triggers": [name, shape["nodeImage"], shape["workers"], shape["ingressHostPort"]]},
+        "outputs": {"stdout": f"created kind cluster '{name}' (owner {owner})."}}]}}
 
 
 def test_up_reads_the_stacks_own_port_and_cluster_name(project, machine, monkeypatch):
@@ -207,8 +222,8 @@ def test_destroy_checks_that_no_cluster_is_left(project, machine):
     (project / ".lab" / "state").mkdir(parents=True)
     ctx = context(project, machine)
     assert cli.main(["destroy"], ctx) == 0
-    assert machine.calls() == ["stack select l4-only", "stack output --json --stack l4-only",
-                               "destroy --yes --stack l4-only"]
+    assert machine.calls() == ["stack select l4-only", "stack export --stack l4-only",
+                               "stack output --json --stack l4-only", "destroy --yes --stack l4-only"]
     assert ctx.out.getvalue().splitlines()[-1] == "Nothing is left: no kind cluster named ambient-l4-only."
 
 
@@ -425,6 +440,7 @@ def test_up_refuses_a_node_shape_change_with_the_command_that_rebuilds(project, 
         "Stack l7's kind cluster changes shape (workers 3 -> 2), which needs a new cluster: run `./lab.sh up l7 "
         "--recreate` to destroy this lab and build it again, or undo the change.\n")
     assert not any(call.startswith(("up", "destroy")) for call in machine.calls())
+    (machine.log.parent / "destroy-deletes-cluster").touch()
     assert cli.main(["up", "l7", "--recreate"], ctx) == 0
     assert [c for c in machine.calls() if c.startswith(("up", "destroy"))] == [
         "destroy --yes --stack l7", "up --yes --stack l7"]
@@ -452,6 +468,7 @@ case "$*" in
 esac""")
     up_before(project, machine)
     machine.clusters.write_text("ambient-l7\n")
+    monkeypatch.setattr(cli.kind_cluster, "cluster_owner", lambda name: "istio-ambient-lab.l7.0a1b2c3d")  # once up
     ctx = context(project, machine)
     ctx.host.cluster_owner = lambda name: preflight.OWNER_UNKNOWN
     assert cli.main(["up", "l7"], ctx) == 0
@@ -460,3 +477,59 @@ esac""")
     assert "kind cluster ambient-l7 is stopped: starting it" in printed
     assert started.read_text().strip() == "start ambient-l7-control-plane"
     assert machine.calls()[-1] == "up --yes --stack l7"
+
+
+def test_up_after_a_failed_first_up_knows_its_cluster_from_the_state(project, machine, monkeypatch):
+    """A failed up saves no outputs, but the cluster Command's record is in the state: the cluster is ours."""
+    monkeypatch.setenv("PATH", machine.bin.path)
+    (project / ".lab" / "state").mkdir(parents=True)
+    shape = {"clusterName": "ambient-l7", "workers": 2, "nodeImage": catalog.KIND_NODE_IMAGE, "ingressHostPort": 8081}
+    machine.state.write_text(json.dumps(state_with_cluster(shape, "istio-ambient-lab.l7.0a1b2c3d")))
+    machine.outputs.write_text("{}")
+    machine.clusters.write_text("ambient-l7\n")
+    ctx = context(project, machine)
+    ctx.host = healthy_host(port_is_free=lambda address, port: False,
+                            cluster_owner=lambda name: "istio-ambient-lab.l7.0a1b2c3d")
+    assert cli.main(["up", "l7"], ctx) == 0, ctx.out.getvalue()
+    assert "kind cluster ambient-l7 belongs to this stack" in ctx.out.getvalue()
+    assert "127.0.0.1:8081 belongs to this stack's cluster" in ctx.out.getvalue()
+
+
+def test_a_shape_change_is_decided_before_the_checks_that_the_old_cluster_would_fail(project, machine, monkeypatch,
+                                                                                     capsys):
+    """A new clusterName with the same port: the old cluster holds the port, yet the way out is offered."""
+    monkeypatch.setenv("PATH", machine.bin.path)
+    up_before(project, machine, clusterName="old-name")
+    machine.clusters.write_text("old-name\n")
+    ctx = context(project, machine)
+    ctx.host = healthy_host(port_is_free=lambda address, port: False)
+    assert cli.main(["up", "l7"], ctx) == 1
+    assert "needs a new cluster: run `./lab.sh up l7 --recreate`" in capsys.readouterr().err
+    assert "FAIL" not in ctx.out.getvalue()
+
+
+def test_a_started_cluster_that_is_not_this_states_is_refused(project, machine, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", machine.bin.path)
+    machine.bin.add("docker", f"""
+case "$*" in
+  *DockerRootDir*) echo /var/lib/docker ;;
+  "ps -a"*) echo "ambient-l7-control-plane exited" ;;
+  *) echo 28.2.2 ;;
+esac""")
+    up_before(project, machine)
+    machine.clusters.write_text("ambient-l7\n")
+    monkeypatch.setattr(cli.kind_cluster, "start", lambda name: f"started kind cluster '{name}' (1 node(s)).")
+    monkeypatch.setattr(cli.kind_cluster, "cluster_owner", lambda name: "someone.else.ffffffff")
+    ctx = context(project, machine)
+    assert cli.main(["up", "l7"], ctx) == 1
+    assert capsys.readouterr().err.startswith(
+        "The kind cluster ambient-l7 that was started carries the owner label someone.else.ffffffff, not this stack's")
+    assert not any(call.startswith("up") for call in machine.calls())
+
+
+def test_a_state_that_cannot_be_read_is_said_not_taken_for_no_stack(project, machine, capsys):
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.pulumi(fail="stack export")
+    assert cli.main(["up", "l7"], context(project, machine)) == 1
+    assert capsys.readouterr().err == (
+        "pulumi could not read stack l7 (error: stack export went wrong): fix that, then run the command again.\n")

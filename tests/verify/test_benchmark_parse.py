@@ -1,4 +1,4 @@
-"""BENCHMARK: parse 100,000 ztunnel access-log lines; prints the time and holds it under one second."""
+"""BENCHMARK: parse 100,000 ztunnel access-log lines; prints the time and holds it under two seconds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 from verify.evidence import parse_ztunnel_access_log
 
 LINES = 100_000
-BUDGET_S = 1.0
+# About 0.6 s on an idle 2-core machine; twice that under a busy neighbour. The budget catches a parser that turns
+# quadratic or starts copying lines, not a slow afternoon.
+BUDGET_S = 2.0
 
 
 @pytest.mark.benchmark
