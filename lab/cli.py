@@ -303,15 +303,6 @@ def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int
     if selected.returncode != 0:
         raise LabError(f"pulumi could not select or create stack {stack} ({last_line(selected.stderr)}): fix that, "
                        "then run the command again.")
-    if adopt:
-        adopted = ctx.host.run(
-            ["pulumi", "config", "set", preflight.ADOPT_CONFIG_KEY, "true", "--stack", stack],
-            env=env, cwd=ctx.paths.root, timeout=60,
-        )
-        if adopted.returncode != 0:
-            raise LabError(f"pulumi could not set {preflight.ADOPT_CONFIG_KEY} ({last_line(adopted.stderr)}): set it "
-                           f"with `{LAB_SCRIPT} pulumi config set {preflight.ADOPT_CONFIG_KEY} true --stack {stack}`, "
-                           f"then run `{LAB_SCRIPT} up {stack}` again.")
 
     ctx.step(5, total, "cluster")
     if config.target == "kind" and recorded.get(outputs.CLUSTER_NAME):
@@ -322,8 +313,23 @@ def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int
     else:
         ctx.detail("created by pulumi up" if config.target == "kind" else f"existing cluster, context {config.kube_context}")
 
+    if config.target == "kind" and config.adopt_existing_cluster:
+        ctx.detail(f"the stack file sets {preflight.ADOPT_CONFIG_KEY}, which stays set and adopts any kind cluster "
+                   f"named {config.cluster_name} on every create: remove it with `{LAB_SCRIPT} pulumi config rm "
+                   f"{preflight.ADOPT_CONFIG_KEY} --stack {stack}` once you no longer need it")
+    # --adopt is for this up alone: a marker the cluster's create consumes, withdrawn when no create ran. Nothing
+    # is stored in the stack, so the next up neither shows a diff nor adopts another cluster of that name.
+    if adopt and config.target == "kind":
+        kind_cluster.request_adoption(ctx.paths.root, config.cluster_name)
+        ctx.detail(f"adopting kind cluster {config.cluster_name} if it exists, for this up only")
+
     ctx.step(6, total, "pulumi up")
-    if _stream(["pulumi", "up", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
+    try:
+        code = _stream(["pulumi", "up", "--yes", "--stack", stack], env, ctx.paths.root)
+    finally:
+        if adopt:
+            kind_cluster.withdraw_adoption(ctx.paths.root, config.cluster_name)
+    if code != 0:
         folder = _collect_diagnostics(ctx, config)
         raise LabError(f"`pulumi up` failed: read its output above and the diagnostics in {folder}, fix the cause, "
                        f"then run `{LAB_SCRIPT} up {stack}` again.")

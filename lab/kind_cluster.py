@@ -21,10 +21,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
-from lab import catalog
+from lab import catalog, private
 
 OWNER_LABEL = "istio-ambient-lab/owner"
 LAB_SCRIPT = catalog.LAB_SCRIPT
@@ -35,6 +36,26 @@ KEEP_FAILED_ENV = "LAB_KEEP_FAILED_CLUSTER"  # set to 1 to keep a half-created c
 
 class KindError(RuntimeError):
     """A lifecycle step that cannot go on; the message says what to do."""
+
+
+# `./lab.sh up --adopt` is a choice for that one up, not a setting: it leaves a marker named after the cluster here
+# (relative to the project root, where the create runs), the create consumes it, and the up removes it when done. A
+# stored `adoptExistingCluster: true` would stay in the stack file and silently adopt the next cluster of that name.
+ADOPT_ONCE_DIR = os.path.join(".lab", "adopt-once")
+
+
+def request_adoption(root: str | os.PathLike, name: str) -> str:
+    """Marks kind cluster `name` for adoption by the next create run from the project at `root`; returns the path."""
+    return str(private.write_private(Path(root) / ADOPT_ONCE_DIR / name, f"{name}\n"))
+
+
+def withdraw_adoption(root: str | os.PathLike, name: str) -> bool:
+    """Removes an adoption marker the create did not consume (no create ran); whether there was one."""
+    try:
+        os.remove(os.path.join(root, ADOPT_ONCE_DIR, name))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 PREVIOUS_OUTPUT_ENV = "PULUMI_COMMAND_STDOUT"  # pulumi-command hands a Command's stored stdout to its update and delete
@@ -215,6 +236,8 @@ def create(name: str, stack_id: str, config_yaml: str, adopt: bool = False, prev
     the token it finds in `previous_output`, so only the state that created a cluster ever matches it.
     """
     owner = owner_in(previous_output) or new_owner(stack_id)
+    # Consumed whatever happens next: the marker was for this create only.
+    adopt = withdraw_adoption(".", name) or adopt
     if name in existing_clusters():
         try:
             current = cluster_owner(name)
