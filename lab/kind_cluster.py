@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from lab import catalog, private
+from lab import catalog, leaks, private
 
 OWNER_LABEL = "istio-ambient-lab/owner"
 LAB_SCRIPT = catalog.LAB_SCRIPT
@@ -124,7 +124,8 @@ def _run(args: Sequence[str], *, check: bool = True, input_text: str | None = No
     except FileNotFoundError:
         raise KindError(f"`{args[0]}` was not found on PATH; install it or run the lab through ./lab.sh up.") from None
     if check and result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()
+        # stderr only: the stdout of `kind get kubeconfig` is the kubeconfig itself, keys and all.
+        detail = leaks.redact(result.stderr).strip().splitlines()
         raise KindError(f"`{' '.join(args[:3])}` failed: {detail[-1] if detail else 'exit ' + str(result.returncode)}")
     return result
 
@@ -154,7 +155,7 @@ def cluster_owner(name: str) -> str | None:
     except KindError as error:
         raise OwnerUnknown(str(error)) from None
     if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()
+        detail = leaks.redact(result.stderr or result.stdout).strip().splitlines()
         raise OwnerUnknown(detail[-1] if detail else f"kubectl exit {result.returncode}")
     try:
         return json.loads(result.stdout)["metadata"].get("labels", {}).get(OWNER_LABEL)
@@ -272,7 +273,7 @@ def create(name: str, stack_id: str, config_yaml: str, adopt: bool = False, prev
             check=False,
         )
         if result.returncode != 0:
-            tail = (result.stderr or result.stdout).strip().splitlines()
+            tail = leaks.redact(result.stderr or result.stdout).strip().splitlines()
             raise KindError(
                 f"kind could not create cluster '{name}' ({tail[-1] if tail else 'no output'}); "
                 f"run `{LAB_SCRIPT} preflight {_stack_of(stack_id)}` to check Docker and the host, then "
@@ -338,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             sys.stdout.write(kubeconfig(args.name))
     except KindError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {leaks.redact(str(error))}", file=sys.stderr)
         return 1
     return 0
 

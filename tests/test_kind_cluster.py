@@ -214,6 +214,21 @@ def test_a_one_time_adoption_marker_is_consumed_by_the_create(fake_tools, tmp_pa
         kind_cluster.create("lab", OWNER, config_yaml())
 
 
+def test_a_failed_command_is_quoted_from_its_stderr_never_its_stdout(tmp_path):
+    """`kind get kubeconfig` prints the kubeconfig on stdout: a failure must not carry it into an error message."""
+    from tests import realistic_secrets
+
+    script = tmp_path / "kind"
+    script.write_text(f"cat <<'EOF'\n{realistic_secrets.KUBECONFIG}EOF\nexit 1\n")
+    with pytest.raises(kind_cluster.KindError) as caught:
+        kind_cluster._run(["sh", str(script), "get"])
+    assert str(caught.value) == f"`sh {script} get` failed: exit 1"
+    script.write_text(f"echo 'proxyconnect tcp: http://lab:{realistic_secrets.PROXY_PASSWORD}@proxy:3128' >&2\nexit 1\n")
+    with pytest.raises(kind_cluster.KindError) as caught:
+        kind_cluster._run(["sh", str(script), "get"])
+    assert str(caught.value).endswith("failed: proxyconnect tcp: http://lab:REDACTED@proxy:3128")
+
+
 def test_a_failed_create_removes_the_half_made_cluster(fake_tools, monkeypatch):
     set_state, get_state, calls = fake_tools
     set_state(create_fails=True)

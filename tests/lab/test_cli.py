@@ -14,6 +14,7 @@ from lab import catalog, cli, preflight
 from lab.bootstrap import run_captured
 from lab.cli import Context, Paths
 from lab.preflight import Host
+from tests import realistic_secrets
 
 KUBECTL_JSON = '{"clientVersion": {"gitVersion": "v1.36.4"}}'
 
@@ -227,6 +228,36 @@ def test_stack_that_cannot_be_selected_stops_with_pulumis_reason(project, machin
         "pulumi could not select or create stack l4-only (error: select went wrong): fix that, then run the "
         "command again.\n"
     )
+
+
+def test_errors_quoting_a_tool_are_printed_with_its_credentials_redacted(project, machine, capsys):
+    """pulumi and kind quote the proxy they could not reach, headers, kubeconfig lines: the sentence stays readable."""
+    machine.bin.add("pulumi", f"""
+[ "$1" = version ] && {{ echo v3.272.0; exit 0; }}
+echo 'error: Get https://api.pulumi.com: proxyconnect tcp: http://lab:{realistic_secrets.PROXY_PASSWORD}@proxy.corp:3128 \
+(Authorization: Bearer {realistic_secrets.JWT})' >&2
+exit 1""")
+    assert cli.main(["up"], context(project, machine)) == 1
+    err = capsys.readouterr().err
+    realistic_secrets.assert_clean(err)
+    assert "http://lab:REDACTED@proxy.corp:3128 (Authorization: Bearer REDACTED)" in err
+
+
+def test_an_unexpected_error_never_prints_a_secret(project, machine, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError(realistic_secrets.KUBECONFIG)
+
+    monkeypatch.setattr(cli, "stack_config", broken)
+    assert cli.main(["preflight"], context(project, machine)) == 1
+    realistic_secrets.assert_clean(capsys.readouterr().err)
+
+
+def test_everything_a_command_says_goes_through_the_leak_rule(project, machine):
+    ctx = context(project, machine)
+    ctx.say(realistic_secrets.ALL)
+    ctx.detail(realistic_secrets.ALL)
+    realistic_secrets.assert_clean(ctx.out.getvalue())
+    assert "REDACTED" in ctx.out.getvalue()
 
 
 def test_destroy_checks_that_no_cluster_is_left(project, machine):
