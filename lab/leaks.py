@@ -51,11 +51,14 @@ _YAML_FIELDS = r"token|password|client-key-data|client-secret|id-token|refresh-t
 _JSON_FIELDS = (r"private_key|private_key_id|client_secret|refresh_token|access_token|id_token|token|password|"
                 r"client-key-data|auth")
 
+_PEM_BODY = r"[A-Za-z0-9+/=\s\\:,-]"  # base64, line breaks (real or \n), and headers like DEK-Info: AES-128-CBC,...
+
 _RULES = (
-    # A PEM private key, with real or JSON-escaped (\n) line breaks; the body goes, the armour stays.
+    # A PEM private key, with real or JSON-escaped (\n) line breaks; the body goes, the armour stays. A key cut
+    # short (a truncated log line) ends at the first character no key has, a quote say, so JSON stays JSON.
     _Rule("a PEM private key", re.compile(
-        r"-----BEGIN (?P<kind>[A-Z0-9 ]*)PRIVATE KEY-----(?P<secret>.*?)(?:-----END (?P=kind)PRIVATE KEY-----|$)",
-        re.DOTALL)),
+        rf"-----BEGIN (?P<kind>[A-Z0-9 ]*)PRIVATE KEY-----(?P<secret>{_PEM_BODY}*?)"
+        rf"(?:-----END (?P=kind)PRIVATE KEY-----|(?!{_PEM_BODY}))")),
     # base64 of "-----BEGIN ": kubeconfig's client-key-data, a Secret's data, wherever it was copied.
     _Rule("a base64-encoded PEM private key", re.compile(r"(?P<secret>LS0tLS1CRUdJTi[A-Za-z0-9+/]*={0,2})"),
           confirm=_is_base64_private_key),

@@ -38,6 +38,12 @@ def test_redaction_keeps_what_tells_the_user_where_the_secret_was():
         "-----BEGIN EC PRIVATE KEY-----REDACTED-----END EC PRIVATE KEY-----")
 
 
+def test_a_key_cut_short_inside_json_is_redacted_and_the_json_still_parses():
+    """A report's `observed` text is truncated: the redaction must stop at the string's end, not the document's."""
+    text = json.dumps({"observed": realistic_secrets.PEM_KEY[:80], "passed": False})
+    assert json.loads(redact(text)) == {"observed": "-----BEGIN EC PRIVATE KEY-----REDACTED", "passed": False}
+
+
 def test_what_is_not_a_credential_is_left_alone():
     for text in ("a certificate: -----BEGIN CERTIFICATE-----", f"certificate-authority-data: "
                  f"{realistic_secrets.CERT_DATA}", "basic authentication, bearer tokens", "tokenFile: /var/run/x",
