@@ -23,6 +23,7 @@ import pytest
 
 from lab import catalog, outputs
 from lab.leaks import find_leaks
+from tests.e2e import LEFTOVER_PREFIXES
 from verify.checks.base import STRICT_CHECK, STRICT_POLICY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -143,11 +144,12 @@ def assert_nothing_left(lab: Lab) -> None:
     assert lab.cluster not in kind_clusters()
     assert kind_containers(lab.cluster) == []
     assert f"kind-{lab.cluster}" not in user_kubeconfig_contexts(), "the lab added a context to the user's kubeconfig"
-    # Every kubectl the lab starts (port-forwards included) reads a temporary kubeconfig named lab-kubeconfig-*.
+    # Every kubectl the lab starts (verify's and the dashboard's port-forwards included) reads a temporary kubeconfig
+    # named lab-kubeconfig-*.
     leftover = subprocess.run(["pgrep", "-f", "lab-kubeconfig-"], capture_output=True)
     assert leftover.returncode != 0, "a kubectl started by the lab outlived it"
     temp = tempfile.gettempdir()
-    assert not [f for f in os.listdir(temp) if f.startswith(("lab-kubeconfig-", "lab-kind-"))]
+    assert not [f for f in os.listdir(temp) if f.startswith(LEFTOVER_PREFIXES)]
 
 
 def assert_no_secrets_in(text: str, lab: Lab) -> None:
