@@ -102,7 +102,7 @@ class KindCluster(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]),  # writes into the nodes
             ))
         if args.preload_images is not None:
-            choice = " ".join(args.preload_images)
+            choice = shlex.join(args.preload_images)  # a shell runs it: every word quoted, like the cluster's name
             # Pulling into the local Docker needs no cluster: it starts at once, beside `kind create cluster`.
             pulled = command.local.Command(
                 "pull-images",

@@ -22,7 +22,7 @@ from typing import TextIO
 import yaml
 
 from lab import access, bootstrap, catalog, diagnostics, kind_cluster, kubeconfigs, outputs, preflight, private
-from lab import stack_files, tour
+from lab import leaks, stack_files, tour
 from lab import config as lab_config
 from lab.bootstrap import LabError, last_line
 from lab.preflight import LAB_SCRIPT
@@ -69,7 +69,8 @@ class Context:
     platform: tuple[str, str] | None = None  # (os, arch) to install tools for; None: this machine
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        # Everything the lab prints goes through the leak rule: a tool's message may quote a proxy URL or a token.
+        print(leaks.redact(text), file=self.out, flush=True)
 
     def step(self, number: int, total: int, text: str) -> None:
         self.say(f"[{number}/{total}] {text}")
@@ -369,15 +370,6 @@ def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int
     if selected.returncode != 0:
         raise LabError(f"pulumi could not select or create stack {stack} ({last_line(selected.stderr)}): fix that, "
                        "then run the command again.")
-    if adopt:
-        adopted = ctx.host.run(
-            ["pulumi", "config", "set", preflight.ADOPT_CONFIG_KEY, "true", "--stack", stack],
-            env=env, cwd=ctx.paths.root, timeout=60,
-        )
-        if adopted.returncode != 0:
-            raise LabError(f"pulumi could not set {preflight.ADOPT_CONFIG_KEY} ({last_line(adopted.stderr)}): set it "
-                           f"with `{LAB_SCRIPT} pulumi config set {preflight.ADOPT_CONFIG_KEY} true --stack {stack}`, "
-                           f"then run `{LAB_SCRIPT} up {stack}` again.")
 
     ctx.step(5, total, "cluster")
     if config.target == "kind" and recorded.get(outputs.CLUSTER_NAME):
@@ -388,8 +380,23 @@ def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int
     else:
         ctx.detail("created by pulumi up" if config.target == "kind" else f"existing cluster, context {config.kube_context}")
 
+    if config.target == "kind" and config.adopt_existing_cluster:
+        ctx.detail(f"the stack file sets {preflight.ADOPT_CONFIG_KEY}, which stays set and adopts any kind cluster "
+                   f"named {config.cluster_name} on every create: remove it with `{LAB_SCRIPT} pulumi config rm "
+                   f"{preflight.ADOPT_CONFIG_KEY} --stack {stack}` once you no longer need it")
+    # --adopt is for this up alone: a marker the cluster's create consumes, withdrawn when no create ran. Nothing
+    # is stored in the stack, so the next up neither shows a diff nor adopts another cluster of that name.
+    if adopt and config.target == "kind":
+        kind_cluster.request_adoption(ctx.paths.root, config.cluster_name)
+        ctx.detail(f"adopting kind cluster {config.cluster_name} if it exists, for this up only")
+
     ctx.step(6, total, "pulumi up")
-    if _stream(["pulumi", "up", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
+    try:
+        code = _stream(["pulumi", "up", "--yes", "--stack", stack], env, ctx.paths.root)
+    finally:
+        if adopt:
+            kind_cluster.withdraw_adoption(ctx.paths.root, config.cluster_name)
+    if code != 0:
         folder = _collect_diagnostics(ctx, config)
         raise LabError(f"`pulumi up` failed: read its output above and the diagnostics in {folder}, fix the cause, "
                        f"then run `{LAB_SCRIPT} up {stack}` again.")
@@ -573,7 +580,7 @@ def _quiet_progress(text: str) -> None:
     """Tool progress on stderr, and only when something is installed: stdout belongs to kubectl's output and to the
     export line that `eval` reads."""
     if ": using " not in text:
-        print(text, file=sys.stderr, flush=True)
+        print(leaks.redact(text), file=sys.stderr, flush=True)
 
 
 def _access(ctx: Context, stack: str) -> tuple[lab_config.LabConfig, access.Access]:
@@ -617,7 +624,7 @@ def cmd_shell(ctx: Context, stack: str) -> int:
     try:
         folders.insert(0, str(_istioctl(ctx, config).parent))
     except LabError as error:  # a shell without istioctl is still a shell: say why, and go on
-        print(f"No istioctl in this shell: {error}", file=sys.stderr)
+        print(leaks.redact(f"No istioctl in this shell: {error}"), file=sys.stderr)
     env = reach.env({**ctx.env, "PATH": os.pathsep.join([*folders, ctx.env.get("PATH", "")])})
     shell = ctx.env.get("SHELL") or "/bin/sh"
     ctx.say(f"A shell on stack {stack} (context {reach.context}); `exit` leaves it. Your own kubeconfig is untouched.")
@@ -731,8 +738,8 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     try:
         with stack_files.salt_kept_out(ctx.paths.root / STACK_DIR):
             return handlers[args.command]()
-    except LabError as error:
-        print(error, file=sys.stderr)
+    except LabError as error:  # its sentence may quote a tool's stderr: redacted like everything printed
+        print(leaks.redact(str(error)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Interrupted: run the command again to carry on.", file=sys.stderr)
@@ -740,8 +747,8 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     except Exception as error:  # the promise is a sentence, never a traceback; LAB_DEBUG=1 shows it
         if ctx.env.get("LAB_DEBUG") == "1":
             raise
-        print(f"Unexpected error ({type(error).__name__}: {error}): run it again with LAB_DEBUG=1 and report the "
-              "traceback.", file=sys.stderr)
+        print(leaks.redact(f"Unexpected error ({type(error).__name__}: {error}): run it again with LAB_DEBUG=1 and "
+                           "report the traceback."), file=sys.stderr)
         return 1
 
 

@@ -3,6 +3,10 @@
 Every step is attempted and its outcome written to ``summary.txt``: a failing step is recorded, never fatal. For a
 kind cluster, the kubeconfig comes from ``kind get kubeconfig`` into a temporary file readable only by the user,
 removed afterwards and never printed.
+
+The folder is meant to be shared, so nothing in it keeps a credential in plain text: every output goes through the
+leak rule before it is written, and the files `kind export logs` writes itself (each node's `docker inspect`, whose
+environment carries HTTP_PROXY with any password in it, and the nodes' journals) are redacted in place afterwards.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lab import catalog, private
+from lab import catalog, leaks, private
 from lab.bootstrap import Runner, last_line, run_captured
 
 
@@ -59,6 +63,19 @@ def _kubectl_steps(kubectl: Sequence[str], apps_namespace: str) -> list[Step]:
     steps.append(Step("pods", [*kubectl, "get", "pods", "-A", "-o", "wide"], "pods.txt"))
     steps.append(Step("events", [*kubectl, "get", "events", "-A", "--sort-by=.lastTimestamp"], "events.txt"))
     return steps
+
+
+def _redact_tree(folder: Path) -> None:
+    """Redacts every file under `folder` in place (bytes that are not UTF-8 survive the round trip unchanged)."""
+    for parent, _, names in os.walk(folder):  # does not descend into symlinked folders
+        for name in names:
+            path = Path(parent, name)
+            if path.is_symlink() or not path.is_file():
+                continue
+            text = path.read_bytes().decode("utf-8", "surrogateescape")
+            redacted = leaks.redact(text)
+            if redacted != text:
+                private.write_private(path, redacted.encode("utf-8", "surrogateescape"))
 
 
 def _new_folder(root: Path, now: datetime) -> Path:
@@ -108,7 +125,7 @@ def collect(
     def attempt(step: Step) -> bool:
         result = run(step.argv, env=env, timeout=300)
         if step.output is not None:
-            private.write_private(folder / step.output, result.stdout)
+            private.write_private(folder / step.output, leaks.redact(result.stdout))
         if result.returncode == 0:
             summary.append(f"ok      {step.label}")
             return True
@@ -120,6 +137,7 @@ def collect(
         if target == "kind" and cluster_name:
             attempt(Step("kind export logs", ["kind", "export", "logs", str(folder / "kind-logs"),
                                               "--name", cluster_name], None))
+            _redact_tree(folder / "kind-logs")
             handle, temporary_kubeconfig = tempfile.mkstemp(prefix="lab-kubeconfig-", suffix=".yaml")  # mode 0600
             result = run(["kind", "get", "kubeconfig", "--name", cluster_name], env=env, timeout=60)
             with os.fdopen(handle, "w") as out:
@@ -140,5 +158,6 @@ def collect(
     finally:
         if temporary_kubeconfig is not None:
             os.unlink(temporary_kubeconfig)
-        private.write_private(folder / "summary.txt", "\n".join(summary) + "\n")
+        # The summary quotes each failed command's stderr, which may name a proxy with its password.
+        private.write_private(folder / "summary.txt", leaks.redact("\n".join(summary) + "\n"))
     return folder

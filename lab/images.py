@@ -44,7 +44,9 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from lab import catalog
+from pathlib import Path
+
+from lab import catalog, private
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 # Docker's Go arch names and `uname -m` spellings -> the node platform.
@@ -257,6 +259,92 @@ def cluster_nodes(cluster: str) -> list[str]:
     return nodes
 
 
+# --- Digests: trust on first use ----------------------------------------------------------------------------------
+
+# No image the lab runs is pinned by digest in the catalog: no public source lists digests for these tags that the
+# lab could check a pin against. So every preloaded image, the privileged istio-cni (`install-cni`) and `ztunnel`
+# included, is trust on first use: the registry digest of each tag is recorded the first time the lab holds it, and
+# a later pull or local image whose digest differs for the same tag is refused. A catalog image that carries a
+# digest is pulled by it and checked by Docker itself, so the record skips it. Relative to the project root, where
+# `pulumi up` runs the pull and preload steps.
+DIGESTS_FILE = os.path.join(".lab", "image-digests.json")
+
+
+def _repository(ref: str) -> str:
+    """``docker.io/istio/ztunnel`` for ``istio/ztunnel:1.31.1``: the reference without its tag or digest."""
+    name = normalize_ref(ref).split("@", 1)[0]
+    head, _, tail = name.rpartition(":")
+    return head if head and "/" not in tail else name
+
+
+def local_digest(ref: str) -> str | None:
+    """The registry digest (``sha256:...``) of the image Docker holds under `ref`, for that repository; None when
+    Docker lacks it or never pulled it from a registry (built or loaded locally)."""
+    result = _run(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", ref])
+    if result.returncode != 0:
+        return None
+    try:
+        entries = json.loads(result.stdout or "null") or []
+    except ValueError:
+        return None
+    # An image pushed to several repositories lists a digest for each: only this repository's counts.
+    wanted = _repository(ref)
+    return next((entry.split("@", 1)[1] for entry in entries
+                 if isinstance(entry, str) and "@" in entry and _repository(entry) == wanted), None)
+
+
+class DigestRecord:
+    """The digest each image tag had when this lab first held it, in a private file (``.lab/image-digests.json``)."""
+
+    def __init__(self, path: str | os.PathLike = DIGESTS_FILE):
+        self.path = Path(path)
+
+    def recorded(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            raise ImagesError(f"{self.path} is not valid JSON; delete it to record every image's digest afresh "
+                              f"(trust on first use), then run `{catalog.LAB_SCRIPT} up` again.") from None
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, ref: str, digest: str) -> None:
+        private.write_private(self.path, json.dumps({**self.recorded(), ref: digest}, indent=2, sort_keys=True) + "\n")
+
+    def check(self, image: catalog.Image, say: Callable[[str], None]) -> None:
+        """Records the digest Docker holds for `image` the first time; refuses a different one later.
+
+        Raises:
+            ImagesError: The tag now has another digest than the one recorded.
+        """
+        if image.digest:
+            return  # pinned: pulled by digest, which Docker verifies
+        ref = image.ref
+        digest = local_digest(ref)
+        if digest is None:
+            say(f"note: {ref} has no registry digest in Docker (built or loaded locally), so none was recorded.")
+            return
+        recorded = self.recorded().get(ref)
+        if recorded is None:
+            self._write(ref, digest)  # quietly: the README says every image is trust on first use
+        elif recorded != digest:
+            raise ImagesError(
+                f"{ref} now has digest {digest} but this lab recorded {recorded} when it first pulled it, so it was "
+                f"not loaded; if the tag was re-published on purpose, accept the new digest with `venv/bin/python -m "
+                f"lab.images accept-digest {ref}`, then run `{catalog.LAB_SCRIPT} up` again."
+            )
+
+    def accept(self, ref: str) -> str:
+        """Records the digest Docker holds now for `ref`, replacing the old one: the user's deliberate choice."""
+        digest = local_digest(ref)
+        if digest is None:
+            raise ImagesError(f"Docker holds no registry digest for {ref}; pull it with `docker pull {ref}`, then "
+                              f"run this again.")
+        self._write(ref, digest)
+        return digest
+
+
 # --- Preload -------------------------------------------------------------------------------------------------------
 
 
@@ -277,16 +365,19 @@ def _local_platform(ref: str) -> str | None:
     return result.stdout.strip().splitlines()[0].strip() if result.stdout.strip() else ""
 
 
-def _ensure_local(ref: str, platform: str) -> bool:
-    """Pulls `ref` for `platform` unless Docker already holds it for that platform; whether it pulled."""
-    local = _local_platform(ref)
-    if local is None or (local and local != platform):
-        _pull(ref, platform)
-        return True
-    return False
+def _ensure_local(image: catalog.Image, platform: str, digests: DigestRecord, say: Callable[[str], None]) -> bool:
+    """Pulls `image` for `platform` unless Docker already holds it for that platform, then holds what Docker has to
+    the recorded digest (an image already in Docker may have been pulled outside the lab); whether it pulled."""
+    local = _local_platform(image.ref)
+    pulled = local is None or (local and local != platform)
+    if pulled:
+        _pull(image.ref, platform)
+    digests.check(image, say)
+    return bool(pulled)
 
 
-def pull(platform: str, images: Sequence[catalog.Image], *, say: Callable[[str], None] = print) -> list[str]:
+def pull(platform: str, images: Sequence[catalog.Image], *, say: Callable[[str], None] = print,
+         digests: DigestRecord | None = None) -> list[str]:
     """Makes every image present in the local Docker for `platform`; needs no cluster.
 
     One image after another: Docker already downloads each image's layers in parallel, and a failure names its image.
@@ -299,9 +390,10 @@ def pull(platform: str, images: Sequence[catalog.Image], *, say: Callable[[str],
     """
     if platform not in PLATFORMS:
         raise ImagesError(f"platform {platform!r} is not supported; use one of {', '.join(PLATFORMS)}.")
+    digests = digests or DigestRecord()
     pulled = []
     for index, image in enumerate(images, start=1):
-        fetched = _ensure_local(image.ref, platform)
+        fetched = _ensure_local(image, platform, digests, say)
         if fetched:
             pulled.append(image.ref)
         say(f"[{index}/{len(images)}] {image.ref}: {'pulled' if fetched else 'in Docker'}")
@@ -370,6 +462,7 @@ def preload(
     *,
     say: Callable[[str], None] = print,
     temp_root: str | None = None,
+    digests: DigestRecord | None = None,
 ) -> PreloadReport:
     """Makes every image present in every node of a kind cluster, pulling into Docker only what it lacks.
 
@@ -382,6 +475,7 @@ def preload(
         images: What to preload, usually ``catalog.all_images(...)``.
         say: Where the progress lines go.
         temp_root: Directory for the temporary archives (default: the system's temp directory).
+        digests: The trust-on-first-use record every image is held to (default: ``.lab/image-digests.json``).
 
     Returns:
         Which references were already present, loaded from Docker, and pulled first.
@@ -395,6 +489,7 @@ def preload(
     # Listed once up front: one exec per node instead of one per node and image.
     held = {node: node_images(node) for node in nodes}
     report = PreloadReport(present=[], loaded=[], pulled=[])
+    digests = digests or DigestRecord()
     saver = _Saver(platform, say)
     total = len(images)
     with tempfile.TemporaryDirectory(prefix="lab-images-", dir=temp_root) as scratch:
@@ -408,13 +503,14 @@ def preload(
                 say(f"[{index}/{total}] {ref}: present")
                 continue
             # Usually present already: the `pull` step ran beside the cluster's creation.
-            pulled = _ensure_local(ref, platform)
+            pulled = _ensure_local(image, platform, digests, say)
             tar_path = os.path.join(scratch, f"image-{index}.tar")
             try:
                 result = saver.save(ref, tar_path)
                 if result.returncode != 0 and not pulled:
                     # Docker holds the tag but not this platform's content (containerd store): fetch it, once.
                     _pull(ref, platform)
+                    digests.check(image, say)
                     pulled = True
                     result = saver.save(ref, tar_path)
                 if result.returncode != 0:
@@ -596,6 +692,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     get.add_argument("--istio-version", default=catalog.ISTIO_VERSION)
     get.add_argument("--no-observability", action="store_true", help="skip the Prometheus and Kiali images")
 
+    accept = commands.add_parser("accept-digest", help="accept the digest Docker now holds for an image tag whose "
+                                 "recorded digest (trust on first use) changed")
+    accept.add_argument("ref", help="the image reference the refusal named, e.g. docker.io/istio/ztunnel:1.31.1")
+
     for name, text in (("mirror-config", "print the containerd files for a registry mirror"),
                        ("mirror-apply", "write the registry mirror files into the kind nodes")):
         sub = commands.add_parser(name, help=text)
@@ -621,6 +721,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_line(f"pulling {len(images)} images for {platform} into the local Docker")
             pulled = pull(platform, images, say=_print_line)
             _print_line(f"done: {len(images) - len(pulled)} in Docker already, {len(pulled)} pulled.")
+        elif args.command == "accept-digest":
+            digest = DigestRecord().accept(args.ref)
+            _print_line(f"{args.ref}: accepted digest {digest}; later pulls are held to it.")
         elif args.command == "mirror-config":
             registries = args.registries or DEFAULT_MIRRORED_REGISTRIES
             for path, content in containerd_mirror_files(args.mirror, registries).items():

@@ -21,10 +21,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
-from lab import catalog
+from lab import catalog, leaks, private
 
 OWNER_LABEL = "istio-ambient-lab/owner"
 LAB_SCRIPT = catalog.LAB_SCRIPT
@@ -35,6 +36,26 @@ KEEP_FAILED_ENV = "LAB_KEEP_FAILED_CLUSTER"  # set to 1 to keep a half-created c
 
 class KindError(RuntimeError):
     """A lifecycle step that cannot go on; the message says what to do."""
+
+
+# `./lab.sh up --adopt` is a choice for that one up, not a setting: it leaves a marker named after the cluster here
+# (relative to the project root, where the create runs), the create consumes it, and the up removes it when done. A
+# stored `adoptExistingCluster: true` would stay in the stack file and silently adopt the next cluster of that name.
+ADOPT_ONCE_DIR = os.path.join(".lab", "adopt-once")
+
+
+def request_adoption(root: str | os.PathLike, name: str) -> str:
+    """Marks kind cluster `name` for adoption by the next create run from the project at `root`; returns the path."""
+    return str(private.write_private(Path(root) / ADOPT_ONCE_DIR / name, f"{name}\n"))
+
+
+def withdraw_adoption(root: str | os.PathLike, name: str) -> bool:
+    """Removes an adoption marker the create did not consume (no create ran); whether there was one."""
+    try:
+        os.remove(os.path.join(root, ADOPT_ONCE_DIR, name))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 PREVIOUS_OUTPUT_ENV = "PULUMI_COMMAND_STDOUT"  # pulumi-command hands a Command's stored stdout to its update and delete
@@ -103,7 +124,8 @@ def _run(args: Sequence[str], *, check: bool = True, input_text: str | None = No
     except FileNotFoundError:
         raise KindError(f"`{args[0]}` was not found on PATH; install it or run the lab through ./lab.sh up.") from None
     if check and result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()
+        # stderr only: the stdout of `kind get kubeconfig` is the kubeconfig itself, keys and all.
+        detail = leaks.redact(result.stderr).strip().splitlines()
         raise KindError(f"`{' '.join(args[:3])}` failed: {detail[-1] if detail else 'exit ' + str(result.returncode)}")
     return result
 
@@ -133,7 +155,7 @@ def cluster_owner(name: str) -> str | None:
     except KindError as error:
         raise OwnerUnknown(str(error)) from None
     if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()
+        detail = leaks.redact(result.stderr or result.stdout).strip().splitlines()
         raise OwnerUnknown(detail[-1] if detail else f"kubectl exit {result.returncode}")
     try:
         return json.loads(result.stdout)["metadata"].get("labels", {}).get(OWNER_LABEL)
@@ -215,6 +237,8 @@ def create(name: str, stack_id: str, config_yaml: str, adopt: bool = False, prev
     the token it finds in `previous_output`, so only the state that created a cluster ever matches it.
     """
     owner = owner_in(previous_output) or new_owner(stack_id)
+    # Consumed whatever happens next: the marker was for this create only.
+    adopt = withdraw_adoption(".", name) or adopt
     if name in existing_clusters():
         try:
             current = cluster_owner(name)
@@ -249,7 +273,7 @@ def create(name: str, stack_id: str, config_yaml: str, adopt: bool = False, prev
             check=False,
         )
         if result.returncode != 0:
-            tail = (result.stderr or result.stdout).strip().splitlines()
+            tail = leaks.redact(result.stderr or result.stdout).strip().splitlines()
             raise KindError(
                 f"kind could not create cluster '{name}' ({tail[-1] if tail else 'no output'}); "
                 f"run `{LAB_SCRIPT} preflight {_stack_of(stack_id)}` to check Docker and the host, then "
@@ -315,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             sys.stdout.write(kubeconfig(args.name))
     except KindError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {leaks.redact(str(error))}", file=sys.stderr)
         return 1
     return 0
 

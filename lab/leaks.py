@@ -1,19 +1,81 @@
-"""One rule for what must never appear in plain text: in stack state, stack outputs, or anything printed.
+"""One rule for what must never appear in plain text: in stack state, stack outputs, or anything the lab prints or
+writes (CLI output and errors, verify reports, diagnostics).
 
-Used by the unit tests on what the program registers and by the end-to-end tests on the exported state and the
-captured `pulumi up` output.
+`find_leaks` says whether text holds something that looks like a credential; `redact` replaces just the secret part
+with `REDACTED`, so output shown to the user keeps its shape (`http://user:REDACTED@proxy:3128`) and stays useful.
+The shapes are those real credentials take on a lab machine: PEM private keys (plain, base64-encoded as kubeconfig's
+`client-key-data`, or JSON-escaped inside a GCP service-account key), JSON key fields, bearer and basic
+`Authorization` headers, Kubernetes service-account JWTs, kubeconfig `token:` and `password:` fields, and passwords
+in URLs (`HTTP_PROXY=http://user:pass@proxy` in `docker inspect` or an environment dump).
+
+Used by the unit tests on what the program registers, by the end-to-end and engine tests on the exported state and
+the captured `pulumi up` output, and by the lab itself before it prints or writes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-# Private keys in PEM form and the kubeconfig fields that carry credentials.
-_PATTERNS = (
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-    re.compile(r"client-key-data\s*:"),
-    re.compile(r"\btoken\s*:\s*[A-Za-z0-9._-]{20,}"),
+REDACTED = "REDACTED"  # itself matches no rule, so redacted text is clean
+
+
+def _is_base64_private_key(encoded: str) -> bool:
+    """Certificates are base64 PEM too (`certificate-authority-data`) and public: only a key counts."""
+    try:
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return b"PRIVATE KEY-----" in decoded
+
+
+@dataclass(frozen=True)
+class _Rule:
+    name: str
+    pattern: re.Pattern[str]
+    confirm: Callable[[str], bool] = lambda secret: True  # a second look at a match the pattern alone cannot judge
+
+    def secrets(self, text: str) -> Iterable[re.Match[str]]:
+        """The matches whose `secret` group is a credential."""
+        return (m for m in self.pattern.finditer(text)
+                if m.group("secret") not in ("", "null", "~", REDACTED) and self.confirm(m.group("secret")))
+
+
+# Field names whose value is a credential: kubeconfig (`token`, `password`, `client-key-data`, auth-provider's
+# `client-secret`, `id-token`, `refresh-token`, `access-token`), cloud and service-account JSON (`private_key`,
+# `client_secret`, ...), Docker's config.json (`auth`).
+_YAML_FIELDS = r"token|password|client-key-data|client-secret|id-token|refresh-token|access-token"
+_JSON_FIELDS = (r"private_key|private_key_id|client_secret|refresh_token|access_token|id_token|token|password|"
+                r"client-key-data|auth")
+
+_PEM_BODY = r"[A-Za-z0-9+/=\s\\:,-]"  # base64, line breaks (real or \n), and headers like DEK-Info: AES-128-CBC,...
+
+_RULES = (
+    # A PEM private key, with real or JSON-escaped (\n) line breaks; the body goes, the armour stays. A key cut
+    # short (a truncated log line) ends at the first character no key has, a quote say, so JSON stays JSON.
+    _Rule("a PEM private key", re.compile(
+        rf"-----BEGIN (?P<kind>[A-Z0-9 ]*)PRIVATE KEY-----(?P<secret>{_PEM_BODY}*?)"
+        rf"(?:-----END (?P=kind)PRIVATE KEY-----|(?!{_PEM_BODY}))")),
+    # base64 of "-----BEGIN ": kubeconfig's client-key-data, a Secret's data, wherever it was copied.
+    _Rule("a base64-encoded PEM private key", re.compile(r"(?P<secret>LS0tLS1CRUdJTi[A-Za-z0-9+/]*={0,2})"),
+          confirm=_is_base64_private_key),
+    _Rule("a JSON credential field", re.compile(
+        rf'"(?:{_JSON_FIELDS})"\s*:\s*"(?P<secret>(?:[^"\\]|\\.)+)"')),
+    # YAML (a kubeconfig), or the same text JSON-escaped inside a state file: the value ends at a quote or a `\`.
+    _Rule("a kubeconfig credential field", re.compile(
+        rf"(?<![\w-])(?:{_YAML_FIELDS})[ \t]*:[ \t]*(?:\\?[\"'])?(?P<secret>[^\s\"',}}\\]+)")),
+    _Rule("an Authorization header", re.compile(
+        r"(?i)\bauthorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:bearer|basic)[ \t]+(?P<secret>[A-Za-z0-9._~+/-]+=*)")),
+    # A bearer token on its own (curl -H, a log line): long, so the English word "bearer" is not one.
+    _Rule("a bearer token", re.compile(r"(?i)\bbearer[ \t]+(?P<secret>[A-Za-z0-9._~+/-]{20,}=*)")),
+    _Rule("a JSON web token (a service-account token)", re.compile(
+        r"(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})")),
+    # scheme://user:password@host: the password goes, the user and host stay (they say which proxy it was).
+    _Rule("a password in a URL", re.compile(
+        r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@\"']+:(?P<secret>[^\s/@\"']+)@")),
 )
 
 
@@ -21,8 +83,20 @@ def find_leaks(text: str, known_secrets: Iterable[str] = ()) -> list[str]:
     """What in `text` looks like a credential, or equals one of `known_secrets` (a passphrase, say).
 
     Returns:
-        A description of each leak found; empty when the text is clean. The secret itself is never repeated.
+        A description of each kind of leak found; empty when the text is clean. The secret itself is never repeated.
     """
-    found = [f"text matching {pattern.pattern!r}" for pattern in _PATTERNS if pattern.search(text)]
+    found = [f"text holding {rule.name}" for rule in _RULES if any(rule.secrets(text))]
     found += [f"a known secret ({len(secret)} characters)" for secret in known_secrets if secret and secret in text]
     return found
+
+
+def redact(text: str, known_secrets: Iterable[str] = ()) -> str:
+    """`text` with the secret part of every leak `find_leaks` would report replaced by REDACTED."""
+    for secret in known_secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    for rule in _RULES:
+        spans = [match.span("secret") for match in rule.secrets(text)]
+        for start, end in reversed(spans):  # from the end, so earlier offsets stay right
+            text = text[:start] + REDACTED + text[end:]
+    return text

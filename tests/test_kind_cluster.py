@@ -197,6 +197,38 @@ def test_adopt_labels_the_cluster_so_later_runs_see_it_as_ours(fake_tools):
     assert "reusing it" in kind_cluster.create("lab", OWNER, config_yaml(), previous_output=printed)
 
 
+def test_a_one_time_adoption_marker_is_consumed_by_the_create(fake_tools, tmp_path, monkeypatch):
+    """`./lab.sh up --adopt` leaves a marker in the project (the create's working directory); one create uses it."""
+    set_state, get_state, calls = fake_tools
+    monkeypatch.chdir(tmp_path)
+    set_state(["lab", "other"], {})
+    kind_cluster.request_adoption(tmp_path, "lab")
+    marker = tmp_path / ".lab" / "adopt-once" / "lab"
+    assert stat.S_IMODE(marker.stat().st_mode) == 0o600
+    with pytest.raises(kind_cluster.KindError, match="'other' already exists and was not created by this stack"):
+        kind_cluster.create("other", OWNER, config_yaml("other"))  # a marker is for its own cluster only
+    assert kind_cluster.create("lab", OWNER, config_yaml()).startswith("adopted kind cluster 'lab'")
+    assert not marker.exists()
+    set_state(["lab"], {})  # the next cluster of that name, from another state: refused again
+    with pytest.raises(kind_cluster.KindError, match="already exists and was not created by this stack"):
+        kind_cluster.create("lab", OWNER, config_yaml())
+
+
+def test_a_failed_command_is_quoted_from_its_stderr_never_its_stdout(tmp_path):
+    """`kind get kubeconfig` prints the kubeconfig on stdout: a failure must not carry it into an error message."""
+    from tests import realistic_secrets
+
+    script = tmp_path / "kind"
+    script.write_text(f"cat <<'EOF'\n{realistic_secrets.KUBECONFIG}EOF\nexit 1\n")
+    with pytest.raises(kind_cluster.KindError) as caught:
+        kind_cluster._run(["sh", str(script), "get"])
+    assert str(caught.value) == f"`sh {script} get` failed: exit 1"
+    script.write_text(f"echo 'proxyconnect tcp: http://lab:{realistic_secrets.PROXY_PASSWORD}@proxy:3128' >&2\nexit 1\n")
+    with pytest.raises(kind_cluster.KindError) as caught:
+        kind_cluster._run(["sh", str(script), "get"])
+    assert str(caught.value).endswith("failed: proxyconnect tcp: http://lab:REDACTED@proxy:3128")
+
+
 def test_a_failed_create_removes_the_half_made_cluster(fake_tools, monkeypatch):
     set_state, get_state, calls = fake_tools
     set_state(create_fails=True)

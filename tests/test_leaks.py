@@ -4,17 +4,54 @@ import json
 
 import pytest
 
-from lab.leaks import find_leaks
+from lab.leaks import REDACTED, find_leaks, redact
+from tests import realistic_secrets
 from tests.harness import STACKS
 
 
 def test_the_rule_finds_keys_kubeconfig_credentials_and_known_secrets():
-    assert find_leaks("-----BEGIN RSA PRIVATE KEY-----\nabc") == ["text matching '-----BEGIN [A-Z ]*PRIVATE KEY-----'"]
-    assert find_leaks("users:\n- user:\n    client-key-data: AAAA") == ["text matching 'client-key-data\\\\s*:'"]
+    assert find_leaks("-----BEGIN RSA PRIVATE KEY-----\nabc") == ["text holding a PEM private key"]
+    assert find_leaks("users:\n- user:\n    client-key-data: AAAA") == ["text holding a kubeconfig credential field"]
     assert find_leaks("token: eyJhbGciOiJSUzI1NiIsImtpZCI6") != []
     assert find_leaks("the passphrase is hunter2-long", ["hunter2-long"]) == ["a known secret (12 characters)"]
-    assert find_leaks("a certificate: -----BEGIN CERTIFICATE-----") == []
     assert find_leaks("nothing here", [""]) == []
+
+
+@pytest.mark.parametrize("name", list(realistic_secrets.SAMPLES))
+def test_the_rule_finds_every_shape_of_real_credential_and_redacts_only_the_secret(name):
+    sample = realistic_secrets.SAMPLES[name]
+    assert find_leaks(sample) != [], name
+    redacted = redact(sample)
+    realistic_secrets.assert_clean(redacted)
+    assert REDACTED in redacted
+
+
+def test_redaction_keeps_what_tells_the_user_where_the_secret_was():
+    assert redact("HTTP_PROXY=http://lab:pr0xy@proxy.corp:3128") == "HTTP_PROXY=http://lab:REDACTED@proxy.corp:3128"
+    assert redact("Authorization: Bearer abcdefgh12345678") == "Authorization: Bearer REDACTED"
+    assert redact("    token: abc123xyz\n") == "    token: REDACTED\n"
+    assert redact('{"password": "x y"}') == '{"password": "REDACTED"}'
+    kubeconfig = redact(realistic_secrets.KUBECONFIG)
+    assert f"certificate-authority-data: {realistic_secrets.CERT_DATA}" in kubeconfig  # public: kept
+    assert "client-key-data: REDACTED" in kubeconfig and "username: admin" in kubeconfig
+    assert redact("-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----") == (
+        "-----BEGIN EC PRIVATE KEY-----REDACTED-----END EC PRIVATE KEY-----")
+
+
+def test_a_key_cut_short_inside_json_is_redacted_and_the_json_still_parses():
+    """A report's `observed` text is truncated: the redaction must stop at the string's end, not the document's."""
+    text = json.dumps({"observed": realistic_secrets.PEM_KEY[:80], "passed": False})
+    assert json.loads(redact(text)) == {"observed": "-----BEGIN EC PRIVATE KEY-----REDACTED", "passed": False}
+
+
+def test_what_is_not_a_credential_is_left_alone():
+    for text in ("a certificate: -----BEGIN CERTIFICATE-----", f"certificate-authority-data: "
+                 f"{realistic_secrets.CERT_DATA}", "basic authentication, bearer tokens", "tokenFile: /var/run/x",
+                 "name: istio-token", "serviceAccountToken: {path: token}", "password: null", "token: ~",
+                 "image: docker.io/istio/ztunnel:1.31.1@sha256:" + "a" * 64, "https://blob.istio.io/charts",
+                 '"auth": {"strategy": "anonymous"}', "ssh://git@github.com/x"):
+        assert find_leaks(text) == [], text
+        assert redact(text) == text
 
 
 @pytest.mark.parametrize("stack", STACKS)

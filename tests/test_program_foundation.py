@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from lab import catalog, outputs
-from lab import kind_cluster
+from lab import images, kind_cluster
 from lab.kind_cluster import OWNER_LABEL
 from tests.harness import (
     FAKE_BUNDLE,
@@ -260,6 +260,15 @@ def test_pulling_the_images_starts_beside_the_cluster_and_only_loading_waits_for
     assert pull.inputs["triggers"] == ["--istio-version", "1.31.1"], "a new cluster does not pull again"
     load = run.named(COMMAND, "preload-images")
     assert run.depends_on(load, run.named(COMMAND, "kind-cluster")) and run.depends_on(load, pull)
+
+
+def test_preload_arguments_are_quoted_like_every_other_shell_word(monkeypatch):
+    """The arguments reach a shell: a word with a space or a `;` must arrive as one argument, never as a command."""
+    monkeypatch.setattr(images, "preload_arguments", lambda version, observability: ["--istio-version", "1.31.1; id"])
+    run = run_program("l4-only", {"preloadImages": "true"})
+    assert run.named(COMMAND, "pull-images").inputs["create"].endswith(" pull --istio-version '1.31.1; id'")
+    assert run.named(COMMAND, "preload-images").inputs["create"].endswith(
+        " preload --cluster ambient-l4-only --istio-version '1.31.1; id'")
 
 
 def test_no_preload_or_mirror_by_default(runs):

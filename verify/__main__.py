@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from lab import catalog, private
+from lab import catalog, leaks, private
 from verify.checks import MODES, CheckContext, run_checks
 from verify.cluster import Cluster, ClusterError, Kubectl
 from verify.report import render_table
@@ -155,7 +155,7 @@ def main(
         return EXIT_USAGE if exit_.code else EXIT_PASSED
 
     def progress(line: str) -> None:
-        print(line, file=err, flush=True)
+        print(leaks.redact(line), file=err, flush=True)
 
     try:
         with open_cluster(options) as cluster:
@@ -182,10 +182,12 @@ def main(
         print("python -m verify: interrupted; no report was written.", file=err)
         return EXIT_USAGE
 
-    print(report.to_json() if options.json else render_table(report), file=out)
+    # What the checks saw (a page, a log line, an error) may quote a credential: redacted wherever it is shown or
+    # kept, in place, so the report still reads and parses.
+    print(leaks.redact(report.to_json() if options.json else render_table(report)), file=out)
     if options.report_file:
         try:
-            private.write_private(options.report_file, report.to_json() + "\n")
+            private.write_private(options.report_file, leaks.redact(report.to_json()) + "\n")
         except OSError as error:
             print(f"python -m verify: cannot write {options.report_file} ({error.strerror}); pass a writable "
                   "--report-file path.", file=err)

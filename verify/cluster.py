@@ -580,7 +580,8 @@ def kind_kubeconfig(name: str, *, kind: str = "kind") -> Iterator[str]:
             "lists.",
             reason,
         )
-    descriptor, path = tempfile.mkstemp(prefix="verify-kind-", suffix=".kubeconfig")  # mkstemp creates it 0600
+    # mkstemp creates it 0600. The name is the one every lab kubeconfig has: the e2e leftover check looks for it.
+    descriptor, path = tempfile.mkstemp(prefix="lab-kubeconfig-", suffix=".kubeconfig")
 
     def remove() -> None:
         try:

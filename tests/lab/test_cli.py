@@ -14,6 +14,7 @@ from lab import catalog, cli, preflight
 from lab.bootstrap import run_captured
 from lab.cli import Context, Paths
 from lab.preflight import Host
+from tests import realistic_secrets
 
 KUBECTL_JSON = '{"clientVersion": {"gitVersion": "v1.36.4"}}'
 
@@ -50,12 +51,14 @@ case "$1" in
 esac""")
         self.pulumi()
 
-    def pulumi(self, fail: str = "") -> None:
-        """(Re)write the fake pulumi; ``fail`` names a subcommand ("up", "select", ...) that exits 1."""
+    def pulumi(self, fail: str = "", on_up: str = ":") -> None:
+        """(Re)write the fake pulumi; ``fail`` names a subcommand ("up", "select", ...) that exits 1; ``on_up`` is
+        shell run (in the project, as the cluster's create would be) at each `pulumi up`."""
         self.bin.add("pulumi", f"""
 [ "$1" = version ] && {{ echo v3.272.0; exit 0; }}
 lab="$PULUMI_BACKEND_URL | $PULUMI_CONFIG_PASSPHRASE_FILE | $PULUMI_SKIP_UPDATE_CHECK"
 echo "$* | $lab | $PULUMI_CONFIG_PASSPHRASE" >> {self.log}
+case "$*" in "up "*) {on_up} ;; esac
 case "$*" in
   *"{fail or "never"}"*) echo "error: {fail} went wrong" >&2; exit 1 ;;
   "stack output"*) /bin/cat {self.outputs} ;;
@@ -198,15 +201,39 @@ def test_failed_up_collects_diagnostics_and_says_where(project, machine, capsys)
     )
 
 
-def test_up_adopts_an_existing_cluster_when_asked(project, machine):
+def test_adopt_is_a_choice_for_one_up_that_stores_nothing(project, machine, tmp_path):
+    """The create (run by pulumi up, in the project) finds a private marker; nothing goes into the stack, and the
+    marker is gone after the up, so the next up neither shows a diff nor adopts another cluster of that name."""
     machine.clusters.write_text("ambient-l4-only\n")
+    seen = tmp_path / "seen"
+    marker = ".lab/adopt-once/ambient-l4-only"
+    machine.pulumi(on_up=f"{{ /usr/bin/stat -c %a {marker} && /bin/cat {marker}; }} >> {seen} 2>/dev/null || echo no >> {seen}")
     ctx = context(project, machine)
     assert cli.main(["up", "--adopt"], ctx) == 0
-    assert machine.calls() == [
-        "stack select --create l4-only --secrets-provider passphrase",
-        "config set istio-ambient-lab:adoptExistingCluster true --stack l4-only",
-        "up --yes --stack l4-only",
-    ]
+    assert machine.calls() == ["stack select --create l4-only --secrets-provider passphrase", "up --yes --stack l4-only"]
+    assert seen.read_text() == "600\nambient-l4-only\n"
+    assert not (project / marker).exists()
+    assert "adopting kind cluster ambient-l4-only if it exists, for this up only" in ctx.out.getvalue()
+    machine.clusters.write_text("")  # say the cluster went: the next up creates one, with no adoption pending
+    assert cli.main(["up"], ctx) == 0
+    assert seen.read_text().splitlines()[-1] == "no"
+
+
+def test_adopt_is_withdrawn_when_the_up_fails(project, machine, tmp_path):
+    machine.clusters.write_text("ambient-l4-only\n")
+    marker = project / ".lab" / "adopt-once" / "ambient-l4-only"
+    machine.pulumi(fail="up --yes", on_up=f"[ -f {marker} ] && echo pending > {tmp_path / 'seen'}")
+    assert cli.main(["up", "--adopt"], context(project, machine)) == 1
+    assert (tmp_path / "seen").read_text() == "pending\n" and not marker.exists()
+
+
+def test_a_stored_adopt_setting_is_pointed_out_on_each_up(project, machine):
+    (project / "stacks" / "Pulumi.l4-only.yaml").write_text("config:\n  istio-ambient-lab:adoptExistingCluster: true\n")
+    ctx = context(project, machine)
+    assert cli.main(["up"], ctx) == 0
+    assert ("the stack file sets istio-ambient-lab:adoptExistingCluster, which stays set and adopts any kind cluster "
+            "named ambient-l4-only on every create: remove it with `./lab.sh pulumi config rm "
+            "istio-ambient-lab:adoptExistingCluster --stack l4-only` once you no longer need it") in ctx.out.getvalue()
 
 
 def test_stack_that_cannot_be_selected_stops_with_pulumis_reason(project, machine, capsys):
@@ -216,6 +243,36 @@ def test_stack_that_cannot_be_selected_stops_with_pulumis_reason(project, machin
         "pulumi could not select or create stack l4-only (error: select went wrong): fix that, then run the "
         "command again.\n"
     )
+
+
+def test_errors_quoting_a_tool_are_printed_with_its_credentials_redacted(project, machine, capsys):
+    """pulumi and kind quote the proxy they could not reach, headers, kubeconfig lines: the sentence stays readable."""
+    machine.bin.add("pulumi", f"""
+[ "$1" = version ] && {{ echo v3.272.0; exit 0; }}
+echo 'error: Get https://api.pulumi.com: proxyconnect tcp: http://lab:{realistic_secrets.PROXY_PASSWORD}@proxy.corp:3128 \
+(Authorization: Bearer {realistic_secrets.JWT})' >&2
+exit 1""")
+    assert cli.main(["up"], context(project, machine)) == 1
+    err = capsys.readouterr().err
+    realistic_secrets.assert_clean(err)
+    assert "http://lab:REDACTED@proxy.corp:3128 (Authorization: Bearer REDACTED)" in err
+
+
+def test_an_unexpected_error_never_prints_a_secret(project, machine, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError(realistic_secrets.KUBECONFIG)
+
+    monkeypatch.setattr(cli, "stack_config", broken)
+    assert cli.main(["preflight"], context(project, machine)) == 1
+    realistic_secrets.assert_clean(capsys.readouterr().err)
+
+
+def test_everything_a_command_says_goes_through_the_leak_rule(project, machine):
+    ctx = context(project, machine)
+    ctx.say(realistic_secrets.ALL)
+    ctx.detail(realistic_secrets.ALL)
+    realistic_secrets.assert_clean(ctx.out.getvalue())
+    assert "REDACTED" in ctx.out.getvalue()
 
 
 def test_destroy_checks_that_no_cluster_is_left(project, machine):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
 from datetime import datetime, timezone
 
 from lab import diagnostics
+from tests import realistic_secrets
 
 KUBECONFIG = "apiVersion: v1\nusers:\n- user:\n    client-key-data: SECRET-KEY\n"
 NOW = datetime(2026, 11, 25, 17, 30, 5, tzinfo=timezone.utc)
@@ -108,3 +110,43 @@ def test_two_collections_in_the_same_second_get_their_own_folders(tmp_path):
     first, second = collect(tmp_path, FakeRun()), collect(tmp_path, FakeRun())
     assert first != second and second.name == "20261125T173005Z-2"
     assert stat.S_IMODE(first.stat().st_mode) == 0o700
+
+
+class LeakyRun(FakeRun):
+    """What a real machine behind an authenticating proxy hands diagnostics: `kind export logs` writes each node's
+    `docker inspect` (HTTP_PROXY in its environment) and a journal; the cluster's logs and YAML quote credentials;
+    a failing kubectl names the proxy."""
+
+    def __call__(self, argv, env=None, timeout=None, cwd=None):
+        argv = list(argv)
+        if argv[:3] == ["kind", "export", "logs"]:
+            node = os.path.join(argv[3], "ambient-l4-only-control-plane")
+            os.makedirs(node)
+            with open(os.path.join(node, "inspect.json"), "w") as out:
+                out.write(realistic_secrets.SAMPLES["docker inspect with a proxy"])
+            with open(os.path.join(node, "kubelet.log"), "wb") as out:
+                out.write(realistic_secrets.ALL.encode() + b"\n\xff\xfe binary tail\n")
+            self.calls.append(argv)
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        if argv[-1:] == ["--max-log-requests=50"]:
+            self.calls.append(argv)
+            return subprocess.CompletedProcess(argv, 0, realistic_secrets.ALL, "")
+        if "events" in argv:
+            self.calls.append(argv)
+            return subprocess.CompletedProcess(argv, 1, realistic_secrets.KUBECONFIG, "Unable to connect: proxyconnect "
+                                               f"tcp: http://lab:{realistic_secrets.PROXY_PASSWORD}@proxy.corp:3128")
+        return super().__call__(argv, env, timeout, cwd)
+
+
+def test_nothing_written_keeps_a_credential_and_each_file_keeps_its_shape(tmp_path):
+    folder = collect(tmp_path, LeakyRun())
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    assert {"inspect.json", "kubelet.log", "istiod.log", "events.txt", "summary.txt"} <= {path.name for path in files}
+    for path in files:
+        realistic_secrets.assert_clean(path.read_bytes().decode("utf-8", "replace"))
+    inspect = json.loads((folder / "kind-logs" / "ambient-l4-only-control-plane" / "inspect.json").read_text())
+    assert inspect[0]["Config"]["Env"][0] == "HTTP_PROXY=http://lab:REDACTED@proxy.corp:3128"
+    assert (folder / "kind-logs" / "ambient-l4-only-control-plane" / "kubelet.log").read_bytes().endswith(
+        b"\n\xff\xfe binary tail\n")
+    assert "FAILED  events (exit 1): Unable to connect: proxyconnect tcp: http://lab:REDACTED@proxy.corp:3128" in (
+        folder / "summary.txt").read_text()

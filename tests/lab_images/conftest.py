@@ -53,11 +53,18 @@ def docker():
         ref = args[-1]
         if ref not in state["local"]:
             fail("Error response from daemon: No such image: " + ref)
-        print(state["local"][ref][0])
+        if "RepoDigests" in opt("--format"):  # the registry digest of what Docker holds; none if loaded locally
+            import json
+            digest = state.get("digests", {}).get(ref, "sha256:" + "d" * 64)
+            print(json.dumps([] if digest is None else [ref.rsplit(":", 1)[0] + "@" + digest]))
+        else:
+            print(state["local"][ref][0])
     elif args[:1] == ["pull"]:
         ref, platform = args[-1], opt("--platform")
         if ref not in state.get("remote", []):
             fail(state.get("pull_error", "Error response from daemon: manifest unknown"))
+        if ref in state.get("remote_digests", {}):  # the registry's tag now points at this digest
+            state.setdefault("digests", {})[ref] = state["remote_digests"][ref]
         state["local"][ref] = [platform]
         save()
         print("Status: Downloaded newer image for " + ref)
@@ -165,6 +172,7 @@ class Fakes:
 @pytest.fixture
 def fakes(tmp_path, monkeypatch) -> Fakes:
     fake = Fakes(tmp_path / "fakes")
+    monkeypatch.chdir(tmp_path)  # the digest record goes to .lab/ under the working directory, as in the project
     # Only the fakes on PATH: a real docker or kind on this machine is never reached.
     monkeypatch.setenv("PATH", str(fake.bin))
     monkeypatch.setenv("FAKE_STATE", str(fake.state_path))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 
 import pytest
 
@@ -354,3 +356,67 @@ def test_cli_pull_then_preload_only_loads(fakes, capsys):
 
     assert len(pulls(fakes)) == pulled, "the preload found every image in Docker"
     assert capsys.readouterr().out.splitlines()[-1] == f"done: 0 present, {len(all_refs)} loaded, 0 pulled and loaded."
+
+
+# --- Digests: trust on first use -----------------------------------------------------------------------------------
+
+ZTUNNEL = catalog.Image("docker.io/istio/ztunnel", "1.31.1")
+CNI = catalog.Image("docker.io/istio/install-cni", "1.31.1-distroless")
+FIRST, OTHER = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def test_the_first_pull_records_each_digest_in_a_private_file(fakes, tmp_path):
+    fakes.state["remote"] = [ZTUNNEL.ref, CNI.ref]
+    fakes.state["remote_digests"] = {ZTUNNEL.ref: FIRST, CNI.ref: OTHER}
+    fakes.write()
+    images.pull("linux/amd64", [ZTUNNEL, CNI], say=lambda line: None)
+    record = tmp_path / ".lab" / "image-digests.json"
+    assert json.loads(record.read_text()) == {ZTUNNEL.ref: FIRST, CNI.ref: OTHER}
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("step", ["pull", "preload"])
+def test_a_tag_republished_with_another_digest_is_refused_naming_both(fakes, tmp_path, step):
+    fakes.state["remote"] = [ZTUNNEL.ref]
+    fakes.state["remote_digests"] = {ZTUNNEL.ref: FIRST}
+    fakes.write()
+    images.pull("linux/amd64", [ZTUNNEL], say=lambda line: None)
+    state = fakes.read()
+    state["local"] = {}  # pruned; the registry's tag now points elsewhere
+    state["remote_digests"] = {ZTUNNEL.ref: OTHER}
+    fakes.state = state
+    fakes.write()
+    with pytest.raises(images.ImagesError) as refused:
+        if step == "pull":
+            images.pull("linux/amd64", [ZTUNNEL], say=lambda line: None)
+        else:
+            run_preload(fakes, [ZTUNNEL])
+    assert str(refused.value) == (
+        f"docker.io/istio/ztunnel:1.31.1 now has digest {OTHER} but this lab recorded {FIRST} when it first pulled "
+        "it, so it was not loaded; if the tag was re-published on purpose, accept the new digest with "
+        "`venv/bin/python -m lab.images accept-digest docker.io/istio/ztunnel:1.31.1`, then run `./lab.sh up` again."
+    )
+    assert loads(fakes) == [], "the changed image never reaches a node"
+    assert images.main(["accept-digest", ZTUNNEL.ref]) == 0
+    assert json.loads((tmp_path / ".lab" / "image-digests.json").read_text()) == {ZTUNNEL.ref: OTHER}
+    images.pull("linux/amd64", [ZTUNNEL], say=lambda line: None)  # accepted: held to the new digest from now on
+
+
+def test_an_image_already_in_docker_is_held_to_the_record_too(fakes):
+    """A `docker pull` outside the lab can change what the tag holds locally: the preload checks before loading."""
+    fakes.state["local"] = {ZTUNNEL.ref: ["linux/amd64"]}
+    fakes.state["digests"] = {ZTUNNEL.ref: FIRST}
+    fakes.write()
+    run_preload(fakes, [ZTUNNEL])
+    fakes.state = fakes.read()
+    fakes.state["digests"] = {ZTUNNEL.ref: OTHER}
+    fakes.state["nodes"] = {node: [] for node in NODES}
+    fakes.write()
+    with pytest.raises(images.ImagesError, match="now has digest"):
+        run_preload(fakes, [ZTUNNEL])
+
+
+def test_digests_are_read_for_the_images_own_repository():
+    assert images._repository("istio/ztunnel:1.31.1") == "docker.io/istio/ztunnel"
+    assert images._repository("localhost:5000/ztunnel@sha256:" + "1" * 64) == "localhost:5000/ztunnel"
+    assert images._repository("localhost:5000/ztunnel") == "localhost:5000/ztunnel"

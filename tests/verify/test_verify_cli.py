@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from verify.__main__ import main, parse_options
+from tests import realistic_secrets
 from verify.cluster import ClusterError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,6 +107,24 @@ def test_failing_check_exits_1_and_the_table_says_why(run, fx, healthy):
     assert out.rstrip().endswith("7 of 8 checks passed (mode l4-only, namespace default); failed: traffic: notsleep "
                                  "GET /productpage")
     assert "] FAIL traffic: notsleep GET /productpage" in err
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_credentials_a_check_saw_are_redacted_in_the_output_and_the_report_file(run, fx, healthy, tmp_path, as_json):
+    """A page or log line the checks quote may hold a key or a token: the table, the JSON, the progress and the
+    report file (.lab/reports) show it redacted, and the JSON still parses."""
+    cluster = healthy("l4-only")
+    cluster.exec_answers[("default", "deploy/notsleep", "GET")] = fx.curl_page(body=realistic_secrets.ALL)
+    report_file = tmp_path / "reports" / "l4-only.json"
+    code, out, err, _ = run(["--mode", "l4-only", "--context", "kind-lab", "--timeout", "3", "--report-file",
+                             str(report_file), *(["--json"] if as_json else [])], cluster)
+    assert code == 1
+    for text in (out, err, report_file.read_text()):
+        realistic_secrets.assert_clean(text)
+    assert "REDACTED" in report_file.read_text()
+    json.loads(report_file.read_text())
+    if as_json:
+        assert json.loads(out)["passed"] is False
 
 
 def test_unwritable_report_file_exits_2(run, fx, healthy, tmp_path):

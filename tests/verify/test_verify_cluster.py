@@ -196,7 +196,7 @@ def test_for_kind_cluster_uses_the_kind_context_and_never_shows_the_file(tmp_pat
         shown = kube.command(["get", "nodes"])
     assert shown == "kubectl --kubeconfig <(kind get kubeconfig --name lab) --context kind-lab get nodes".replace(
         "kind get", f"{kind} get")
-    assert "SECRET" not in shown and "verify-kind-" not in shown
+    assert "SECRET" not in shown and "lab-kubeconfig-" not in shown
 
 
 def test_unknown_kind_cluster_is_a_sentence_without_the_kubeconfig(tmp_path, monkeypatch):
