@@ -97,6 +97,7 @@ KIALI_WEB_ROOT = "/kiali"
 # The kiali-server chart names its ServiceAccount after deployment.instance_name (default "kiali"); with
 # view_only_mode it binds it to the chart's read-only viewer role only.
 KIALI_SERVICE_ACCOUNT = "kiali"
+KIALI_METRICS_PORT = 9090  # the chart's server.observability.metrics.port, annotated for Prometheus to scrape
 PROMETHEUS_SERVICE = "prometheus"  # the chart's server.fullnameOverride: Deployment, Service and SA
 PROMETHEUS_PORT = 9090
 # How often the lab's Prometheus scrapes ztunnel, the waypoint and the gateways; the addon checks' waits follow it.
