@@ -488,7 +488,8 @@ KIALI_UNAVAILABLE = 'no endpoints available for service "kiali"'
 # What the API server's service proxy says when it cannot dial the pod (k8s.io/apimachinery proxy transport).
 PROXY_DIAL_TIMEOUT = "error trying to reach service: dial tcp 10.8.0.12:{port}: i/o timeout"
 # A service-account token as `kubectl create token` prints it: a secret no report may hold.
-FAKE_TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImxhYiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6aXN0aW8tc3lzdGVtOmtpYWxpIn0.c2ln"
+FAKE_TOKEN = ("eyJhbGciOiJSUzI1NiIsImtpZCI6ImxhYiJ9."
+              "eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6aXN0aW8tc3lzdGVtOmtpYWxpIn0.c2ln")
 KIALI_SESSION = ("kiali-token-Kubernetes=c2VhbGVkLXNlc3Npb24", "kiali-token-chunks-Kubernetes=1")
 
 

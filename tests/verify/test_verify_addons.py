@@ -540,7 +540,8 @@ def test_no_right_to_mint_a_kiali_token_is_one_sentence_without_a_token(fx, heal
     ctx.timeout_s = 4
     result = addons.check_kiali_graph(ctx)
     assert not result.passed
-    assert result.observed == f"Could not sign in to Kiali with a token of service account kiali in istio-system ({reason})"
+    assert result.observed == ("Could not sign in to Kiali with a token of service account kiali in istio-system "
+                               f"({reason})")
 
 
 def test_a_kiali_session_that_ends_is_opened_again(fx, healthy):
