@@ -98,6 +98,8 @@ if cfg.observability:
         kiali_namespaces=None if cfg.target == "kind" else [
             catalog.ISTIO_NAMESPACE, cfg.apps_namespace, catalog.OUTSIDE_NAMESPACE],
         kiali_namespace_resources=[apps_namespace.namespace, outside.namespace],
+        # Anonymous only there too: elsewhere Kiali asks for a token and a NetworkPolicy keeps the pod network out.
+        kiali_anonymous=cfg.target == "kind",
     ))
     pulumi.export(outputs.KIALI_URL, observability.kiali_url)
     pulumi.export(outputs.DASHBOARD_COMMAND, f"./lab.sh dashboard {pulumi.get_stack()}")
@@ -111,6 +113,7 @@ if cfg.verify:
         cluster_arguments=cluster_arguments(cfg.target, cfg.cluster_name, cfg.kube_context, cfg.kubeconfig_path),
         report_file=f".lab/reports/{pulumi.get_stack()}.json", fail_on_error=cfg.fail_on_verification_error,
         depends_on=[resource for part in tested if part for resource in part.resources], addons=cfg.observability,
+        kiali_login=cfg.observability and cfg.target != "kind",
     ))
     pulumi.export(outputs.VERIFICATION, verification.report)
     pulumi.export(outputs.CERTIFICATE_SAN, verification.certificate_san)

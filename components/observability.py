@@ -46,11 +46,14 @@ def prometheus_url() -> str:
     return f"http://{catalog.PROMETHEUS_SERVICE}.{catalog.ISTIO_NAMESPACE}:{catalog.PROMETHEUS_PORT}"
 
 
-def kiali_values(signing_key: str, namespaces: list[str] | None = None) -> dict:
-    """Anonymous and view-only (a lab dashboard anyone on the machine may look at, and nobody can change the mesh
-    from), ClusterIP only, reading the Prometheus above."""
+def kiali_values(signing_key: str, namespaces: list[str] | None = None, anonymous: bool = True) -> dict:
+    """View-only (nobody can change the mesh from it), ClusterIP only, reading the Prometheus above.
+
+    Anonymous on the lab's own kind cluster (a lab dashboard anyone on the machine may look at); elsewhere the
+    chart's ``token`` strategy: whoever opens it signs in with a Kubernetes token and sees what that token may read.
+    """
     values: dict = {
-        "auth": {"strategy": "anonymous"},
+        "auth": {"strategy": "anonymous" if anonymous else "token"},
         "deployment": {
             "view_only_mode": True,
             "service_type": "ClusterIP",
@@ -59,7 +62,8 @@ def kiali_values(signing_key: str, namespaces: list[str] | None = None) -> dict:
             "image_version": catalog.KIALI_IMAGE.tag,
             "image_pull_policy": "IfNotPresent",
             # Off, as in Istio's addon: the chart's policy lists ports but no `from:`, so it admits every client on
-            # Kiali's port and would protect nothing the ClusterIP Service does not.
+            # Kiali's port and would protect nothing the ClusterIP Service does not. On an existing cluster the lab
+            # adds its own (`kiali_network_policy`).
             "network_policy": {"enabled": False},
         },
         "server": {"web_root": catalog.KIALI_WEB_ROOT, "port": catalog.KIALI_PORT},
@@ -69,7 +73,8 @@ def kiali_values(signing_key: str, namespaces: list[str] | None = None) -> dict:
             "grafana": {"enabled": False},
         },
         # The chart draws a random key on every render when none is given, which would make every `up` a change.
-        # Anonymous Kiali issues no login tokens, so a per-stack key is enough.
+        # Anonymous Kiali issues no sessions; with the token strategy this key seals the session cookie that holds
+        # the user's token in their browser (kiali handlers/authentication: cookie session persistor).
         "login_token": {"signing_key": signing_key},
     }
     if namespaces is not None:
@@ -80,6 +85,32 @@ def kiali_values(signing_key: str, namespaces: list[str] | None = None) -> dict:
         values["deployment"]["discovery_selectors"] = {"default": [{"matchExpressions": [
             {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}]}]}
     return values
+
+
+# The kiali-server chart's pod selector labels (deployment.instance_name "kiali") and the prometheus chart's for its
+# server (release "prometheus", component "server").
+KIALI_POD_LABELS = {"app.kubernetes.io/name": "kiali", "app.kubernetes.io/instance": catalog.KIALI_RELEASE}
+PROMETHEUS_SERVER_LABELS = {"app.kubernetes.io/name": "prometheus",
+                            "app.kubernetes.io/instance": catalog.PROMETHEUS_RELEASE,
+                            "app.kubernetes.io/component": "server"}
+
+
+def kiali_network_policy() -> dict:
+    """The spec of a NetworkPolicy that admits to Kiali only what must reach it over the pod network.
+
+    People reach Kiali through ``kubectl port-forward`` (``./lab.sh dashboard``, the verification's Kiali check): the
+    kubelet connects inside the pod's own network namespace, which NetworkPolicy does not filter, so that needs no
+    rule. The one in-cluster client is the lab's Prometheus, which scrapes Kiali's metrics port (the chart annotates
+    the pod for it). Everything else, the API server's service proxy included, is refused.
+    """
+    return {
+        "podSelector": {"matchLabels": KIALI_POD_LABELS},
+        "policyTypes": ["Ingress"],
+        "ingress": [{
+            "from": [{"podSelector": {"matchLabels": PROMETHEUS_SERVER_LABELS}}],
+            "ports": [{"protocol": "TCP", "port": catalog.KIALI_METRICS_PORT}],
+        }],
+    }
 
 
 def signing_key_for(project: str, stack: str) -> str:
@@ -124,6 +155,8 @@ class ObservabilityArgs:
     istiod: pulumi.Resource  # Kiali reads istiod's mesh config and status from its start
     traffic_after: list[pulumi.Resource]  # what the CronJob's requests go to: the ingress and the apps behind it
     kiali_namespaces: list[str] | None = None  # None: cluster-wide (the lab's own kind cluster); else only these
+    # The lab's own kind cluster: Kiali anonymous, no NetworkPolicy. Else a login (token) and a NetworkPolicy.
+    kiali_anonymous: bool = True
     # The namespaces behind kiali_namespaces: the chart looks each one up when it installs (a Role per namespace).
     kiali_namespace_resources: list[pulumi.Resource] = field(default_factory=list)
 
@@ -146,22 +179,32 @@ class Observability(pulumi.ComponentResource):
             depends_on=[args.namespace],
             timeout_seconds=HELM_TIMEOUT_SECONDS,
         )
+        kiali_policy: list[pulumi.Resource] = []
+        if not args.kiali_anonymous:
+            # Someone else's cluster: in place before Kiali starts, so Kiali is never open to the pod network.
+            kiali_policy.append(k8s.networking.v1.NetworkPolicy(
+                catalog.KIALI_SERVICE,
+                metadata={"name": catalog.KIALI_SERVICE, "namespace": catalog.ISTIO_NAMESPACE},
+                spec=kiali_network_policy(),
+                opts=args.access.options(self, depends_on=[args.namespace]),
+            ))
         self.kiali = helm_release(
             catalog.KIALI_RELEASE,
             chart=catalog.KIALI_CHART,
             version=catalog.KIALI_VERSION,
             repository=catalog.KIALI_CHART_REPOSITORY,
             namespace=catalog.ISTIO_NAMESPACE,
-            values=pulumi.Output.secret(kiali_values(args.signing_key, args.kiali_namespaces)),
+            values=pulumi.Output.secret(kiali_values(args.signing_key, args.kiali_namespaces, args.kiali_anonymous)),
             access=args.access,
             parent=self,
             # Not Prometheus: Kiali queries it per request, so the two install side by side. Scoped to some
             # namespaces (an existing cluster), the chart looks each one up: those must exist first.
-            depends_on=[args.namespace, args.istiod, *(args.kiali_namespace_resources if args.kiali_namespaces else [])],
+            depends_on=[args.namespace, args.istiod, *kiali_policy,
+                        *(args.kiali_namespace_resources if args.kiali_namespaces else [])],
             timeout_seconds=HELM_TIMEOUT_SECONDS,
         )
         self._create_traffic(args)
-        self.resources: list[pulumi.Resource] = [self.prometheus, self.kiali, self.traffic]
+        self.resources: list[pulumi.Resource] = [self.prometheus, self.kiali, self.traffic, *kiali_policy]
         self.kiali_url = f"http://127.0.0.1:{catalog.KIALI_PORT}{catalog.KIALI_WEB_ROOT}"
         self.register_outputs({"kiali_url": self.kiali_url})
 

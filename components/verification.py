@@ -28,6 +28,7 @@ class VerificationArgs:
     fail_on_error: bool
     depends_on: list[pulumi.Resource]
     addons: bool = False  # Prometheus and Kiali are installed: check that they saw the mesh traffic too
+    kiali_login: bool = False  # Kiali asks for a token (not the lab's kind cluster): the check signs in
 
 
 def cluster_arguments(target: str, cluster_name: str, context: str | None, kubeconfig_path: str | None) -> list[str]:
@@ -42,7 +43,8 @@ def verify_command(args: VerificationArgs) -> str:
     component judges itself; exit 2 (usage, cluster unreachable) fails the invoke with verify's own sentence."""
     words = [
         "-m", "verify", "--mode", args.mode, "--namespace", args.namespace, *args.cluster_arguments,
-        *(["--addons"] if args.addons else []), "--json", "--report-file", args.report_file,
+        *(["--addons"] if args.addons else []), *(["--kiali-login"] if args.kiali_login else []),
+        "--json", "--report-file", args.report_file,
     ]
     return f"{lab_python()} {shlex.join(words)} || [ $? -eq 1 ]"
 

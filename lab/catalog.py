@@ -96,6 +96,10 @@ INGRESS_HOST_PORT = 8080  # kind maps 127.0.0.1:8080 to the node port above
 KIALI_SERVICE = "kiali"
 KIALI_PORT = 20001
 KIALI_WEB_ROOT = "/kiali"
+# The kiali-server chart names its ServiceAccount after deployment.instance_name (default "kiali"); with
+# view_only_mode it binds it to the chart's read-only viewer role only.
+KIALI_SERVICE_ACCOUNT = "kiali"
+KIALI_METRICS_PORT = 9090  # the chart's server.observability.metrics.port, annotated for Prometheus to scrape
 PROMETHEUS_SERVICE = "prometheus"  # the chart's server.fullnameOverride: Deployment, Service and SA
 PROMETHEUS_PORT = 9090
 # How often the lab's Prometheus scrapes ztunnel, the waypoint and the gateways; the addon checks' waits follow it.

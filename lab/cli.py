@@ -521,6 +521,8 @@ def cmd_verify(ctx: Context, stack: str, as_json: bool) -> int:
         argv += ["--context", str(values[outputs.KUBE_CONTEXT])] if values.get(outputs.KUBE_CONTEXT) else []
     # With the observability addons, also prove that Prometheus and Kiali saw the mesh traffic (as `up` does).
     argv += ["--addons"] if config.observability else []
+    # Off the lab's kind cluster Kiali asks for a login (components/observability.py): the check signs in.
+    argv += ["--kiali-login"] if config.observability and values.get(outputs.TARGET, "kind") != "kind" else []
     argv += ["--json"] if as_json else []
     return _stream(argv, tool_env(ctx.paths, ctx.env), ctx.paths.root)
 

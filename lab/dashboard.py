@@ -106,6 +106,8 @@ class DashboardCluster(Protocol):
 
     def nodes(self) -> dict[str, Any]: ...
 
+    def command(self, args: Sequence[str]) -> str: ...
+
     def get_raw(self, path: str, timeout_s: float = ...) -> str: ...
 
     def open_port_forward(self, namespace: str, target: str, remote_port: int, *, local_port: int | None = ...,
@@ -188,6 +190,17 @@ def _check_installed(kube: DashboardCluster, addon: Addon, stack: str) -> None:
         raise _not_up(stack, f"asking for Service {addon.service} failed: {reason}") from None
 
 
+def kiali_login_hint(kube: DashboardCluster) -> str:
+    """How to sign in to a Kiali that asks for a token (off the lab's kind cluster): the command that mints one.
+
+    The lab never mints, prints or keeps this token itself: the user runs the command, with the lab's kubeconfig and
+    context, and pastes what it prints into Kiali's login page. It is a token of Kiali's own service account, which
+    the chart binds to its read-only viewer role (view_only_mode), and it expires (kubectl's default: one hour).
+    """
+    command = kube.command(["create", "token", catalog.KIALI_SERVICE_ACCOUNT, "-n", catalog.ISTIO_NAMESPACE])
+    return f"  (Kiali asks for a token: paste the one `{command}` prints; it expires, run it again for a new one)"
+
+
 def _stop_all(forwards: Sequence[Forward]) -> None:
     """Stop every forward: signal them all first, then wait for each, so a quick exit stops them all."""
     for forward in forwards:
@@ -257,6 +270,8 @@ def run(
                     print(f"{addon.title}: {addon.url}", file=out, flush=True)
                 for addon, forward in forwards:
                     print(f"  ({addon.title} through: {forward.command})", file=out, flush=True)
+                if config.target != "kind":  # Kiali is anonymous on the lab's own kind cluster only
+                    print(kiali_login_hint(kube), file=out, flush=True)
                 if options.open_browser and not open_browser(options.addons[0].url):
                     print(f"  (no web browser to open: open {options.addons[0].url} yourself)", file=out, flush=True)
                 print("Press Ctrl-C to stop.", file=out, flush=True)

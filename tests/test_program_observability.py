@@ -8,6 +8,7 @@ from tests.harness import STACKS, run_program
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 CRONJOB = "kubernetes:batch/v1:CronJob"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -113,3 +114,30 @@ def test_kiali_is_cluster_wide_only_on_the_labs_own_kind_cluster(runs, existing_
     # The chart looks the namespaces up when it installs: they exist by then.
     for name in ("istio-ambient-lab", "mesh-outside"):
         assert existing_run.depends_on(kiali, existing_run.named("kubernetes:core/v1:Namespace", name)), name
+
+
+def test_kiali_asks_for_a_token_off_the_labs_own_kind_cluster(runs, existing_run):
+    for stack in STACKS:
+        assert runs[stack].named(RELEASE, "kiali").inputs["values"]["auth"] == {"strategy": "anonymous"}
+        assert not runs[stack].of_type(NETWORK_POLICY), "kind: as today, no policy"
+    values = existing_run.named(RELEASE, "kiali").inputs["values"]
+    assert values["auth"] == {"strategy": "token"}
+    assert values["deployment"]["view_only_mode"] is True, "the token of its own SA must stay read-only"
+    assert values["deployment"]["network_policy"] == {"enabled": False}, "the chart's admits everyone: ours instead"
+
+
+def test_on_an_existing_cluster_only_prometheus_reaches_kiali_over_the_pod_network(existing_run):
+    [policy] = existing_run.of_type(NETWORK_POLICY)
+    assert policy.inputs["metadata"] == {"name": "kiali", "namespace": "istio-system"}
+    spec = policy.inputs["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "kiali",
+                                                   "app.kubernetes.io/instance": "kiali"}}
+    assert spec["policyTypes"] == ["Ingress"]
+    # One rule: the lab's Prometheus server, on Kiali's metrics port only; not the UI port, not the API server.
+    [rule] = spec["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "prometheus", "app.kubernetes.io/instance": "prometheus",
+        "app.kubernetes.io/component": "server"}}}]
+    assert [port["port"] for port in rule["ports"]] == [9090] and catalog.KIALI_PORT != 9090
+    # In force before Kiali starts.
+    assert existing_run.depends_on(existing_run.named(RELEASE, "kiali"), policy)

@@ -75,5 +75,6 @@ def test_switched_off_it_runs_nothing_and_exports_nothing():
 
 def test_existing_cluster_is_reached_by_context(existing_run):
     [invoke] = verify_invokes(existing_run)
-    assert " --context gke_proj_europe-west1_lab --addons --json" in invoke.args["command"]
+    # Off the lab's kind cluster Kiali asks for a login: the checks sign in.
+    assert " --context gke_proj_europe-west1_lab --addons --kiali-login --json" in invoke.args["command"]
     assert "--kind-cluster" not in invoke.args["command"]

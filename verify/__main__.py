@@ -41,6 +41,7 @@ class Options:
     report_file: Path | None
     timeout_s: float
     addons: bool = False
+    kiali_login: bool = False
 
 
 class UsageError(Exception):
@@ -63,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--addons", action="store_true",
                         help="the observability addons are installed: also check that Prometheus counted mTLS "
                         "connections from sleep and that Kiali's graph shows sleep -> productpage")
+    parser.add_argument("--kiali-login", action="store_true",
+                        help="Kiali asks for a login (auth strategy token, as on an existing cluster): sign in with a "
+                        "10-minute token of its own read-only service account, through a port-forward")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     parser.add_argument("--report-file", type=Path, metavar="PATH", help="also write the JSON report to PATH")
     parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
@@ -109,6 +113,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         report_file=args.report_file,
         timeout_s=args.timeout,
         addons=args.addons,
+        kiali_login=args.kiali_login,
     )
 
 
@@ -170,7 +175,8 @@ def main(
                      f"on {len(nodes.get('items', []))} node(s)"
                      f"{', with the Prometheus and Kiali checks' if options.addons else ''}.")
             context = CheckContext(cluster=cluster, mode=options.mode, namespace=options.namespace,
-                                   timeout_s=options.timeout_s, addons=options.addons)
+                                   timeout_s=options.timeout_s, addons=options.addons,
+                                   kiali_login=options.kiali_login)
             context.sleep = sleep or context.sleep
             context.clock = clock or context.clock
             context.now = now or context.now

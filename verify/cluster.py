@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import http.client
+import http.cookies
 import json
 import os
 import shlex
@@ -17,8 +18,9 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -33,6 +35,7 @@ __all__ = [
     "PortForward",
     "RawGetError",
     "kind_kubeconfig",
+    "proxy_cannot_reach",
 ]
 
 DEFAULT_CALL_TIMEOUT_S = 30.0
@@ -40,6 +43,8 @@ PORT_FORWARD_READY_TIMEOUT_S = 15.0
 # A port-forward can drop in the middle of a response (kubectl loses its stream to the pod): try again with a new
 # forward this many times in all before giving up with a sentence.
 HTTP_GET_ATTEMPTS = 3
+# The shortest life the TokenRequest API grants a service-account token (10 minutes): enough for one verification.
+TOKEN_DURATION_S = 600
 
 
 class ClusterError(RuntimeError):
@@ -97,11 +102,14 @@ class HttpResponse:
         commands: the port-forward command line and the request, as the user could repeat them.
         status: the HTTP status code.
         body: the response body, decoded as UTF-8.
+        cookies: the ``name=value`` pairs of the response's Set-Cookie headers, to send back as a Cookie header
+            (Kiali's login answers with its session there); secrets: never print or store them.
     """
 
     commands: tuple[str, ...]
     status: int
     body: str
+    cookies: tuple[str, ...] = ()
 
 
 class Cluster(Protocol):
@@ -131,8 +139,14 @@ class Cluster(Protocol):
         """A pod's log, optionally only the last `since_s` seconds or `tail` lines."""
         ...
 
-    def http_get(self, namespace: str, pod: str, port: int, path: str, timeout_s: float = ...) -> HttpResponse:
-        """GET `path` on `port` of `pod` through a port-forward on 127.0.0.1."""
+    def http_get(self, namespace: str, pod: str, port: int, path: str, timeout_s: float = ..., *,
+                 form: Mapping[str, str] | None = None, cookies: Sequence[str] = ()) -> HttpResponse:
+        """GET `path` (POST `form`, when given) on `port` of `pod` (or ``svc/NAME``) through a port-forward on
+        127.0.0.1."""
+        ...
+
+    def create_token(self, namespace: str, service_account: str, duration_s: int = ...) -> str:
+        """A short-lived token of `service_account` (``kubectl create token``); a secret: never print or store it."""
         ...
 
     def get_raw(self, path: str, timeout_s: float = ...) -> str:
@@ -152,6 +166,22 @@ def _first_line(text: str) -> str:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no error output"
+
+
+# How the API server says that its service proxy could not open a connection to the pod behind a Service: its proxy
+# transport wraps every dial error as 503 ServiceUnavailable "error trying to reach service: <dial error>"
+# (k8s.io/apimachinery pkg/util/proxy/transport.go), e.g. "dial tcp 10.0.3.7:9090: i/o timeout" where the control plane
+# has no route to pod IPs (private GKE, some EKS setups) or "proxy error from ... while dialing ..." through a
+# Konnectivity tunnel. A kubectl that gives up first (its --request-timeout) says so in Go's words instead.
+# "no endpoints available for service" is not one of these: the proxy reached no pod because none is Ready.
+PROXY_UNREACHABLE_SIGNS = ("error trying to reach service", "Client.Timeout exceeded", "context deadline exceeded")
+
+
+def proxy_cannot_reach(error: ClusterError) -> bool:
+    """Whether a failed ``get --raw`` through the service proxy means the API server could not reach the pod (a
+    port-forward, which goes through the kubelet instead, may still), rather than that the Service has no Ready pod."""
+    text = f"{error.reason or ''} {error}"
+    return any(sign in text for sign in PROXY_UNREACHABLE_SIGNS)
 
 
 def _free_local_port() -> int:
@@ -399,6 +429,22 @@ class Kubectl:
             raise RawGetError(f"`{self.command(args)}` failed: {reason}", reason)
         return result.stdout
 
+    def create_token(self, namespace: str, service_account: str, duration_s: int = TOKEN_DURATION_S) -> str:
+        """A short-lived token of `service_account` from the TokenRequest API (``kubectl create token``).
+
+        The token is a secret: it is returned to the caller only, never logged, and errors quote kubectl's stderr,
+        never its stdout.
+
+        Raises:
+            ClusterError: kubectl failed (e.g. no such service account, or no right to create its tokens).
+        """
+        args = ["create", "token", service_account, "-n", namespace, f"--duration={int(duration_s)}s"]
+        result = self._run(args, DEFAULT_CALL_TIMEOUT_S)
+        if result.returncode != 0 or not result.stdout.strip():
+            reason = _first_line(result.stderr)
+            raise ClusterError(f"`{self.command(args)}` failed: {reason}", reason)
+        return result.stdout.strip()
+
     # --- port-forward ------------------------------------------------------------------------------------------
 
     def port_forward_args(self, namespace: str, target: str, local_port: int, remote_port: int) -> list[str]:
@@ -504,43 +550,64 @@ class Kubectl:
             time.sleep(0.1)
 
     def http_get(
-        self, namespace: str, pod: str, port: int, path: str, timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+        self, namespace: str, pod: str, port: int, path: str, timeout_s: float = DEFAULT_CALL_TIMEOUT_S, *,
+        form: Mapping[str, str] | None = None, cookies: Sequence[str] = (),
     ) -> HttpResponse:
         """GET `path` on `port` of `pod` through a port-forward on 127.0.0.1, then stop the forward.
 
         Args:
             namespace: the pod's namespace.
-            pod: the pod's name.
-            port: the port inside the pod.
+            pod: the pod's name, or ``svc/NAME`` (kubectl then forwards to one Ready pod behind the Service).
+            port: the port inside the pod (of the Service, for ``svc/NAME``).
             path: the request path, starting with ``/``.
             timeout_s: how long the request may take.
+            form: POST these fields, form-encoded, instead of a GET (a login); the reports show the method and URL
+                only, never the fields.
+            cookies: ``name=value`` pairs to send as the Cookie header (a session); never shown either.
 
         Returns:
-            The status and body; an HTTP error status is data, not an error.
+            The status, body and the cookies the response set; an HTTP error status is data, not an error.
 
         Raises:
             ClusterError: the forward or the connection failed.
         """
         # Loopback must never go through an HTTP proxy from the environment.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        method = "GET" if data is None else "POST"
         failure = ""
         for _ in range(HTTP_GET_ATTEMPTS):
             with self.port_forward(namespace, pod, port) as local_port:
                 url = f"http://127.0.0.1:{local_port}{path}"
-                commands = (self.command(self.port_forward_args(namespace, pod, local_port, port)), f"GET {url}")
+                commands = (self.command(self.port_forward_args(namespace, pod, local_port, port)), f"{method} {url}")
+                request = urllib.request.Request(url, data=data, method=method)
+                if cookies:
+                    request.add_header("Cookie", "; ".join(cookies))
                 try:
-                    with opener.open(url, timeout=timeout_s) as response:
-                        return HttpResponse(commands, response.status, response.read().decode("utf-8", "replace"))
+                    with opener.open(request, timeout=timeout_s) as response:
+                        return HttpResponse(commands, response.status, response.read().decode("utf-8", "replace"),
+                                            _set_cookies(response.headers))
                 except urllib.error.HTTPError as error:
-                    return HttpResponse(commands, error.code, error.read().decode("utf-8", "replace"))
+                    return HttpResponse(commands, error.code, error.read().decode("utf-8", "replace"),
+                                        _set_cookies(error.headers))
                 # A forward that drops mid-response shows up as a reset, a cut-off body (IncompleteRead) or no
                 # status line at all (BadStatusLine, RemoteDisconnected): all worth one more forward.
                 except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
                     failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         raise ClusterError(
-            f"GET {path} on {namespace}/{pod}:{port} through a port-forward failed {HTTP_GET_ATTEMPTS} times (last: "
-            f"{failure}); check that the pod is running and ready, then run the verification again."
+            f"{method} {path} on {namespace}/{pod}:{port} through a port-forward failed {HTTP_GET_ATTEMPTS} times "
+            f"(last: {failure}); check that the pod is running and ready, then run the verification again."
         )
+
+
+def _set_cookies(headers: Any) -> tuple[str, ...]:
+    """The ``name=value`` pairs of every Set-Cookie header (attributes such as Path dropped)."""
+    pairs: list[str] = []
+    for header in (headers.get_all("Set-Cookie") if headers is not None else None) or []:
+        jar = http.cookies.SimpleCookie()
+        jar.load(header)
+        pairs += [f"{name}={morsel.value}" for name, morsel in jar.items()]
+    return tuple(pairs)
 
 
 @contextmanager

@@ -365,7 +365,7 @@ def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project
     assert cli.main(["verify", "gke"], context(project, machine)) == 0
     assert streamed[0][3:] == [
         "--mode", "l4-only", "--namespace", "istio-ambient-lab", "--kubeconfig", "/home/me/.kube/gke", "--context", "gke_lab",
-        "--addons",
+        "--addons", "--kiali-login",
     ]
 
 

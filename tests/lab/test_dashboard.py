@@ -94,6 +94,9 @@ class FakeKube:
     forwards: list[tuple[tuple, dict, FakeForward]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
 
+    def command(self, args):
+        return "kubectl --kubeconfig /home/me/.kube/gke --context gke_lab " + " ".join(args)
+
     def nodes(self):
         if self.nodes_error:
             raise self.nodes_error
@@ -226,6 +229,23 @@ def test_kiali_opens_on_loopback_and_ctrl_c_stops_it(project):
     assert args == ("istio-system", "svc/kiali", 20001)
     assert options["local_port"] == 20001 and options["new_session"] is True
     assert forward.stopped and sleep.calls == 4
+
+
+def test_on_an_existing_cluster_it_says_how_to_sign_in_to_kiali(project):
+    code, out, err, opened = run(project, ["--stack", "gke"], FakeKube())
+    assert (code, err) == (0, ""), err
+    assert opened[0].target == "existing"
+    lines = out.splitlines()
+    assert lines[2] == ("  (Kiali asks for a token: paste the one `kubectl --kubeconfig /home/me/.kube/gke --context "
+                        "gke_lab create token kiali -n istio-system` prints; it expires, run it again for a new one)")
+    assert lines[3:] == ["Press Ctrl-C to stop.", "Dashboard stopped."]
+
+
+def test_the_login_command_names_the_labs_context_and_kubeconfig(project):
+    with dashboard.open_cluster(stack_config(project, "gke")) as kube:
+        assert dashboard.kiali_login_hint(kube) == (
+            "  (Kiali asks for a token: paste the one `kubectl --kubeconfig /home/me/.kube/gke --context gke_lab "
+            "create token kiali -n istio-system` prints; it expires, run it again for a new one)")
 
 
 def test_prometheus_too_on_chosen_ports_and_the_browser(project):

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from lab import catalog
 from verify.checks.base import PROBE_HEADER, CheckContext, probe_padding
-from verify.cluster import ExecResult, HttpResponse, RawGetError
+from verify.cluster import ClusterError, ExecResult, HttpResponse, RawGetError
 
 # --- ztunnel access-log lines ----------------------------------------------------------------------------------
 
@@ -485,6 +485,29 @@ def raw_error(status: str, message: str) -> RawGetError:
 
 
 KIALI_UNAVAILABLE = 'no endpoints available for service "kiali"'
+# What the API server's service proxy says when it cannot dial the pod (k8s.io/apimachinery proxy transport).
+PROXY_DIAL_TIMEOUT = "error trying to reach service: dial tcp 10.8.0.12:{port}: i/o timeout"
+# A service-account token as `kubectl create token` prints it: a secret no report may hold.
+FAKE_TOKEN = ("eyJhbGciOiJSUzI1NiIsImtpZCI6ImxhYiJ9."
+              "eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6aXN0aW8tc3lzdGVtOmtpYWxpIn0.c2ln")
+KIALI_SESSION = ("kiali-token-Kubernetes=c2VhbGVkLXNlc3Npb24", "kiali-token-chunks-Kubernetes=1")
+
+
+def kiali_login_answer(form: dict[str, str] | None, cookies: tuple[str, ...]) -> HttpResponse:
+    """Kiali's /api/authenticate with strategy token: a token of ours opens a session (its cookies), any other not."""
+    if form and form.get("token", "").startswith(FAKE_TOKEN):
+        return HttpResponse((), 200, json.dumps({"username": "kiali", "expiresOn": "Fri, 02 Oct 2026 10:14:03 Z"}),
+                            KIALI_SESSION)
+    return HttpResponse((), 401, json.dumps({"error": "token is not valid or is expired"}))
+
+
+def kiali_graph_answer(graph: dict[str, Any]) -> Callable[[dict[str, str] | None, tuple[str, ...]], HttpResponse]:
+    """Kiali's graph API with strategy token: `graph` for a request carrying the session cookies, else 401."""
+    def answer(form: dict[str, str] | None, cookies: tuple[str, ...]) -> HttpResponse:
+        if cookies == KIALI_SESSION:
+            return HttpResponse((), 200, json.dumps(graph))
+        return HttpResponse((), 401, json.dumps({"error": "Unauthorized"}))
+    return answer
 
 
 # --- Pods ------------------------------------------------------------------------------------------------------
@@ -545,6 +568,11 @@ class FakeCluster:
     logs_by_pod: dict[str, str | list[str] | Callable[[], str]] = field(default_factory=dict)
     config_dumps: dict[str, Any] = field(default_factory=dict)
     raw_answers: dict[str, RawAnswer] = field(default_factory=dict)  # keyed by path prefix
+    # What a port-forward to a Service answers, keyed by path prefix: an HttpResponse, an error to raise, a function
+    # of (form, cookies), or a list of those (one per call, then its last item again).
+    forward_answers: dict[str, Any] = field(default_factory=dict)
+    token_error: Exception | None = None
+    tokens_issued: int = 0
     nodes_error: Exception | None = None
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     # The checks' wall clock (make_context shares it), so the fake ztunnel stamps a probe's lines when it was sent.
@@ -594,7 +622,10 @@ class FakeCluster:
         return [(call[2], call[4][-1], probe_port(call[4]), when)
                 for call, when in zip(execs, self.exec_times, strict=True) if probe_port(call[4]) is not None]
 
-    def http_get(self, namespace: str, pod: str, port: int, path: str, timeout_s: float = 30.0) -> HttpResponse:
+    def http_get(self, namespace: str, pod: str, port: int, path: str, timeout_s: float = 30.0, *,
+                 form: dict[str, str] | None = None, cookies: Sequence[str] = ()) -> HttpResponse:
+        if pod.startswith("svc/"):
+            return self._forward_answer(namespace, pod, port, path, form, tuple(cookies))
         self.calls.append(("http_get", namespace, pod, port, path))
         dump = self.config_dumps.get(pod)
         if isinstance(dump, list):
@@ -603,6 +634,30 @@ class FakeCluster:
             return HttpResponse((f"kubectl port-forward pod/{pod} :{port}", f"GET {path}"), 404, "not found")
         body = dump if isinstance(dump, str) else json.dumps(dump)
         return HttpResponse((f"kubectl port-forward pod/{pod} :{port}", f"GET {path}"), 200, body)
+
+    def _forward_answer(self, namespace: str, target: str, port: int, path: str, form: dict[str, str] | None,
+                        cookies: tuple[str, ...]) -> HttpResponse:
+        self.calls.append(("forward", namespace, target, port, path, form, cookies))
+        answer = next((value for prefix, value in self.forward_answers.items() if path.startswith(prefix)), None)
+        if isinstance(answer, list):
+            answer = answer.pop(0) if len(answer) > 1 else answer[0]
+        if callable(answer):
+            answer = answer(form, cookies)
+        if isinstance(answer, Exception):
+            raise answer
+        if answer is None:
+            answer = HttpResponse((), 404, "404 page not found")
+        method = "POST" if form is not None else "GET"
+        commands = (f"kubectl --context fake port-forward -n {namespace} {target} 40000:{port}",
+                    f"{method} http://127.0.0.1:40000{path}")
+        return HttpResponse(commands, answer.status, answer.body, answer.cookies)
+
+    def create_token(self, namespace: str, service_account: str, duration_s: int = 600) -> str:
+        self.calls.append(("create_token", namespace, service_account, duration_s))
+        if self.token_error:
+            raise self.token_error
+        self.tokens_issued += 1
+        return f"{FAKE_TOKEN}-{self.tokens_issued}"
 
     def get_raw(self, path: str, timeout_s: float = 30.0) -> str:
         self.calls.append(("get_raw", path))

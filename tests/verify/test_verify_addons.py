@@ -435,3 +435,120 @@ def test_addon_polls_wait_no_longer_than_the_scrape_interval_requires(fx, health
         assert not result.passed
         assert wait_s - addons.ADDON_POLL_INTERVAL_S <= sum(clock.sleeps) <= wait_s
         assert f"(limit {wait_s} s)" in result.details
+
+
+# --- Where the API server's service proxy cannot reach the addons (private control planes) ----------------------------
+
+
+def test_prometheus_behind_a_private_control_plane_is_read_through_a_port_forward(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.raw_answers[fx.PROMETHEUS_PROXY] = fx.raw_error("ServiceUnavailable",
+                                                            fx.PROXY_DIAL_TIMEOUT.format(port=9090))
+    cluster.forward_answers["/api/v1/query?"] = fx.HttpResponse((), 200, json.dumps(fx.PROMETHEUS_L4))
+    ctx, _ = fx.make_context(cluster, "l4-only")
+    result = addons.check_prometheus_mtls(ctx)
+    assert result.passed, result.observed
+    forwards = [call for call in cluster.calls if call[0] == "forward"]
+    assert forwards[0][1:5] == ("istio-system", "svc/prometheus", 9090, prometheus_query_path(
+        prometheus_mtls_query(SLEEP_PRINCIPAL)).split("/proxy", 1)[1])
+    assert any("port-forward -n istio-system svc/prometheus" in command for command in result.command)
+
+
+def test_a_proxy_that_cannot_reach_and_a_failing_port_forward_are_one_sentence(fx, healthy):
+    cluster = healthy("l4-only")
+    reason = fx.PROXY_DIAL_TIMEOUT.format(port=9090)
+    cluster.raw_answers[fx.PROMETHEUS_PROXY] = fx.raw_error("ServiceUnavailable", reason)
+    cluster.forward_answers["/api/v1/query?"] = fx.ClusterError(
+        "`kubectl port-forward -n istio-system svc/prometheus 40000:9090` exited early: error: unable to forward port "
+        "because pod is not running. Current status=Pending")
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
+    result = addons.check_prometheus_mtls(ctx)
+    assert not result.passed
+    assert result.observed == (
+        f"The API server cannot reach the prometheus pod through its service proxy (Error from server "
+        f"(ServiceUnavailable): {reason}) and a port-forward to svc/prometheus in istio-system failed too "
+        "(`kubectl port-forward -n istio-system svc/prometheus 40000:9090` exited early: error: unable to forward "
+        "port because pod is not running. Current status=Pending); check that the prometheus pod is Running and Ready")
+
+
+def test_an_addon_without_a_ready_pod_is_not_port_forwarded(fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.raw_answers[fx.KIALI_PROXY] = fx.raw_error("ServiceUnavailable", fx.KIALI_UNAVAILABLE)
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=4)
+    result = addons.check_kiali_graph(ctx)
+    assert not result.passed and result.observed == KIALI_503
+    assert not [call for call in cluster.calls if call[0] == "forward"]
+
+
+def test_anonymous_kiali_behind_a_private_control_plane_is_read_through_a_port_forward(fx, healthy):
+    cluster = healthy("l7")
+    cluster.raw_answers[fx.KIALI_PROXY] = fx.raw_error("ServiceUnavailable", fx.PROXY_DIAL_TIMEOUT.format(port=20001))
+    cluster.forward_answers["/kiali/api/namespaces/graph?"] = fx.HttpResponse(
+        (), 200, json.dumps(fx.Graph.l7_waypoint_node()))
+    ctx, _ = fx.make_context(cluster, "l7")
+    result = addons.check_kiali_graph(ctx)
+    assert result.passed, result.observed
+    assert [call[2] for call in cluster.calls if call[0] == "forward"] == ["svc/kiali"]
+
+
+# --- A Kiali that asks for a login (an existing cluster) --------------------------------------------------------------
+
+
+def kiali_with_login(fx, healthy, mode, graph):
+    cluster = healthy(mode)
+    del cluster.raw_answers[fx.KIALI_PROXY]  # anything through the proxy would be a mistake: NotFound
+    cluster.forward_answers = {"/kiali/api/authenticate": fx.kiali_login_answer,
+                               "/kiali/api/namespaces/graph?": fx.kiali_graph_answer(graph)}
+    ctx, clock = fx.make_context(cluster, mode, addons=True)
+    ctx.kiali_login = True
+    return cluster, ctx, clock
+
+
+@pytest.mark.parametrize("mode", base.MODES)
+def test_kiali_with_a_login_is_signed_in_with_a_kiali_token_and_the_token_is_never_shown(fx, healthy, mode):
+    graph = fx.Graph.l7_waypoint_node() if mode == "l7" else fx.Graph.l4()
+    cluster, ctx, _ = kiali_with_login(fx, healthy, mode, graph)
+    report = run_checks(ctx)
+    assert report.passed, report.summary + "\n" + "\n".join(r.observed for r in report.failed)
+    assert ("create_token", "istio-system", "kiali", 600) in cluster.calls
+    login, graph_call = [call for call in cluster.calls if call[0] == "forward"]
+    assert login[4] == "/kiali/api/authenticate" and login[5]["token"].startswith(fx.FAKE_TOKEN)
+    assert graph_call[4] == kiali_graph_path("default").split("/proxy", 1)[1] and graph_call[6] == fx.KIALI_SESSION
+    assert not [call for call in cluster.calls if call[0] == "get_raw" and "kiali" in call[1]]
+    text = report.to_json()
+    assert fx.FAKE_TOKEN not in text and "c2VhbGVkLXNlc3Npb24" not in text
+    kiali = next(result for result in report.results if result.name == KIALI_CHECK)
+    assert kiali.command[-1].startswith("GET http://127.0.0.1:40000/kiali/api/namespaces/graph?")
+
+
+def test_kiali_refusing_the_token_is_one_sentence(fx, healthy):
+    cluster, ctx, _ = kiali_with_login(fx, healthy, "l4-only", fx.Graph.l4())
+    cluster.forward_answers["/kiali/api/authenticate"] = fx.HttpResponse(
+        (), 401, json.dumps({"error": "not enough privileges to login"}))
+    ctx.timeout_s = 4
+    result = addons.check_kiali_graph(ctx)
+    assert not result.passed
+    assert result.observed == ("Kiali refused the token of service account kiali in istio-system (HTTP 401: not "
+                               "enough privileges to login)")
+
+
+def test_no_right_to_mint_a_kiali_token_is_one_sentence_without_a_token(fx, healthy):
+    cluster, ctx, _ = kiali_with_login(fx, healthy, "l4-only", fx.Graph.l4())
+    reason = ('error: failed to create token: serviceaccounts "kiali" is forbidden: User "dev" cannot create '
+              'resource "serviceaccounts/token" in API group "" in the namespace "istio-system"')
+    cluster.token_error = fx.ClusterError(f"`kubectl create token kiali` failed: {reason}", reason)
+    ctx.timeout_s = 4
+    result = addons.check_kiali_graph(ctx)
+    assert not result.passed
+    assert result.observed == ("Could not sign in to Kiali with a token of service account kiali in istio-system "
+                               f"({reason})")
+
+
+def test_a_kiali_session_that_ends_is_opened_again(fx, healthy):
+    cluster, ctx, _ = kiali_with_login(fx, healthy, "l4-only", fx.Graph.l4())
+    graph = cluster.forward_answers["/kiali/api/namespaces/graph?"]
+    cluster.forward_answers["/kiali/api/namespaces/graph?"] = [fx.HttpResponse((), 401, '{"error":"Unauthorized"}'),
+                                                               graph]
+    result = addons.check_kiali_graph(ctx)
+    assert result.passed, result.observed
+    assert [call[0] for call in cluster.calls].count("create_token") == 2

@@ -162,6 +162,18 @@ def test_addons_flag_adds_the_prometheus_and_kiali_checks(run, healthy):
     assert any(call[0] == "get_raw" for call in cluster.calls)
 
 
+def test_kiali_login_flag_signs_in_to_kiali_instead_of_asking_anonymously(run, fx, healthy):
+    cluster = healthy("l4-only")
+    cluster.forward_answers = {"/kiali/api/authenticate": fx.kiali_login_answer,
+                               "/kiali/api/namespaces/graph?": fx.kiali_graph_answer(fx.Graph.l4())}
+    code, out, err, opened = run(["--mode", "l4-only", "--context", "x", "--addons", "--kiali-login", "--json"],
+                                 cluster)
+    assert code == 0, err
+    assert opened[0].kiali_login is True
+    assert any(call[0] == "create_token" for call in cluster.calls)
+    assert fx.FAKE_TOKEN not in out and fx.FAKE_TOKEN not in err
+
+
 def test_without_the_addons_flag_prometheus_and_kiali_are_left_alone(run, healthy):
     cluster = healthy("l4-only")
     code, out, _, opened = run(["--mode", "l4-only", "--context", "kind-lab"], cluster)

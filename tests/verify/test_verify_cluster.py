@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from verify.cluster import ClusterError, KindClusterMissing, Kubectl, RawGetError, kind_kubeconfig
+from verify.cluster import (
+    ClusterError,
+    KindClusterMissing,
+    Kubectl,
+    RawGetError,
+    kind_kubeconfig,
+    proxy_cannot_reach,
+)
 
 FAKE_KUBECTL = f"""#!{sys.executable}
 import http.server, json, os, sys
@@ -37,6 +44,11 @@ elif verb == "exec":
     sys.exit(56)
 elif verb == "logs":
     print("line one\\nline two")
+elif verb == "create" and args[5] == "token":
+    if os.environ.get("FAKE_TOKEN_FAIL"):
+        sys.stderr.write('error: failed to create token: serviceaccounts "kiali" not found\\n')
+        sys.exit(1)
+    print("eyJhbGciOiJSUzI1NiJ9.fake-token-body.fake-signature")
 elif verb == "port-forward":
     if os.environ.get("FAKE_PF_FAIL"):
         sys.stderr.write("error: unable to forward port because pod is not running. Current status=Pending\\n")
@@ -56,10 +68,21 @@ elif verb == "port-forward":
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            body = json.dumps({{"path": self.path, "certificates": []}}).encode()
+            body = json.dumps({{"path": self.path, "certificates": [], "cookie": self.headers.get("Cookie")}}).encode()
             self.send_response(200 if self.path == "/config_dump" else 404)
             # FAKE_PF_CUT: the forward drops mid-body, so the client reads fewer bytes than announced.
             self.send_header("Content-Length", str(len(body) * (2 if os.environ.get("FAKE_PF_CUT") else 1)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            # A login: the form's token answered with a session cookie, as Kiali's /api/authenticate does.
+            form = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            self.send_response(200)
+            self.send_header("Set-Cookie", "kiali-token-Kubernetes=sealed-session; Path=/kiali; HttpOnly")
+            self.send_header("Set-Cookie", "kiali-token-chunks-Kubernetes=1; Path=/kiali; HttpOnly")
+            body = json.dumps({{"path": self.path, "form": form, "cookie": self.headers.get("Cookie")}}).encode()
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
@@ -276,3 +299,42 @@ def test_a_missing_kind_cluster_is_its_own_error(tmp_path, monkeypatch):
     with pytest.raises(KindClusterMissing) as raised, kind_kubeconfig("nope", kind=kind):
         pass
     assert raised.value.reason == "ERROR: could not locate any control plane nodes for cluster named 'nope'"
+
+
+def test_a_login_posts_the_form_returns_the_cookies_and_shows_neither(kube):
+    secret = "the-token-itself"
+    response = kube.http_get("istio-system", "svc/kiali", 20001, "/kiali/api/authenticate", form={"token": secret})
+    answer = json.loads(response.body)
+    assert answer["form"] == f"token={secret}" and answer["path"] == "/kiali/api/authenticate"
+    assert response.cookies == ("kiali-token-Kubernetes=sealed-session", "kiali-token-chunks-Kubernetes=1")
+    assert response.commands[1].startswith("POST http://127.0.0.1:")
+    assert secret not in " ".join(response.commands)
+    again = kube.http_get("istio-system", "svc/kiali", 20001, "/config_dump", cookies=response.cookies)
+    assert json.loads(again.body)["cookie"] == "kiali-token-Kubernetes=sealed-session; kiali-token-chunks-Kubernetes=1"
+    assert "sealed-session" not in " ".join(again.commands)
+
+
+def test_create_token_returns_only_the_token_and_its_failure_never_shows_one(kube, tmp_path, monkeypatch):
+    assert kube.create_token("istio-system", "kiali") == "eyJhbGciOiJSUzI1NiJ9.fake-token-body.fake-signature"
+    assert calls(tmp_path)[-1][4:] == ["create", "token", "kiali", "-n", "istio-system", "--duration=600s"]
+    monkeypatch.setenv("FAKE_TOKEN_FAIL", "1")
+    with pytest.raises(ClusterError) as raised:
+        kube.create_token("istio-system", "kiali")
+    assert raised.value.reason == 'error: failed to create token: serviceaccounts "kiali" not found'
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("reason", "unreachable"), [
+    # The API server's proxy transport could not dial the pod: private control planes, Konnectivity tunnels.
+    ("Error from server (ServiceUnavailable): error trying to reach service: dial tcp 10.8.0.12:9090: i/o timeout",
+     True),
+    ("Error from server (ServiceUnavailable): error trying to reach service: proxy error from 127.0.0.1:6443 while "
+     "dialing 10.42.1.78:20001, code 502: 502 Bad Gateway", True),
+    ("Unable to connect to the server: net/http: request canceled (Client.Timeout exceeded while awaiting headers)",
+     True),
+    # The Service has no Ready pod: the addon is down, a port-forward would not help.
+    ('Error from server (ServiceUnavailable): no endpoints available for service "prometheus"', False),
+    ("Error from server (NotFound): services \"kiali\" not found", False),
+])
+def test_which_proxy_failures_mean_the_api_server_cannot_reach_the_pod(reason, unreachable):
+    assert proxy_cannot_reach(RawGetError(f"`kubectl get --raw ...` failed: {reason}", reason)) is unreachable

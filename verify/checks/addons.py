@@ -12,7 +12,7 @@ from typing import Any
 from lab import catalog
 from verify.checks.base import KIALI_CHECK, MODE_FACTS, PROMETHEUS_CHECK, CheckContext, Observation, check_result, poll
 from verify.checks.traffic import TRAFFIC_CASES, send_curl
-from verify.cluster import ClusterError
+from verify.cluster import ClusterError, proxy_cannot_reach
 from verify.report import CheckResult
 
 # --- f. Observability addons: Prometheus and Kiali saw the mesh traffic ---------------------------------------------
@@ -345,16 +345,47 @@ def _proxy_failure(service: str, error: ClusterError) -> str:
             f"the {service} pod in {catalog.ISTIO_NAMESPACE} is Running and Ready")
 
 
-def _get_addon_json(ctx: CheckContext, service: str, path: str) -> tuple[Any, str | None]:
-    """The decoded answer of `service` at `path`, or None and why not (in one sentence)."""
-    try:
-        body = ctx.cluster.get_raw(path)
-    except ClusterError as error:
-        return None, _proxy_failure(service, error)
+def _decode(service: str, body: str) -> tuple[Any, str | None]:
     try:
         return json.loads(body), None
     except ValueError:
         return None, f"The {service} Service answered with something that is not JSON: {' '.join(body.split())[:80]!r}"
+
+
+def _forward_path(service: str, port: int, path: str) -> str:
+    """`path` as the addon itself serves it: without the API server's service-proxy prefix."""
+    prefix = _service_proxy(service, port)
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
+def _get_addon_json(ctx: CheckContext, service: str, port: int, path: str,
+                    commands: list[str]) -> tuple[Any, str | None]:
+    """The decoded answer of `service` at `path` (a service-proxy path), or None and why not (in one sentence).
+
+    Through the API server's service proxy first, which needs nothing running here. Where the API server cannot open
+    a connection to the pod (a private control plane, a NetworkPolicy), a port-forward still can: it goes through the
+    kubelet into the pod's network namespace. Its commands join `commands`, so the report shows how it was asked.
+    """
+    try:
+        return _decode(service, ctx.cluster.get_raw(path))
+    except ClusterError as error:
+        if not proxy_cannot_reach(error):
+            return None, _proxy_failure(service, error)
+        proxy_reason = error.reason or str(error)
+    target = f"svc/{service}"
+    try:
+        response = ctx.cluster.http_get(catalog.ISTIO_NAMESPACE, target, port, _forward_path(service, port, path))
+    except ClusterError as error:
+        return None, (f"The API server cannot reach the {service} pod through its service proxy ({proxy_reason}) "
+                      f"and a port-forward to {target} in {catalog.ISTIO_NAMESPACE} failed too "
+                      f"({str(error).rstrip('.')}); check that the {service} pod is Running and Ready")
+    for command in response.commands:
+        if command not in commands:
+            commands.append(command)
+    if response.status != 200:
+        return None, (f"The {service} Service answered HTTP {response.status} through a port-forward (the API "
+                      f"server's service proxy cannot reach it): {' '.join(response.body.split())[:80]!r}")
+    return _decode(service, response.body)
 
 
 def check_prometheus_mtls(ctx: CheckContext) -> CheckResult:
@@ -367,7 +398,7 @@ def check_prometheus_mtls(ctx: CheckContext) -> CheckResult:
     commands = [*_send_traffic(ctx, ADDON_TRAFFIC_REQUESTS, sent), ctx.cluster.command(["get", "--raw", path])]
 
     def probe() -> Observation:
-        answer, failure = _get_addon_json(ctx, "prometheus", path)
+        answer, failure = _get_addon_json(ctx, catalog.PROMETHEUS_SERVICE, catalog.PROMETHEUS_PORT, path, commands)
         evidence: dict[str, Any] = {"query": query, "requests_sent": dict(sent)}
         if failure:
             return Observation(False, failure, evidence, commands)
@@ -381,21 +412,74 @@ def check_prometheus_mtls(ctx: CheckContext) -> CheckResult:
                    "Prometheus to scrape ztunnel's mTLS connection count", started)
 
 
+def kiali_login(ctx: CheckContext) -> tuple[tuple[str, ...], str | None]:
+    """Sign in to a Kiali that asks for a token: Kiali's session cookies, or none and why (in one sentence).
+
+    The token is one of Kiali's own service account (read-only: the chart binds it to the viewer role only, with
+    view_only_mode), minted for ten minutes, posted to Kiali's login through a port-forward (Kiali takes it as a
+    form field and answers with a session cookie) and then dropped: never printed, never stored. A port-forward,
+    because the API server's service proxy can neither POST this form through ``kubectl get --raw`` nor carry cookies.
+    """
+    account = catalog.KIALI_SERVICE_ACCOUNT
+    try:
+        token = ctx.cluster.create_token(catalog.ISTIO_NAMESPACE, account)
+        response = ctx.cluster.http_get(catalog.ISTIO_NAMESPACE, f"svc/{catalog.KIALI_SERVICE}", catalog.KIALI_PORT,
+                                        f"{catalog.KIALI_WEB_ROOT}/api/authenticate", form={"token": token})
+    except ClusterError as error:
+        return (), (f"Could not sign in to Kiali with a token of service account {account} in "
+                    f"{catalog.ISTIO_NAMESPACE} ({error.reason or str(error).rstrip('.')})")
+    if response.status != 200 or not response.cookies:
+        answer, _ = _decode(catalog.KIALI_SERVICE, response.body)
+        said = answer.get("error") if isinstance(answer, Mapping) else None
+        return (), (f"Kiali refused the token of service account {account} in {catalog.ISTIO_NAMESPACE} (HTTP "
+                    f"{response.status}: {said or 'no session cookie'})")
+    return response.cookies, None
+
+
 def check_kiali_graph(ctx: CheckContext) -> CheckResult:
     """Kiali's graph shows sleep -> productpage-v1 with mTLS: tcp direct in ``l4-only``, http via the waypoint in
-    ``l7``. Requests from sleep go first and again before every look, so the rate Kiali draws edges from is fresh."""
+    ``l7``. Requests from sleep go first and again before every look, so the rate Kiali draws edges from is fresh.
+
+    An anonymous Kiali (the lab's kind cluster) is asked through the API server's service proxy; one that asks for a
+    login (`CheckContext.kiali_login`: an existing cluster) through a port-forward, with the session of `kiali_login`.
+    """
     started = ctx.clock()
     path = kiali_graph_path(ctx.namespace)
     sent: dict[str, int] = {}
     commands = [*_send_traffic(ctx, ADDON_TRAFFIC_REQUESTS - 1, sent)]
+    session: list[tuple[str, ...]] = []  # the cookies of the current login; emptied when Kiali ends it
+
+    def get_graph(shown: list[str]) -> tuple[Any, str | None]:
+        if not ctx.kiali_login:
+            shown.append(ctx.cluster.command(["get", "--raw", path]))
+            return _get_addon_json(ctx, catalog.KIALI_SERVICE, catalog.KIALI_PORT, path, shown)
+        if not session:
+            cookies, failure = kiali_login(ctx)
+            if failure:
+                return None, failure
+            session.append(cookies)
+        try:
+            response = ctx.cluster.http_get(catalog.ISTIO_NAMESPACE, f"svc/{catalog.KIALI_SERVICE}",
+                                            catalog.KIALI_PORT,
+                                            _forward_path(catalog.KIALI_SERVICE, catalog.KIALI_PORT, path),
+                                            cookies=session[0])
+        except ClusterError as error:
+            return None, f"Kiali did not answer through a port-forward ({str(error).rstrip('.')})"
+        shown.extend(command for command in response.commands if command not in shown)
+        if response.status == 401:
+            session.clear()  # the session ended: sign in again on the next look
+        if response.status != 200:
+            return None, (f"Kiali answered HTTP {response.status} through a port-forward: "
+                          f"{' '.join(response.body.split())[:80]!r}")
+        return _decode(catalog.KIALI_SERVICE, response.body)
 
     def probe() -> Observation:
         for command in _send_traffic(ctx, 1, sent):
             if command not in commands:
                 commands.append(command)
-        graph, failure = _get_addon_json(ctx, "kiali", path)
+        shown = list(commands)
+        graph, failure = get_graph(shown)
         evidence: dict[str, Any] = {"requests_sent": dict(sent)}
-        shown = [*commands, ctx.cluster.command(["get", "--raw", path])]
         if failure:
             return Observation(False, failure, evidence, shown)
         ok, observed, found = assess_kiali_graph(graph, ctx.namespace, ctx.mode)

@@ -108,6 +108,8 @@ class CheckContext:
         sleep: pauses between attempts (injectable likewise).
         now: the wall-clock time, for certificate validity.
         addons: Prometheus and Kiali are installed, so the checks that read them run too.
+        kiali_login: Kiali asks for a login (auth strategy ``token``, as on an existing cluster): the Kiali check
+            signs in with a short-lived token of Kiali's own read-only service account.
         local_port: draws the client port of a probe whose ztunnel lines a check looks for (see `PROBE_PORTS`).
         parallel: how many checks run at once (`verify.checks.run_checks`); each still keeps its own retries and
             timeout. Bounded because every cluster call is a kubectl process: a check makes one call at a time, so
@@ -123,6 +125,7 @@ class CheckContext:
     sleep: Callable[[float], None] = time.sleep
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     addons: bool = False
+    kiali_login: bool = False
     local_port: Callable[[], int] = lambda: random.choice(PROBE_PORTS)
     parallel: int = 8
 
