@@ -218,10 +218,13 @@ def _stack_of(stack_id: str) -> str:
 
 
 def _clash_message(name: str, owner: str | None, stack_id: str) -> str:
-    whose = f"belongs to {owner}" if owner else "was not created by this stack"
-    if owner and owner.startswith(stack_id + "."):
-        whose += " (the same stack name in another checkout or state)"
     stack = _stack_of(stack_id)
+    if owner and owner.startswith(stack_id + "."):
+        # Adopting would meet the Helm releases the other state installed, which a new state cannot install over.
+        return (f"kind cluster '{name}' already exists and was made by stack {stack} from another state (a deleted "
+                f".lab/ or another checkout; owner label {owner}); if that lab is no longer needed, remove it with "
+                f"`{KIND_TOOL} delete cluster --name {name}`, then run `{LAB_SCRIPT} up {stack}` again.")
+    whose = f"belongs to {owner}" if owner else "was not created by this stack"
     return (
         f"kind cluster '{name}' already exists and {whose}; adopt it with `{LAB_SCRIPT} up {stack} --adopt` "
         f"or, if nobody needs it, remove it with `{KIND_TOOL} delete cluster --name {name}`, then run "

@@ -292,9 +292,19 @@ def check_cluster_name(situation: Situation, facts: ClusterFacts) -> CheckResult
             f"this stack another cluster name with `{LAB_SCRIPT} pulumi config set {PROJECT}:clusterName NAME "
             f"--stack {stack}`.",
         )
-    whose = f"belongs to {facts.owner}" if facts.owner else "was not created by this stack"
     if facts.owner and facts.owner.startswith(kind_cluster.owner_label_value(PROJECT, stack) + "."):
-        whose += " (the same stack name in another checkout or state)"
+        # This stack's cluster from a state that is gone (a deleted .lab/) or kept elsewhere (another checkout).
+        # Adopting it would not help: the Helm releases that state installed are still in it, and a new state
+        # cannot install over them.
+        return CheckResult(
+            "cluster name", False,
+            f"A kind cluster named {name} already exists and was made by stack {stack} from another state (a deleted "
+            f".lab/ or another checkout; owner label {facts.owner}): if that lab is no longer needed, remove it with "
+            f"`{KIND_TOOL} delete cluster --name {name}` and run `{LAB_SCRIPT} up {stack}` again; otherwise give this "
+            f"stack another cluster name with `{LAB_SCRIPT} pulumi config set {PROJECT}:clusterName NAME --stack "
+            f"{stack}`.",
+        )
+    whose = f"belongs to {facts.owner}" if facts.owner else "was not created by this stack"
     return CheckResult(
         "cluster name", False,
         f"A kind cluster named {name} already exists and {whose}: if nobody needs it any more, adopt it with "

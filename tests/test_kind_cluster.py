@@ -158,8 +158,9 @@ def test_two_states_with_the_same_stack_name_never_share_a_cluster(fake_tools):
     """Another checkout (or a deleted .lab/) has the same project and stack name but not this state's token."""
     set_state, get_state, calls = fake_tools
     set_state(["lab"], {"lab": OWNER + ".ffffffff"})
-    with pytest.raises(kind_cluster.KindError, match=r"belongs to istio-ambient-lab.l4-only.ffffffff \(the same stack "
-                       r"name in another checkout or state\); adopt it with `./lab.sh up l4-only --adopt`"):
+    with pytest.raises(kind_cluster.KindError, match=r"was made by stack l4-only from another state \(a deleted "
+                       r"\.lab/ or another checkout; owner label istio-ambient-lab\.l4-only\.ffffffff\); if that lab "
+                       r"is no longer needed, remove it with `\.lab/tools/kind delete cluster --name lab`"):
         kind_cluster.create("lab", OWNER, config_yaml())
     assert kind_cluster.delete("lab", OWNER, previous_output=CREATED) == (
         "kind cluster 'lab' now belongs to istio-ambient-lab.l4-only.ffffffff; left it alone.")

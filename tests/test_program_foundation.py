@@ -296,7 +296,6 @@ def test_a_kubeconfig_of_several_files_reaches_the_provider_resolved_never_as_th
 
 def test_gateway_api_crds_stay_on_an_existing_cluster_and_die_with_kind(runs, existing_run):
     """Deleting the CRDs on someone's cluster would delete every Gateway and HTTPRoute on it."""
-    import pulumi
 
     def objects(run):
         crds = run.named(GATEWAY_API_CRDS, "gateway-api-crds")

@@ -13,6 +13,7 @@ A full run builds several clusters and takes tens of minutes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 import os
 import secrets
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import tempfile
 
 import pytest
+import yaml
 
 from lab import catalog, outputs
 from lab.leaks import find_leaks
@@ -276,28 +278,30 @@ def test_a_stopped_cluster_is_explained_then_started(workdir):
     assert_nothing_left(lab)
 
 
-def test_lab_sh_leaves_the_tracked_files_alone_and_starts_over_after_lab_is_deleted(workdir):
-    """./lab.sh up and destroy change no tracked file (no encryptionsalt), and a deleted .lab/ is a fresh start."""
-    for name in ("lab.sh", "tests"):
-        source = os.path.join(ROOT, name)
-        if os.path.isdir(source):
-            shutil.copytree(source, os.path.join(workdir, name), ignore=shutil.ignore_patterns("__pycache__", "e2e"))
-        else:
-            shutil.copy2(source, os.path.join(workdir, name))
+def lab_sh_copy(workdir: str, cluster: str, port: str) -> tuple[str, Callable[..., subprocess.CompletedProcess]]:
+    """The copy made runnable as ./lab.sh, its l4-only stack file pointed at an e2e cluster and port."""
+    shutil.copy2(os.path.join(ROOT, "lab.sh"), os.path.join(workdir, "lab.sh"))
     stack_file = os.path.join(workdir, "stacks", "Pulumi.l4-only.yaml")
-    with open(stack_file, "a", encoding="utf-8") as handle:
-        handle.write("  istio-ambient-lab:clusterName: e2e-lab-sh\n  istio-ambient-lab:ingressHostPort: 18082\n"
-                     "  istio-ambient-lab:verify: false\n  istio-ambient-lab:observability: false\n")
     with open(stack_file, encoding="utf-8") as handle:
-        text = handle.read().replace("config: {}\n", "config:\n")
+        config = yaml.safe_load(handle) or {}
+    config["config"] = {**(config.get("config") or {}), f"{PROJECT}:clusterName": cluster,
+                        f"{PROJECT}:ingressHostPort": int(port), f"{PROJECT}:verify": False,
+                        f"{PROJECT}:observability": False}
     with open(stack_file, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    before = open(stack_file, "rb").read()
+        yaml.safe_dump(config, handle, sort_keys=False)
 
     def lab_sh(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", os.path.join(workdir, "lab.sh"), *args], cwd=workdir, capture_output=True,
                               text=True, timeout=3600)
 
+    return stack_file, lab_sh
+
+
+def test_lab_sh_leaves_the_tracked_files_alone_and_starts_over_after_lab_is_deleted(workdir):
+    """./lab.sh up and destroy change no tracked file (no encryptionsalt); after .lab/ is deleted, the old state's
+    cluster is named with the one command that clears the way, and the next up builds a working lab."""
+    stack_file, lab_sh = lab_sh_copy(workdir, "e2e-lab-sh", "18082")
+    before = open(stack_file, "rb").read()
     try:
         first = lab_sh("up", "l4-only")
         assert first.returncode == 0, first.stderr
@@ -306,17 +310,38 @@ def test_lab_sh_leaves_the_tracked_files_alone_and_starts_over_after_lab_is_dele
         os.remove(os.path.join(workdir, ".lab", "passphrase"))
         again = lab_sh("up", "l4-only")  # a new state meets the old state's cluster: refused in one sentence
         assert again.returncode == 1
-        assert "already exists and belongs to istio-ambient-lab.l4-only." in again.stdout + again.stderr
-        adopted = lab_sh("up", "l4-only", "--adopt")
-        assert adopted.returncode == 0, adopted.stderr
-        # --adopt is a choice for that up only: nothing is stored, and no marker outlives it.
-        assert open(stack_file, "rb").read() == before, "--adopt wrote into the tracked stack file"
-        assert not os.listdir(os.path.join(workdir, ".lab", "adopt-once")), "an adoption outlived its up"
-        settled = lab_sh("up", "l4-only")  # and the next up adopts nothing and changes nothing
-        assert settled.returncode == 0, settled.stderr
-        assert "adoptExistingCluster" not in settled.stdout
+        said = again.stdout + again.stderr
+        assert "was made by stack l4-only from another state" in said, said
+        assert ".lab/tools/kind delete cluster --name e2e-lab-sh" in said, said
+        subprocess.run([os.path.join(workdir, ".lab", "tools", "kind") if os.path.exists(
+            os.path.join(workdir, ".lab", "tools", "kind")) else "kind", "delete", "cluster", "--name", "e2e-lab-sh"],
+            check=True, capture_output=True)
+        fresh = lab_sh("up", "l4-only")
+        assert fresh.returncode == 0, fresh.stderr
+        assert open(stack_file, "rb").read() == before
     finally:
         gone = lab_sh("destroy", "l4-only")
     assert gone.returncode == 0, gone.stderr
     assert open(stack_file, "rb").read() == before, "destroy wrote into the tracked stack file"
     assert "e2e-lab-sh" not in kind_clusters()
+
+
+def test_lab_sh_adopt_is_a_one_time_choice(workdir):
+    """./lab.sh up --adopt takes over a foreign cluster for that up only: nothing stored, nothing left behind."""
+    stack_file, lab_sh = lab_sh_copy(workdir, "e2e-adopt-once", "18083")
+    subprocess.run(["kind", "create", "cluster", "--name", "e2e-adopt-once", "--kubeconfig",
+                    os.path.join(workdir, "foreign-kubeconfig")], check=True, capture_output=True)
+    before = open(stack_file, "rb").read()
+    try:
+        refused = lab_sh("up", "l4-only")
+        assert refused.returncode == 1 and "--adopt" in refused.stdout + refused.stderr
+        adopted = lab_sh("up", "l4-only", "--adopt")
+        assert adopted.returncode == 0, adopted.stderr
+        assert open(stack_file, "rb").read() == before, "--adopt wrote into the tracked stack file"
+        assert not os.listdir(os.path.join(workdir, ".lab", "adopt-once")), "an adoption outlived its up"
+        settled = lab_sh("up", "l4-only")  # the next up adopts nothing and changes nothing
+        assert settled.returncode == 0, settled.stderr
+    finally:
+        gone = lab_sh("destroy", "l4-only")
+    assert gone.returncode == 0, gone.stderr
+    assert "e2e-adopt-once" not in kind_clusters()

@@ -95,7 +95,7 @@ def test_up_creates_the_cluster_reads_its_kubeconfig_and_stops_at_the_unreachabl
     kubeconfig_reads = [c for c in calls if c["tool"] == "kind" and c["argv"][:2] == ["get", "kubeconfig"]]
     assert kubeconfig_reads and calls.index(kubeconfig_reads[0]) > calls.index(creates[0])
     # The failure is the API server's refusal, in the provider's one sentence.
-    assert f"configured Kubernetes cluster is unreachable" in output, output
+    assert "configured Kubernetes cluster is unreachable" in output, output
     assert f"127.0.0.1:{lab.api_port}" in output and "connection refused" in output, output
 
 

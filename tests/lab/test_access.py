@@ -51,15 +51,15 @@ echo "kubectl ran"
     return machine
 
 
-def istioctl(machine, version: str) -> None:
-    machine.bin.add("istioctl", f"""
+def istioctl(lab_machine, version: str) -> None:
+    lab_machine.bin.add("istioctl", f"""
 [ "$1" = version ] && [ "$2" = --remote=false ] && {{ echo "client version: {version}"; exit 0; }}
-echo "istioctl $* | $KUBECONFIG" >> {machine.calls_log}
+echo "istioctl $* | $KUBECONFIG" >> {lab_machine.calls_log}
 """)
 
 
-def tool_calls(machine) -> list[str]:
-    return machine.calls_log.read_text().splitlines() if machine.calls_log.exists() else []
+def tool_calls(lab_machine) -> list[str]:
+    return lab_machine.calls_log.read_text().splitlines() if lab_machine.calls_log.exists() else []
 
 
 @pytest.fixture

@@ -567,7 +567,7 @@ def test_a_shape_change_is_decided_before_the_checks_that_the_old_cluster_would_
 
 def test_a_started_cluster_that_is_not_this_states_is_refused(project, machine, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("PATH", machine.bin.path)
-    machine.bin.add("docker", f"""
+    machine.bin.add("docker", """
 case "$*" in
   *DockerRootDir*) echo /var/lib/docker ;;
   "ps -a"*) echo "ambient-l7-control-plane exited" ;;

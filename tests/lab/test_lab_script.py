@@ -56,7 +56,7 @@ def test_first_run_makes_the_venv_and_a_run_without_tests_fails(project, fake_bi
     assert "pytest collected no tests, which counts as a failure" in result.stdout
     assert calls(project) == [
         "python3 -m venv venv",
-        "pip install --disable-pip-version-check --quiet -r requirements.txt",
+        "pip install --disable-pip-version-check --quiet --require-hashes -r requirements.txt",
     ]
     assert (project / "venv" / ".lab-requirements.txt").read_text() == "pytest\n"
 
@@ -73,7 +73,7 @@ def test_changed_requirements_are_installed_again(project, fake_bin):
     lab_sh(project, fake_bin, "test")
     (project / "requirements.txt").write_text("pytest\nPyYAML\n")
     lab_sh(project, fake_bin, "test")
-    assert calls(project)[1:] == ["pip install --disable-pip-version-check --quiet -r requirements.txt"] * 2
+    assert calls(project)[1:] == ["pip install --disable-pip-version-check --quiet --require-hashes -r requirements.txt"] * 2
     assert (project / "venv" / ".lab-requirements.txt").read_text() == "pytest\nPyYAML\n"
 
 

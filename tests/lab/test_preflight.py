@@ -241,9 +241,13 @@ def test_the_same_stack_name_from_another_state_is_a_clash(machine):
     for recorded in ({}, RECORDED):
         results = preflight.run_checks(situation(machine, recorded=recorded), host(cluster_owner=lambda name: theirs))
         assert failure(results, "cluster name") == (
-            f"A kind cluster named ambient-l4-only already exists and belongs to {theirs} (the same stack name in "
-            "another checkout or state): " + WAY_OUT
+            "A kind cluster named ambient-l4-only already exists and was made by stack l4-only from another state (a "
+            f"deleted .lab/ or another checkout; owner label {theirs}): if that lab is no longer needed, remove it "
+            "with `.lab/tools/kind delete cluster --name ambient-l4-only` and run `./lab.sh up l4-only` again; "
+            "otherwise give this stack another cluster name with `./lab.sh pulumi config set "
+            "istio-ambient-lab:clusterName NAME --stack l4-only`."
         )
+        assert "--adopt" not in failure(results, "cluster name"), "adopting would meet the other state's releases"
 
 
 def test_cluster_owned_by_the_stack_or_to_be_adopted_is_no_clash(machine):

@@ -49,5 +49,5 @@ def test_urls_follow_each_projects_release_layout():
 
 
 def test_the_cli_matches_the_pinned_pulumi_sdk():
-    requirements = Path(tools.__file__).resolve().parents[1] / "requirements.txt"
+    requirements = Path(tools.__file__).resolve().parents[1] / "requirements.in"
     assert f"pulumi=={tools.PULUMI.version}" in requirements.read_text().splitlines()

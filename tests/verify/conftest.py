@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from lab import catalog
 from verify.checks.base import PROBE_HEADER, CheckContext, probe_padding
-from verify.cluster import ClusterError, ExecResult, HttpResponse, RawGetError
+from verify.cluster import ClusterError, ExecResult, HttpResponse, RawGetError  # noqa: F401 (tests reach it as fx.ClusterError)
 
 # --- ztunnel access-log lines ----------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 #
 #   tools/engine/build.sh            # prints the folder that holds bin/ and plugins/
 #
-# Everything comes from Go modules through the Go module proxy, at the versions requirements.txt pins, into
+# Everything comes from Go modules through the Go module proxy, at the versions requirements.in pins, into
 # .lab/engine/ (git-ignored; LAB_ENGINE_DIR moves it):
 #   bin/pulumi                       the pulumi CLI (pulumi/pkg/v3 cmd/pulumi), version stamped as the engine checks it
 #   bin/pulumi-language-python       the lab's stand-in language host (tools/engine/langhost: why, there)
@@ -12,7 +12,7 @@
 #   plugins/resource-command-v<pin>/pulumi-resource-command         the lab's stand-in (tools/engine/command-provider)
 # plugins/ has the layout of a PULUMI_HOME plugin folder, so the engine picks the providers by their version.
 #
-# Cached: a stamp of the inputs (this folder, requirements.txt, the Go version) skips a build whose inputs did not
+# Cached: a stamp of the inputs (this folder, the three pins of requirements.in, the Go version) skips a build whose inputs did not
 # change, so a second run takes well under a second; Go's own caches make a rebuild after a change fast too.
 # On failure: one sentence on stderr naming the step and the log file, exit 1.
 set -euo pipefail
@@ -35,23 +35,23 @@ fi
 mkdir -p "$out"
 : >"$log"
 
-pin() { # the version requirements.txt pins for a Python package
-  sed -n "s/^$1==\([0-9.]*\)\$/\1/p" "$root/requirements.txt"
+pin() { # the version requirements.in pins for a Python package
+  sed -n "s/^$1==\([0-9.]*\)\$/\1/p" "$root/requirements.in"
 }
 pulumi_version="$(pin pulumi)"
 kubernetes_version="$(pin pulumi-kubernetes)"
 command_version="$(pin pulumi-command)"
 [[ -n "$pulumi_version" && -n "$kubernetes_version" && -n "$command_version" ]] ||
-  fail "requirements.txt does not pin pulumi, pulumi-kubernetes and pulumi-command with =="
+  fail "requirements.in does not pin pulumi, pulumi-kubernetes and pulumi-command with =="
 
 # The CLI is the one piece built at exactly the pinned release: its wrapper module must require it.
 step="check the CLI pin"
 grep -q "github.com/pulumi/pulumi/pkg/v3 v$pulumi_version\b" "$here/cli/go.mod" ||
-  fail "tools/engine/cli/go.mod does not require pulumi/pkg/v3 v$pulumi_version, the pulumi version requirements.txt pins"
+  fail "tools/engine/cli/go.mod does not require pulumi/pkg/v3 v$pulumi_version, the pulumi version requirements.in pins"
 
 stamp="$(
   cd "$root"
-  { go version; cat requirements.txt; find tools/engine -type f ! -name '*.md' | LC_ALL=C sort | xargs sha256sum; } |
+  { go version; echo "$pulumi_version $kubernetes_version $command_version"; find tools/engine -type f ! -name '*.md' | LC_ALL=C sort | xargs sha256sum; } |
     sha256sum | cut -c1-16
 )"
 kubernetes_plugin="$out/plugins/resource-kubernetes-v$kubernetes_version/pulumi-resource-kubernetes"
