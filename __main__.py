@@ -98,6 +98,7 @@ if cfg.observability:
         kiali_namespaces=None if cfg.target == "kind" else [
             catalog.ISTIO_NAMESPACE, cfg.apps_namespace, catalog.OUTSIDE_NAMESPACE],
         kiali_namespace_resources=[apps_namespace.namespace, outside.namespace],
+        mesh_mode=cfg.mesh_mode,
         # Anonymous only there too: elsewhere Kiali asks for a token and a NetworkPolicy keeps the pod network out.
         kiali_anonymous=cfg.target == "kind",
     ))

@@ -46,7 +46,8 @@ def prometheus_url() -> str:
     return f"http://{catalog.PROMETHEUS_SERVICE}.{catalog.ISTIO_NAMESPACE}:{catalog.PROMETHEUS_PORT}"
 
 
-def kiali_values(signing_key: str, namespaces: list[str] | None = None, anonymous: bool = True) -> dict:
+def kiali_values(signing_key: str, namespaces: list[str] | None = None, anonymous: bool = True,
+                 mesh_mode: str = "l4-only") -> dict:
     """View-only (nobody can change the mesh from it), ClusterIP only, reading the Prometheus above.
 
     Anonymous on the lab's own kind cluster (a lab dashboard anyone on the machine may look at); elsewhere the
@@ -65,6 +66,11 @@ def kiali_values(signing_key: str, namespaces: list[str] | None = None, anonymou
             # Kiali's port and would protect nothing the ClusterIP Service does not. On an existing cluster the lab
             # adds its own (`kiali_network_policy`).
             "network_policy": {"enabled": False},
+            # A mode switch restarts Kiali: it keeps which workloads are waypoints in a cache of its own (4 minutes,
+            # kiali business/workloads GetWaypoints) that the uncached graph query does not refresh, so right after an
+            # l4-only -> l7 switch its graph would not route through the new waypoint. Helm merges this map with the
+            # chart's own pod annotations.
+            "pod_annotations": {"istio-ambient-lab/mesh-mode": mesh_mode},
         },
         "server": {"web_root": catalog.KIALI_WEB_ROOT, "port": catalog.KIALI_PORT},
         "external_services": {
@@ -159,6 +165,7 @@ class ObservabilityArgs:
     kiali_anonymous: bool = True
     # The namespaces behind kiali_namespaces: the chart looks each one up when it installs (a Role per namespace).
     kiali_namespace_resources: list[pulumi.Resource] = field(default_factory=list)
+    mesh_mode: str = "l4-only"  # a switch restarts Kiali (see kiali_values)
 
 
 class Observability(pulumi.ComponentResource):
@@ -194,7 +201,8 @@ class Observability(pulumi.ComponentResource):
             version=catalog.KIALI_VERSION,
             repository=catalog.KIALI_CHART_REPOSITORY,
             namespace=catalog.ISTIO_NAMESPACE,
-            values=pulumi.Output.secret(kiali_values(args.signing_key, args.kiali_namespaces, args.kiali_anonymous)),
+            values=pulumi.Output.secret(kiali_values(args.signing_key, args.kiali_namespaces, args.kiali_anonymous,
+                                                            args.mesh_mode)),
             access=args.access,
             parent=self,
             # Not Prometheus: Kiali queries it per request, so the two install side by side. Scoped to some

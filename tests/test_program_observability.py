@@ -141,3 +141,13 @@ def test_on_an_existing_cluster_only_prometheus_reaches_kiali_over_the_pod_netwo
     assert [port["port"] for port in rule["ports"]] == [9090] and catalog.KIALI_PORT != 9090
     # In force before Kiali starts.
     assert existing_run.depends_on(existing_run.named(RELEASE, "kiali"), policy)
+
+
+def test_a_mode_switch_restarts_kiali_so_its_waypoint_cache_starts_over():
+    """Kiali caches which workloads are waypoints for minutes; the uncached graph query does not refresh that."""
+    annotations = {}
+    for stack in ("l4-only", "l7"):
+        kiali = run_program(stack).named(RELEASE, "kiali")
+        annotations[stack] = kiali.inputs["values"]["deployment"]["pod_annotations"]
+    assert annotations["l4-only"] == {"istio-ambient-lab/mesh-mode": "l4-only"}
+    assert annotations["l7"] == {"istio-ambient-lab/mesh-mode": "l7"}

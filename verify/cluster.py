@@ -16,12 +16,13 @@ import shlex
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
@@ -182,6 +183,9 @@ def proxy_cannot_reach(error: ClusterError) -> bool:
     port-forward, which goes through the kubelet instead, may still), rather than that the Service has no Ready pod."""
     text = f"{error.reason or ''} {error}"
     return any(sign in text for sign in PROXY_UNREACHABLE_SIGNS)
+
+
+_PICKING_PORTS = threading.Lock()
 
 
 def _free_local_port() -> int:
@@ -489,7 +493,14 @@ class Kubectl:
             ClusterError: kubectl is missing, exited, or the port did not accept connections in time (kubectl is
                 stopped first).
         """
-        local = local_port or _free_local_port()
+        # Checks run side by side: from picking a free port until kubectl listens on it, no other forward of this
+        # process may pick the same one (the loser's kubectl would exit and the winner's listener answer instead).
+        with _PICKING_PORTS if local_port is None else nullcontext():
+            return self._start_forward(namespace, target, remote_port, local_port or _free_local_port(),
+                                       ready_timeout_s, new_session)
+
+    def _start_forward(self, namespace: str, target: str, remote_port: int, local: int, ready_timeout_s: float,
+                       new_session: bool) -> PortForward:
         args = self.port_forward_args(namespace, target, local, remote_port)
         # stderr goes to a file, not a pipe nobody reads while the forward runs (a full pipe would stall kubectl).
         # Not a `with`: the file lives as long as the forward, which closes it in `PortForward.stop`.
@@ -542,7 +553,10 @@ class Kubectl:
                 raise ClusterError(f"`{forward.command}` exited early: {forward.first_error_line()}")
             try:
                 with socket.create_connection(("127.0.0.1", forward.local_port), timeout=0.5):
+                    pass
+                if forward.running:  # the listener that answered is this kubectl's, not one that took the port
                     return
+                raise ClusterError(f"`{forward.command}` exited early: {forward.first_error_line()}")
             except OSError:
                 pass
             if time.monotonic() > deadline:
@@ -588,8 +602,12 @@ class Kubectl:
                         return HttpResponse(commands, response.status, response.read().decode("utf-8", "replace"),
                                             _set_cookies(response.headers))
                 except urllib.error.HTTPError as error:
-                    return HttpResponse(commands, error.code, error.read().decode("utf-8", "replace"),
-                                        _set_cookies(error.headers))
+                    try:  # the error's body can be cut off too: then it is one more forward, like any drop
+                        body = error.read().decode("utf-8", "replace")
+                    except (OSError, http.client.HTTPException) as cut:
+                        failure = f"{type(cut).__name__}: {cut}" if str(cut) else type(cut).__name__
+                        continue
+                    return HttpResponse(commands, error.code, body, _set_cookies(error.headers))
                 # A forward that drops mid-response shows up as a reset, a cut-off body (IncompleteRead) or no
                 # status line at all (BadStatusLine, RemoteDisconnected): all worth one more forward.
                 except (urllib.error.URLError, OSError, http.client.HTTPException) as error:

@@ -211,7 +211,7 @@ def test_up_no_change_switch_and_destroy(workdir, stack):
             assert switched.get("create") == mode_specific and "delete" not in switched, switched
         else:
             assert switched.get("delete") == mode_specific and "create" not in switched, switched
-        assert switched.get("update") == 2, switched  # productpage-l4, productpage-use-waypoint
+        assert switched.get("update") == 3, switched  # productpage-l4, productpage-use-waypoint, kiali (restart)
         assert "replace" not in switched
         assert_verified(lab.outputs(), other)
         lab.set("meshMode", stack)

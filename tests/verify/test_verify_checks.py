@@ -824,3 +824,11 @@ def test_log_check_tells_its_probe_from_the_same_request_sent_at_the_same_time(f
     assert other.local_port == 20007 and result.evidence["probe"]["local_port"] == 20500
     assert result.evidence["server"]["entry"]["bytes_recv"] == result.evidence["client"]["entry"]["bytes_sent"]
     assert result.evidence["client"]["entry"]["bytes_sent"] == 90 + len("x-lab-probe: ") + 501 + 2
+
+
+def test_probe_ports_are_never_drawn_twice_in_a_run():
+    """Two probes on one port would share a padding length (and the second could meet the first's TIME_WAIT)."""
+    draw = base.ProbePorts()
+    drawn = [draw() for _ in range(len(base.PROBE_PORTS))]
+    assert sorted(drawn) == list(base.PROBE_PORTS)
+    assert draw() in base.PROBE_PORTS, "a run that outlasts the range starts over"

@@ -63,6 +63,11 @@ if [[ "$(cat "$out/stamp" 2>/dev/null)" == "$stamp" && -x "$out/bin/pulumi" && -
 fi
 rm -f "$out/stamp"
 
+module_dir() { # where a module of the current wrapper's build list is unpacked; `go list -m` alone says nothing on a
+  # cold module cache (.Dir stays empty until the module is downloaded), so download it first.
+  go mod download "$1" && go list -m -f '{{.Dir}}' "$1"
+}
+
 # -mod=readonly: build exactly what the committed go.mod/go.sum say.
 export GOFLAGS="-mod=readonly"
 
@@ -73,7 +78,7 @@ step="pulumi CLI v$pulumi_version"
 
 step="Python language host (stand-in) and exec shim"
 (cd "$here/langhost" && go build -o "$out/bin/pulumi-language-python" -ldflags "-X main.version=$pulumi_version" .
- sdk="$(go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)"
+ sdk="$(module_dir github.com/pulumi/pulumi/sdk/v3)"
  install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$out/bin/pulumi-language-python-exec") >>"$log" 2>&1
 
 step="command provider (stand-in) v$command_version"
@@ -91,7 +96,7 @@ src="$out/src/kubernetes"
 rm -rf "$src" "$out/plugins/resource-kubernetes-"*
 mkdir -p "$src/cmd"
 cp "$here/kubernetes/go.mod" "$here/kubernetes/go.sum" "$src/"
-(cd "$src" && provider="$(go list -m -f '{{.Dir}}' github.com/pulumi/pulumi-kubernetes/provider/v4)" &&
+(cd "$src" && provider="$(module_dir github.com/pulumi/pulumi-kubernetes/provider/v4)" &&
  install -m 0644 "$provider"/cmd/pulumi-resource-kubernetes/{main.go,generate.go,schema.json,terraform-mapping.json} cmd/ &&
  (cd cmd && VERSION="$kubernetes_version" go run generate.go) &&
  go build -o "$kubernetes_plugin" \

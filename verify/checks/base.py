@@ -9,6 +9,7 @@ certificates take seconds to propagate after a `pulumi up`. `check_result` turns
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,21 @@ LOG_WINDOW_MARGIN_S = 30
 # found by the mirrored byte counts even while other checks send the same request at the same time.
 PROBE_PORTS = range(20000, 24000)
 PROBE_HEADER = "x-lab-probe"
+
+
+class ProbePorts:
+    """Draws probe ports without replacement for one run (thread-safe): two probes of a run never share a port, so
+    never a padding length, and a probe never lands on the previous one's port still in TIME_WAIT."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._left: list[int] = []
+
+    def __call__(self) -> int:
+        with self._lock:
+            if not self._left:
+                self._left = random.sample(PROBE_PORTS, len(PROBE_PORTS))
+            return self._left.pop()
 
 
 def probe_padding(local_port: int) -> str:
@@ -126,7 +142,7 @@ class CheckContext:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     addons: bool = False
     kiali_login: bool = False
-    local_port: Callable[[], int] = lambda: random.choice(PROBE_PORTS)
+    local_port: Callable[[], int] = field(default_factory=lambda: ProbePorts())
     parallel: int = 8
 
     def __post_init__(self) -> None:
