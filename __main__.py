@@ -81,7 +81,7 @@ binding = WaypointBinding("productpage-waypoint-binding", WaypointBindingArgs(
 
 # L4 and L7 authorization, STRICT mTLS.
 policies = MeshPolicies("policies", MeshPoliciesArgs(
-    # Istio's CRDs (base) and the validation webhook istiod serves; in force before the apps start, not after.
+    # Istio's CRDs (base) and the validation webhook istiod serves; the checks, which run after everything, see them.
     access, cfg.apps_namespace, waypoint=waypoint.name if waypoint else None,
     depends_on=[istio.istiod, apps_namespace.namespace],
 ))
