@@ -43,6 +43,10 @@ type host struct {
 	pulumirpc.UnimplementedLanguageRuntimeServer
 	shim          string // pulumi-language-python-exec
 	engineAddress string
+	// Cancelled by the engine's Cancel RPC (a first Ctrl-C): like the real host, the program is interrupted then,
+	// not only when the Run request ends.
+	cancelCtx  context.Context
+	cancelFunc context.CancelFunc
 }
 
 func main() {
@@ -58,6 +62,7 @@ func main() {
 		fail(err)
 	}
 	h := &host{shim: filepath.Join(filepath.Dir(self), "pulumi-language-python-exec")}
+	h.cancelCtx, h.cancelFunc = context.WithCancel(context.Background())
 	if _, err := os.Stat(h.shim); err != nil {
 		fail(fmt.Errorf("the exec shim is missing next to the language host: %w", err))
 	}
@@ -228,7 +233,11 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 		return nil, err
 	}
 
-	cmd, err := tc.Command(ctx, args...)
+	// Interrupted when either the Cancel RPC fires or the Run request ends.
+	runCtx, stop := context.WithCancel(h.cancelCtx)
+	defer stop()
+	context.AfterFunc(ctx, stop)
+	cmd, err := tc.Command(runCtx, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +247,11 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()
 	}
-	cmd.Env = append(cmd.Env, "PULUMI_CONFIG="+string(config), "PULUMI_CONFIG_SECRET_KEYS="+string(secretKeysJSON))
+	// As the real host: no config, no PULUMI_CONFIG (the exec shim reads an absent one as empty, a `null` not).
+	if req.GetConfig() != nil {
+		cmd.Env = append(cmd.Env, "PULUMI_CONFIG="+string(config))
+	}
+	cmd.Env = append(cmd.Env, "PULUMI_CONFIG_SECRET_KEYS="+string(secretKeysJSON))
 
 	if err := cmd.Run(); err != nil {
 		var exitErr *exec.ExitError
@@ -278,5 +291,6 @@ func (h *host) RuntimeOptionsPrompts(ctx context.Context, req *pulumirpc.Runtime
 }
 
 func (h *host) Cancel(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
+	h.cancelFunc()
 	return &emptypb.Empty{}, nil
 }
