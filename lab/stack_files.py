@@ -26,9 +26,20 @@ def without_salt(content: bytes) -> bytes:
     return _SALT_LINE.sub(b"", content)
 
 
+def _as_pulumi_reads_it(value: object) -> object:
+    """Config as pulumi holds it: every scalar a string (it re-writes `8081` as `"8081"`, `true` as `"true"`)."""
+    if isinstance(value, dict):
+        return {str(key): _as_pulumi_reads_it(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_pulumi_reads_it(item) for item in value]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if value is None else str(value)
+
+
 def _config_of(content: bytes) -> object:
     try:
-        return yaml.safe_load(without_salt(content))
+        return _as_pulumi_reads_it(yaml.safe_load(without_salt(content)))
     except yaml.YAMLError:
         return None
 

@@ -102,6 +102,9 @@ class State:
 def kind(argv: list[str], state: State, port: str, call: dict) -> int:
     clusters = state.clusters()
     name = _option(argv, "--name") or "kind"
+    if argv[:1] == ["version"]:  # what ./lab.sh's bootstrap asks before it trusts a kind on PATH
+        print("kind v0.32.0 go1.26.5 linux/amd64")
+        return 0
     if argv[:2] == ["get", "clusters"]:
         if clusters:
             print("\n".join(clusters))
@@ -142,6 +145,9 @@ def kind(argv: list[str], state: State, port: str, call: dict) -> int:
 
 def kubectl(argv: list[str], state: State, port: str) -> int:
     args = [a for a in argv if a != "--kubeconfig" and a != _option(argv, "--kubeconfig")]
+    if args[:2] == ["version", "--client"]:
+        print(json.dumps({"clientVersion": {"major": "1", "minor": "36", "gitVersion": "v1.36.4"}}))
+        return 0
     if args[:2] == ["get", "node"] and len(args) > 2 and args[2].endswith("-control-plane"):
         cluster = args[2][: -len("-control-plane")]
         config = state.clusters().get(cluster)
@@ -156,6 +162,11 @@ def kubectl(argv: list[str], state: State, port: str) -> int:
 
 def docker(argv: list[str], state: State) -> int:
     label = _option(argv, "--filter") or ""
+    if argv[:1] == ["info"]:  # the preflight's questions: a Docker Engine on Linux, its data on this machine's disk
+        answers = {"{{.ServerVersion}}": "28.2.2", "{{.DockerRootDir}}": os.path.dirname(state.path),
+                   "{{.OperatingSystem}}": "Debian GNU/Linux 12 (bookworm)"}
+        print(answers.get(_option(argv, "--format") or "", ""))
+        return 0
     if argv[:2] == ["ps", "-a"] and label.startswith("label=io.x-k8s.kind.cluster="):
         cluster = label.split("=", 2)[2]
         config = state.clusters().get(cluster)

@@ -179,3 +179,44 @@ def test_pulumi_config_shows_the_typed_keys_of_the_project(lab):
     assert typed <= set(shown), sorted(typed - set(shown))
     assert shown[f"{PROJECT}:meshMode"]["value"] == "l4-only"
     assert shown[f"{PROJECT}:workers"]["value"] == "2"  # the CLI prints values as strings, whatever their type
+
+
+def test_lab_sh_up_previews_then_stops_at_the_fake_cluster_with_its_sentence(lab):
+    """`./lab.sh up` as a user runs it, with the built engine as their pulumi and the fakes as Docker, kind and
+    kubectl: tools found, preflight, state, stack, the preview (which must pass on a new stack), then the update
+    creates the cluster and stops at the API server that refuses connections, in one sentence."""
+    import os
+    import shutil
+    import subprocess
+
+    from tests.engine.engine import ROOT, refused_port
+
+    shutil.copy2(os.path.join(ROOT, "lab.sh"), os.path.join(lab.project, "lab.sh"))
+    stack_file = os.path.join(lab.project, "stacks", "Pulumi.l4-only.yaml")
+    with open(stack_file, "w", encoding="utf-8") as handle:  # a free port, so the preflight's port check passes here
+        handle.write(f"config:\n  {PROJECT}:ingressHostPort: {refused_port()}\n")
+    tracked = open(stack_file, "rb").read()
+    env = {name: value for name, value in lab.env.items()
+           if name not in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE")}  # ./lab.sh brings its own
+
+    result = subprocess.run(["bash", "lab.sh", "up", "l4-only"], cwd=lab.project, env=env, capture_output=True,
+                            text=True, timeout=900)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    steps = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert steps == ["[1/6] tools", "[2/6] preflight", "[3/6] state", "[4/6] stack l4-only", "[5/6] cluster",
+                     "[6/6] pulumi up"], output
+    preflight = result.stdout.split("[2/6] preflight", 1)[1].split("[3/6] state", 1)[0]
+    assert "  ok  " in preflight and "FAIL" not in preflight, preflight
+    assert "Previewing update (l4-only)" in output and "Updating (l4-only)" in output, output
+    assert output.index("Previewing update (l4-only)") < output.index("Updating (l4-only)")
+    assert "configured Kubernetes cluster is unreachable" in output and "Traceback" not in output, output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("`pulumi up` failed: read its output above and the diagnostics in ") and last.endswith(
+        "fix the cause, then run `./lab.sh up l4-only` again."), last
+    calls = lab.calls()
+    creates = [c for c in calls if c["tool"] == "kind" and c["argv"][:2] == ["create", "cluster"]]
+    reads = [c for c in calls if c["tool"] == "kind" and c["argv"][:2] == ["get", "kubeconfig"]]
+    assert len(creates) == 1 and reads and calls.index(reads[0]) > calls.index(creates[0]), calls
+    assert open(stack_file, "rb").read() == tracked, "./lab.sh left an encryptionsalt in the tracked stack file"

@@ -62,3 +62,16 @@ def test_every_lab_command_keeps_the_tracked_stack_files(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "cmd_pulumi", lambda ctx, args: pulumi_writes_a_salt())
     assert cli.main(["pulumi", "stack", "init", "l7"], cli.Context(cli.Paths(tmp_path), env={})) == 0
     assert (folder / "Pulumi.l7.yaml").read_bytes() == L7
+
+
+def test_pulumis_rewrite_of_the_same_values_as_strings_gets_the_users_bytes_back(tmp_path):
+    """Found by the engine tier: the real CLI re-serialises `ingressHostPort: 8081` as `"8081"` (and booleans as
+    strings) when it adds the salt; that is the same config, so the user's own file comes back."""
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    mine = b"config:\n  istio-ambient-lab:ingressHostPort: 8081\n  istio-ambient-lab:verify: false\n"
+    (folder / "Pulumi.l7.yaml").write_bytes(mine)
+    with stack_files.salt_kept_out(folder):
+        (folder / "Pulumi.l7.yaml").write_bytes(b'encryptionsalt: v1:abc\nconfig:\n  istio-ambient-lab:ingressHostPort: '
+                                                b'"8081"\n  istio-ambient-lab:verify: "false"\n')
+    assert (folder / "Pulumi.l7.yaml").read_bytes() == mine
