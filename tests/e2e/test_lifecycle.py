@@ -12,10 +12,8 @@ A full run builds several clusters and takes tens of minutes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -28,10 +26,7 @@ from lab.leaks import find_leaks
 from tests.e2e import LEFTOVER_PREFIXES
 from verify.checks.base import STRICT_CHECK, STRICT_POLICY
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROJECT = "istio-ambient-lab"
-COPIED = ["Pulumi.yaml", "__main__.py", "requirements.txt", "components", "lab", "verify", "stacks"]
-E2E_PORTS = {"l4-only": "18080", "l7": "18081"}
+from tests.e2e.lab import COPIED, PROJECT, ROOT, Lab  # noqa: F401 (COPIED: the copy this suite works on)
 
 
 def _missing_tools() -> str | None:
@@ -69,61 +64,6 @@ def kind_containers(cluster: str) -> list[str]:
 def user_kubeconfig_contexts() -> list[str]:
     result = subprocess.run(["kubectl", "config", "get-contexts", "-o", "name"], capture_output=True, text=True)
     return result.stdout.split() if result.returncode == 0 else []
-
-
-class Lab:
-    """One stack of a throwaway copy of the project.
-
-    The stack gets a name of its own (`e2e-<mode>-<random>`, its config copied from the mode's stack file), so a
-    run never meets the user's stacks, their stack files' salts or their clusters.
-    """
-
-    def __init__(self, stack: str, cluster: str, work: str):
-        self.mode = stack
-        self.stack_name = f"e2e-{stack}-{secrets.token_hex(3)}"
-        shutil.copy2(os.path.join(work, "stacks", f"Pulumi.{stack}.yaml"),
-                     os.path.join(work, "stacks", f"Pulumi.{self.stack_name}.yaml"))
-        self.cluster = cluster
-        self.passphrase = secrets.token_urlsafe(24)
-        state = os.path.join(work, "state")
-        os.makedirs(state, exist_ok=True)
-        self.printed: list[str] = []
-        self.stack = auto.create_or_select_stack(
-            stack_name=self.stack_name,
-            work_dir=work,
-            opts=auto.LocalWorkspaceOptions(
-                work_dir=work,
-                env_vars={
-                    "PULUMI_BACKEND_URL": f"file://{state}",
-                    "PULUMI_CONFIG_PASSPHRASE": self.passphrase,
-                    "PULUMI_SKIP_UPDATE_CHECK": "true",
-                },
-                secrets_provider="passphrase",
-            ),
-        )
-        self.stack.set_config(f"{PROJECT}:clusterName", auto.ConfigValue(cluster))
-        self.stack.set_config(f"{PROJECT}:ingressHostPort", auto.ConfigValue(E2E_PORTS[stack]))
-
-    def _print(self, line: str) -> None:
-        self.printed.append(line)
-
-    def up(self, **kwargs):
-        return self.stack.up(on_output=self._print, color="never", show_secrets=False, **kwargs)
-
-    def preview(self, **kwargs):
-        return self.stack.preview(on_output=self._print, color="never", **kwargs)
-
-    def refresh(self, **kwargs):
-        return self.stack.refresh(on_output=self._print, color="never", show_secrets=False, **kwargs)
-
-    def destroy(self, **kwargs):
-        return self.stack.destroy(on_output=self._print, color="never", show_secrets=False, **kwargs)
-
-    def set(self, key: str, value: str) -> None:
-        self.stack.set_config(f"{PROJECT}:{key}", auto.ConfigValue(value))
-
-    def outputs(self) -> dict:
-        return {name: value.value for name, value in self.stack.outputs().items()}
 
 
 @pytest.fixture
@@ -217,7 +157,7 @@ def test_up_no_change_switch_and_destroy(workdir, stack):
         lab.set("meshMode", stack)
         lab.up()
 
-        state = json.dumps(lab.stack.export_stack().deployment)
+        state = lab.state_as_stored()
         assert_no_secrets_in(state, lab)
         assert_no_secrets_in("\n".join(lab.printed), lab)
         assert result.summary.result == "succeeded"

@@ -220,3 +220,33 @@ def test_lab_sh_up_previews_then_stops_at_the_fake_cluster_with_its_sentence(lab
     reads = [c for c in calls if c["tool"] == "kind" and c["argv"][:2] == ["get", "kubeconfig"]]
     assert len(creates) == 1 and reads and calls.index(reads[0]) > calls.index(creates[0]), calls
     assert open(stack_file, "rb").read() == tracked, "./lab.sh left an encryptionsalt in the tracked stack file"
+
+
+def test_the_e2e_suites_automation_api_calls_run_against_the_real_cli(lab, monkeypatch):
+    """The end-to-end suite's `Lab` (tests/e2e/lab.py) on the real CLI: a new stack of its own name, its config,
+    the preview ./lab.sh up makes before the first update, the update that stops at the fake cluster with the
+    provider's sentence, the state export and the destroy. Its calls are proven here, not only its skips."""
+    from pulumi import automation as auto
+
+    from tests.e2e.lab import Lab
+
+    for name, value in lab.env.items():
+        if name not in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE"):  # the e2e Lab brings its own
+            monkeypatch.setenv(name, value)
+    e2e = Lab("l4-only", "e2e-on-the-engine", lab.project)
+    assert e2e.stack_name.startswith("e2e-l4-only-")
+
+    planned = e2e.preview().change_summary
+    assert planned.get(auto.OpType.CREATE, 0) > 10 and set(planned) == {auto.OpType.CREATE}, planned
+    with pytest.raises(auto.CommandError) as stopped:
+        e2e.up()
+    assert "configured Kubernetes cluster is unreachable" in str(stopped.value)
+    stored = e2e.state_as_stored()
+    assert json.loads(stored)["deployment"]["resources"], "the state the update wrote"
+    assert find_leaks(stored, [e2e.passphrase, *issued_client_keys(lab.fakes)]) == []
+    # What the e2e suite used to check, and why it no longer does: the Automation API's export decrypts.
+    decrypted = json.dumps(e2e.stack.export_stack().deployment)
+    assert find_leaks(decrypted, issued_client_keys(lab.fakes)), "export_stack() is --show-secrets"
+    e2e.destroy()
+    assert e2e.stack.export_stack().deployment.get("resources") in (None, [])
+    assert "e2e-on-the-engine" not in json.loads(open(f"{lab.fakes}/clusters.json").read())
