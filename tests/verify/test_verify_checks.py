@@ -832,3 +832,22 @@ def test_probe_ports_are_never_drawn_twice_in_a_run():
     drawn = [draw() for _ in range(len(base.PROBE_PORTS))]
     assert sorted(drawn) == list(base.PROBE_PORTS)
     assert draw() in base.PROBE_PORTS, "a run that outlasts the range starts over"
+
+
+def test_log_check_in_l7_reads_again_for_the_same_probe_while_the_waypoints_connection_stays_open(fx, healthy):
+    """Other checks' requests keep the waypoint's connection to productpage open: its line comes later. The check
+    reads the logs again for the probe it sent instead of sending new probes that would only start the wait over."""
+    cluster = healthy("l7")
+    healthy_logs = cluster.logs_by_pod[fx.ZTUNNEL_SERVER]
+    reads = []
+
+    def server_log():
+        reads.append(1)
+        return healthy_logs() if len(reads) >= 3 else ""  # the connection closes after the second read
+
+    cluster.logs_by_pod[fx.ZTUNNEL_SERVER] = server_log
+    ctx, _ = fx.make_context(cluster, "l7")
+    result = ztunnel_logs.check_ztunnel_logs(ctx)
+    assert result.passed, result.observed
+    probes = [call for call in cluster.calls if call[0] == "exec" and "--local-port" in call[4]]
+    assert len(probes) == 1 and len(reads) == 3
