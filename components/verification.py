@@ -12,6 +12,7 @@ import pulumi_command as command
 
 from components.cluster import PROJECT_ROOT, lab_python
 from components.failures import fail_with_sentence
+from lab.images import DIGESTS_FILE as IMAGE_RECORD
 from components.kube import TYPE_PREFIX
 from verify.checks import stack_outputs
 
@@ -44,6 +45,7 @@ def verify_command(args: VerificationArgs) -> str:
     words = [
         "-m", "verify", "--mode", args.mode, "--namespace", args.namespace, *args.cluster_arguments,
         *(["--addons"] if args.addons else []), *(["--kiali-login"] if args.kiali_login else []),
+        "--image-record", IMAGE_RECORD,
         "--json", "--report-file", args.report_file,
     ]
     return f"{lab_python()} {shlex.join(words)} || [ $? -eq 1 ]"

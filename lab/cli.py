@@ -25,6 +25,7 @@ from lab import access, bootstrap, catalog, diagnostics, kind_cluster, kubeconfi
 from lab import leaks, stack_files, tour
 from lab import config as lab_config
 from lab.bootstrap import LabError, last_line
+from lab.images import DIGESTS_FILE as IMAGE_RECORD
 from lab.preflight import LAB_SCRIPT
 
 DEFAULT_STACK = "l4-only"
@@ -523,6 +524,7 @@ def cmd_verify(ctx: Context, stack: str, as_json: bool) -> int:
     argv += ["--addons"] if config.observability else []
     # Off the lab's kind cluster Kiali asks for a login (components/observability.py): the check signs in.
     argv += ["--kiali-login"] if config.observability and values.get(outputs.TARGET, "kind") != "kind" else []
+    argv += ["--image-record", IMAGE_RECORD]  # as `up` does: lab.images' record, relative to the project
     argv += ["--json"] if as_json else []
     return _stream(argv, tool_env(ctx.paths, ctx.env), ctx.paths.root)
 

@@ -309,6 +309,10 @@ class DigestRecord:
                               f"(trust on first use), then run `{catalog.LAB_SCRIPT} up` again.") from None
         return data if isinstance(data, dict) else {}
 
+    def remember(self, ref: str, digest: str) -> None:
+        """Records `digest` for `ref` seen elsewhere (a running pod's image ID); the caller checked it was new."""
+        self._write(normalize_ref(ref), digest)
+
     def _write(self, ref: str, digest: str) -> None:
         private.write_private(self.path, json.dumps({**self.recorded(), ref: digest}, indent=2, sort_keys=True) + "\n")
 

@@ -15,7 +15,8 @@ def test_runs_the_verify_cli_once_after_everything_it_tests(runs, stack):
     run = runs[stack]
     [invoke] = verify_invokes(run)
     assert invoke.args["command"] == (
-        f"venv/bin/python -m verify --mode {stack} --namespace default --kind-cluster ambient-{stack} --addons --json "
+        f"venv/bin/python -m verify --mode {stack} --namespace default --kind-cluster ambient-{stack} --addons "
+        f"--image-record .lab/image-digests.json --json "
         f"--report-file .lab/reports/{stack}.json || [ $? -eq 1 ]"
     )
     assert invoke.args["logging"] == "stderr", "progress shows, the JSON report is not logged"
@@ -76,5 +77,6 @@ def test_switched_off_it_runs_nothing_and_exports_nothing():
 def test_existing_cluster_is_reached_by_context(existing_run):
     [invoke] = verify_invokes(existing_run)
     # Off the lab's kind cluster Kiali asks for a login: the checks sign in.
-    assert " --context gke_proj_europe-west1_lab --addons --kiali-login --json" in invoke.args["command"]
+    assert (" --context gke_proj_europe-west1_lab --addons --kiali-login --image-record .lab/image-digests.json "
+            "--json") in invoke.args["command"]
     assert "--kind-cluster" not in invoke.args["command"]

@@ -42,6 +42,7 @@ class Options:
     timeout_s: float
     addons: bool = False
     kiali_login: bool = False
+    image_record: Path | None = None
 
 
 class UsageError(Exception):
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--kiali-login", action="store_true",
                         help="Kiali asks for a login (auth strategy token, as on an existing cluster): sign in with a "
                         "10-minute token of its own read-only service account, through a port-forward")
+    parser.add_argument("--image-record", type=Path, metavar="FILE",
+                        help="trust-on-first-use record of image digests (./lab.sh passes .lab/image-digests.json): "
+                        "also check that istio-cni and ztunnel run the digests first recorded there")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     parser.add_argument("--report-file", type=Path, metavar="PATH", help="also write the JSON report to PATH")
     parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
@@ -114,6 +118,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         timeout_s=args.timeout,
         addons=args.addons,
         kiali_login=args.kiali_login,
+        image_record=args.image_record,
     )
 
 
@@ -176,7 +181,8 @@ def main(
                      f"{', with the Prometheus and Kiali checks' if options.addons else ''}.")
             context = CheckContext(cluster=cluster, mode=options.mode, namespace=options.namespace,
                                    timeout_s=options.timeout_s, addons=options.addons,
-                                   kiali_login=options.kiali_login)
+                                   kiali_login=options.kiali_login,
+                                   image_record=str(options.image_record) if options.image_record else None)
             context.sleep = sleep or context.sleep
             context.clock = clock or context.clock
             context.now = now or context.now

@@ -339,7 +339,7 @@ def test_verify_runs_the_verify_package_with_the_stacks_outputs(project, machine
     assert cli.main(["verify", "l7", "--json"], context(project, machine)) == 0
     assert streamed == [[
         cli.sys.executable, "-m", "verify", "--mode", "l7", "--namespace", "shop", "--kind-cluster", "ambient-l7",
-        "--addons", "--json",
+        "--addons", "--image-record", ".lab/image-digests.json", "--json",
     ]]
     assert machine.calls() == ["stack output --json --stack l7"]
 
@@ -352,7 +352,7 @@ def test_verify_leaves_the_addon_checks_out_when_observability_is_off(project, m
     machine.outputs.write_text(json.dumps({"mesh_mode": "l7", "cluster_name": "ambient-l7", "target": "kind"}))
     assert cli.main(["verify", "l7"], context(project, machine)) == 0
     assert "--addons" not in streamed[0]
-    assert streamed[0][-2:] == ["--kind-cluster", "ambient-l7"]
+    assert streamed[0][-4:] == ["--kind-cluster", "ambient-l7", "--image-record", ".lab/image-digests.json"]
 
 
 def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project, machine, streamed):
@@ -365,7 +365,7 @@ def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project
     assert cli.main(["verify", "gke"], context(project, machine)) == 0
     assert streamed[0][3:] == [
         "--mode", "l4-only", "--namespace", "istio-ambient-lab", "--kubeconfig", "/home/me/.kube/gke", "--context", "gke_lab",
-        "--addons", "--kiali-login",
+        "--addons", "--kiali-login", "--image-record", ".lab/image-digests.json",
     ]
 
 

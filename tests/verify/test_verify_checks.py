@@ -800,7 +800,7 @@ def test_checks_run_side_by_side_bounded_and_report_in_spec_order(fx, healthy, m
         return checks.CheckSpec(name, frozenset(checks.MODES), run)
 
     specs = [check(f"c{index}", 0.05 * (6 - index)) for index in range(6)]
-    monkeypatch.setattr(checks, "check_specs", lambda addons=False: specs)
+    monkeypatch.setattr(checks, "check_specs", lambda addons=False, image_record=False: specs)
     ctx, _ = fx.make_context(healthy("l4-only"), "l4-only")
     ctx.parallel = 3
     lines: list[str] = []
@@ -851,3 +851,65 @@ def test_log_check_in_l7_reads_again_for_the_same_probe_while_the_waypoints_conn
     assert result.passed, result.observed
     probes = [call for call in cluster.calls if call[0] == "exec" and "--local-port" in call[4]]
     assert len(probes) == 1 and len(reads) == 3
+
+
+def _with_image_ids(cluster, digests: dict[str, str]) -> None:
+    """The istio-cni and ztunnel pods report their images as a container runtime does: the tag, and the digest."""
+    from verify.checks import images
+
+    for name, selector in images.PRIVILEGED:
+        key, _, value = selector.partition("=")
+        pods = cluster.pods_by_namespace.setdefault(catalog.ISTIO_NAMESPACE, [])
+        pods[:] = [pod for pod in pods if pod["metadata"].get("labels", {}).get(key) != value]
+        pods.append({
+            "metadata": {"name": f"{name}-abcde", "labels": {key: value}},
+            "spec": {"nodeName": "lab-worker"},
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": name, "image": f"docker.io/istio/{'install-cni' if name == 'istio-cni' else name}:1.31.1",
+                "imageID": digests[name]}]}})
+
+
+def test_the_privileged_images_are_held_to_the_digests_first_seen(fx, healthy, tmp_path):
+    from verify.checks import images
+
+    record = tmp_path / "image-digests.json"
+    first = {"istio-cni": "docker.io/istio/install-cni@sha256:" + "a" * 64,
+             "ztunnel": "docker.io/istio/ztunnel@sha256:" + "b" * 64}
+    cluster = healthy("l4-only")
+    _with_image_ids(cluster, first)
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=5)
+    ctx = dataclasses.replace(ctx, image_record=str(record))
+    seen = images.check_image_digests(ctx)
+    assert seen.passed and "recorded at first use" in seen.observed
+    assert json.loads(record.read_text()) == {"docker.io/istio/install-cni:1.31.1": "sha256:" + "a" * 64,
+                                             "docker.io/istio/ztunnel:1.31.1": "sha256:" + "b" * 64}
+    assert images.check_image_digests(ctx).passed, "the same digests again"
+
+    swapped = healthy("l4-only")
+    _with_image_ids(swapped, {**first, "ztunnel": "docker.io/istio/ztunnel@sha256:" + "c" * 64})
+    ctx, _ = fx.make_context(swapped, "l4-only", timeout_s=60)
+    result = images.check_image_digests(dataclasses.replace(ctx, image_record=str(record)))
+    assert not result.passed and result.evidence["attempts"] == 1, "settled: waiting cannot fix a swapped image"
+    assert result.observed.startswith(f"docker.io/istio/ztunnel:1.31.1 runs sha256:{'c' * 64}, but this lab first "
+                                      f"saw sha256:{'b' * 64}: if the tag was re-published on purpose")
+
+
+def test_the_image_check_runs_only_with_a_record():
+    assert images_check_names(False) == [] and images_check_names(True) == [
+        "images: istio-cni and ztunnel run the digests this lab first saw"]
+
+
+def images_check_names(with_record: bool) -> list[str]:
+    return [spec.name for spec in check_specs(image_record=with_record) if spec.name.startswith("images:")]
+
+
+def test_preloaded_images_have_no_registry_digest_in_the_runtime_and_are_not_waited_for(fx, healthy, tmp_path):
+    """`kind load image-archive` imports images whose runtime ID is the bare config digest: lab.images held them to
+    the record before loading, so the check says so instead of waiting for a registry digest that never comes."""
+    from verify.checks import images
+
+    cluster = healthy("l4-only")
+    _with_image_ids(cluster, {"istio-cni": "sha256:" + "d" * 64, "ztunnel": "docker.io/istio/ztunnel@sha256:" + "b" * 64})
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=5)
+    result = images.check_image_digests(dataclasses.replace(ctx, image_record=str(tmp_path / "record.json")))
+    assert result.passed and result.evidence["preloaded"] == ["docker.io/istio/install-cni:1.31.1"]

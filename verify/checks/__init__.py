@@ -43,6 +43,7 @@ from verify.checks.base import (
 )
 from verify.checks.certificates import CERTIFICATE_WORKLOADS, check_certificate
 from verify.checks.enrolment import check_enrolment
+from verify.checks.images import IMAGES_CHECK, check_image_digests
 from verify.checks.l7_path import check_l7_path
 from verify.checks.strict_mtls import check_strict_mtls
 from verify.checks.traffic import TRAFFIC_CASES, check_traffic
@@ -72,10 +73,12 @@ class CheckSpec:
     modes: frozenset[str]
     run: Callable[[CheckContext], CheckResult]
     needs_addons: bool = False
+    needs_image_record: bool = False  # only with a trust-on-first-use record to hold the images to
 
 
-def check_specs(addons: bool = False) -> list[CheckSpec]:
-    """Every check, in run order, with the modes it applies to; the addon checks only when `addons` is true."""
+def check_specs(addons: bool = False, image_record: bool = False) -> list[CheckSpec]:
+    """Every check, in run order, with the modes it applies to; the addon checks only when `addons` is true, the
+    image digest check only with an image record (`--image-record`)."""
     every_mode = frozenset(MODE_FACTS)
     specs = [CheckSpec(ENROLMENT_CHECK, every_mode, check_enrolment)]
     specs += [
@@ -89,9 +92,11 @@ def check_specs(addons: bool = False) -> list[CheckSpec]:
     ]
     specs.append(CheckSpec(LOG_EVIDENCE_CHECK, every_mode, check_ztunnel_logs))
     specs.append(CheckSpec(L7_PATH_CHECK, every_mode, check_l7_path))
+    specs.append(CheckSpec(IMAGES_CHECK, every_mode, check_image_digests, needs_image_record=True))
     specs.append(CheckSpec(PROMETHEUS_CHECK, every_mode, check_prometheus_mtls, needs_addons=True))
     specs.append(CheckSpec(KIALI_CHECK, every_mode, check_kiali_graph, needs_addons=True))
-    return [spec for spec in specs if addons or not spec.needs_addons]
+    return [spec for spec in specs if (addons or not spec.needs_addons)
+            and (image_record or not spec.needs_image_record)]
 
 
 def run_checks(ctx: CheckContext, progress: Callable[[str], None] | None = None) -> Report:
@@ -110,7 +115,8 @@ def run_checks(ctx: CheckContext, progress: Callable[[str], None] | None = None)
         The report. A check that crashes is reported as failed with the error; the run goes on.
     """
     report = Report(mode=ctx.mode, namespace=ctx.namespace, started_at=ctx.now())
-    specs = [spec for spec in check_specs(addons=ctx.addons) if ctx.mode in spec.modes]
+    specs = [spec for spec in check_specs(addons=ctx.addons, image_record=bool(ctx.image_record))
+             if ctx.mode in spec.modes]
     said = threading.Lock()  # one line at a time, never two halves mixed
 
     def say(line: str) -> None:

@@ -142,6 +142,7 @@ class CheckContext:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     addons: bool = False
     kiali_login: bool = False
+    image_record: str | None = None  # the trust-on-first-use image digest record (lab.images); None: no image check
     local_port: Callable[[], int] = field(default_factory=lambda: ProbePorts())
     parallel: int = 8
 
