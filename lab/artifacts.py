@@ -24,13 +24,12 @@ import json
 import os
 import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from lab import catalog, private
+from lab import catalog, https, private
 
 CACHE_ENV = "LAB_CACHE_DIR"  # moves the cache (the tests point it at a folder of their own)
 DIGESTS_FILE = "digests.json"
@@ -60,7 +59,7 @@ def _fetch(url: str) -> bytes:
     if not url.startswith("https://"):
         raise ArtifactError(f"Refusing to fetch {url}: only https:// addresses are used; use an https:// repository.")
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        with https.open_https(url, TIMEOUT_S) as response:
             return response.read()
     except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
         reason = getattr(error, "reason", error)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from lab import private
+from lab import https, private
 from lab.tools import RELEASES, TRUST_PUBLISHED_VARIABLE, Release
 
 
@@ -187,7 +187,7 @@ def _download_failed(url: str, reason: object, release: Release) -> LabError:
 
 def _fetch_text(url: str, release: Release) -> str:
     try:
-        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_SECONDS) as response:
+        with https.open_https(url, _DOWNLOAD_TIMEOUT_SECONDS) as response:
             return response.read(_CHECKSUM_FILE_LIMIT).decode("utf-8", errors="replace")
     except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
         raise _download_failed(url, getattr(error, "reason", error), release) from None
@@ -199,7 +199,7 @@ def _download(url: str, folder: Path, release: Release) -> tuple[Path, str]:
     partial = Path(name)
     try:
         digest, received = hashlib.sha256(), 0
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_SECONDS) as response:
+        with os.fdopen(handle, "wb") as out, https.open_https(url, _DOWNLOAD_TIMEOUT_SECONDS) as response:
             expected = response.headers.get("Content-Length")
             while chunk := response.read(1 << 16):
                 out.write(chunk)

@@ -18,12 +18,18 @@ LAB_DIR = ".lab"
 def private_dir(path: Path) -> Path:
     """Makes `path` and every missing folder above it up to `.lab/` with mode 0700, and tightens `.lab/` itself.
 
+    A folder outside any `.lab/` (a report file the user named) is the user's: made if missing, never re-moded, and
+    it may be a symlink.
+
     Raises:
-        OSError: a folder on the way is a symlink (someone pointed it elsewhere) or cannot be made.
+        OSError: a folder at or below `.lab/` is a symlink (someone pointed it elsewhere) or cannot be made.
     """
     path = Path(path)
     chain = [path, *path.parents]
-    top = next((i for i, folder in enumerate(chain) if folder.name == LAB_DIR), 0)
+    top = next((i for i, folder in enumerate(chain) if folder.name == LAB_DIR), None)
+    if top is None:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     chain[top].parent.mkdir(parents=True, exist_ok=True)  # the checkout itself: the user's, left as it is
     for folder in reversed(chain[: top + 1]):
         if folder.is_symlink():

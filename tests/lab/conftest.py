@@ -52,6 +52,7 @@ class Served:
     files: dict[str, bytes] = field(default_factory=dict)
     short: dict[str, int] = field(default_factory=dict)  # path -> Content-Length promised
     requests: list[str] = field(default_factory=list)
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> where a 302 sends the client
     url: str = ""
 
 
@@ -87,6 +88,11 @@ def server(tmp_path_factory, monkeypatch):
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's spelling)
             served.requests.append(self.path)
+            if self.path in served.redirects:
+                self.send_response(302)
+                self.send_header("Location", served.redirects[self.path])
+                self.end_headers()
+                return
             body = served.files.get(self.path)
             if body is None:
                 self.send_error(404)

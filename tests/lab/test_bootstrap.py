@@ -273,3 +273,20 @@ def test_the_tools_folder_is_private_under_umask_000(server, tmp_path):
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / ".lab").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / ".lab" / "tools").stat().st_mode) == 0o700
+
+
+def test_a_redirect_to_plain_http_is_refused(server, tmp_path):
+    """The https server answers with a redirect to http: a downgrade the lab does not follow."""
+    import http.server
+    import threading
+
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    try:
+        server.redirects = {KIND_ASSET + ".sha256sum": f"http://127.0.0.1:{plain.server_address[1]}/x"}
+        serve_kind(server)
+        with pytest.raises(LabError, match="refused a redirect to http://127.0.0.1:"):
+            install_kind(server, tmp_path / "tools", sha(KIND_BINARY))
+    finally:
+        plain.shutdown()
+        plain.server_close()

@@ -86,3 +86,14 @@ def test_diagnostics_are_private(tmp_path, open_umask):
                                  env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
     assert mode(tmp_path / ".lab") == 0o700 and mode(folder) == 0o700 and mode(folder / "summary.txt") == 0o600
 
+
+
+def test_a_folder_outside_lab_is_the_users_and_left_as_it_is(tmp_path):
+    """`verify --report-file /tmp/r.json`: /tmp keeps its mode, and may be a symlink (it is one on macOS)."""
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o755)
+    mine.chmod(0o755)
+    (tmp_path / "link").symlink_to(mine)
+    path = private.write_private(tmp_path / "link" / "report.json", "{}")
+    assert path.read_text() == "{}" and mode(path) == 0o600
+    assert mode(mine) == 0o755
