@@ -69,7 +69,8 @@ class OutsideClient(pulumi.ComponentResource):
         self.namespace = k8s.core.v1.Namespace(
             catalog.OUTSIDE_NAMESPACE,
             # Said explicitly, so that enrolling the whole cluster later cannot silently pull it into the mesh.
-            metadata={"name": catalog.OUTSIDE_NAMESPACE, "labels": {catalog.AMBIENT_LABEL: "none"}},
+            metadata={"name": catalog.OUTSIDE_NAMESPACE, "labels": {
+                catalog.AMBIENT_LABEL: "none", catalog.POD_SECURITY_ENFORCE: "baseline"}},
             opts=args.access.options(self),  # outside the mesh: it waits for no part of it
         )
         self.client = MeshClient(

@@ -31,6 +31,9 @@ class AmbientNamespace(pulumi.ComponentResource):
         options = args.access.options(self)
         self.owned = args.name != "default"
         if self.owned:
+            # Its own namespace says its level: `baseline`, as Istio's guide runs gateways, so a cluster-wide
+            # `restricted` default cannot refuse the gateway, waypoint and bookinfo pods part-way through `up`.
+            metadata["labels"][catalog.POD_SECURITY_ENFORCE] = "baseline"
             self.namespace = k8s.core.v1.Namespace(args.name, metadata=metadata, opts=options)
         else:
             self.namespace = k8s.core.v1.NamespacePatch(args.name, metadata=metadata, opts=options)

@@ -201,5 +201,8 @@ def all_images(istio_version: str = ISTIO_VERSION, observability: bool = True) -
         images += [PROMETHEUS_IMAGE, PROMETHEUS_RELOADER_IMAGE, KIALI_IMAGE]
     return images
 
+# The Pod Security admission label that sets a namespace's enforced level.
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
+
 # What the user types to drive the lab; named in every sentence that tells them what to do.
 LAB_SCRIPT = "./lab.sh"

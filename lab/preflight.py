@@ -368,7 +368,7 @@ ISTIO_CLUSTER_ROLES = ("istio-cni", "istio-cni-repair-role", "istio-cni-ambient"
 ADDON_CLUSTER_ROLES = ("prometheus", "kiali", "kiali-viewer")
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 GATEWAY_API_BUNDLE_ANNOTATION = "gateway.networking.k8s.io/bundle-version"
-POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
+POD_SECURITY_ENFORCE = catalog.POD_SECURITY_ENFORCE
 # What the lab's pods request, summed: istiod's chart asks 500m and 2 GiB; the lab's apps, gateways, Prometheus and
 # Kiali about as much again. An estimate for a warning, not a scheduling promise.
 LAB_CPU_MILLIS = 1500
@@ -575,9 +575,10 @@ def check_gateway_api(cluster: Mapping[str, list], situation: Situation, target:
 def check_pod_security(cluster: Mapping[str, list], target: ExistingTarget) -> CheckResult:
     """No namespace the lab uses but does not create enforces a Pod Security level its pods would fail.
 
-    The lab labels its own istio-system `privileged` (istio-cni and ztunnel need host access) and its apps pass
-    `restricted`; but istiod writes the ingress gateway and waypoint pods, which Istio's guide runs under
-    `baseline`. A cluster-wide default set in the API server's admission configuration cannot be read from here.
+    The lab labels its own istio-system `privileged` (istio-cni and ztunnel need host access) and the namespaces it
+    creates for the apps `baseline`, the level Istio's guide runs gateways under: istiod writes the ingress gateway
+    and waypoint pods, and bookinfo's images do not say which uid they run as, which `restricted` requires. A
+    cluster-wide default set in the API server's admission configuration cannot be read from here.
     """
     for namespace in cluster["namespaces"]:
         metadata = namespace.get("metadata", {})
@@ -587,13 +588,13 @@ def check_pod_security(cluster: Mapping[str, list], target: ExistingTarget) -> C
         if level == "restricted":
             return CheckResult(
                 "pod security", True,
-                f"The namespace {target.apps_namespace} enforces Pod Security `restricted`: the lab's own pods pass "
-                "it, but the ingress gateway and waypoint pods istiod writes may not, so if they do not start, label it "
+                f"The namespace {target.apps_namespace} enforces Pod Security `restricted`: the clients pass it, but "
+                "bookinfo and the gateway and waypoint pods istiod writes may not, so if they do not start, label it "
                 f"`baseline` (`kubectl label --overwrite namespace {target.apps_namespace} "
                 f"{POD_SECURITY_ENFORCE}=baseline`) or let the lab create its own namespace.", warning=True,
             )
         return CheckResult("pod security", True, f"{target.apps_namespace} enforces {level or 'no level'}")
-    return CheckResult("pod security", True, "the lab labels the namespaces it creates")
+    return CheckResult("pod security", True, "the lab labels the namespaces it creates `baseline`")
 
 
 def _cpu_millis(text: str) -> int:

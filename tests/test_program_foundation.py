@@ -212,7 +212,7 @@ def test_existing_cluster_creates_no_cluster_and_pins_the_context(existing_run):
 
 def test_existing_cluster_apps_get_a_namespace_of_their_own_never_default(existing_run):
     namespace = existing_run.named("kubernetes:core/v1:Namespace", "istio-ambient-lab")
-    assert namespace.inputs["metadata"]["labels"] == {"istio.io/dataplane-mode": "ambient"}
+    assert namespace.inputs["metadata"]["labels"] == {"istio.io/dataplane-mode": "ambient", "pod-security.kubernetes.io/enforce": "baseline"}
     assert not existing_run.of_type("kubernetes:core/v1:NamespacePatch"), "default is left alone"
     assert existing_run.outputs[outputs.APPS_NAMESPACE] == "istio-ambient-lab"
     for deployment in existing_run.of_type("kubernetes:apps/v1:Deployment"):

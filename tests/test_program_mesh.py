@@ -94,7 +94,8 @@ def test_clients(runs, stack):
     outside = run.named(DEPLOYMENT, catalog.OUTSIDE_CLIENT)
     assert outside.inputs["metadata"]["namespace"] == catalog.OUTSIDE_NAMESPACE
     namespace = run.named("kubernetes:core/v1:Namespace", catalog.OUTSIDE_NAMESPACE)
-    assert namespace.inputs["metadata"]["labels"] == {"istio.io/dataplane-mode": "none"}
+    assert namespace.inputs["metadata"]["labels"] == {"istio.io/dataplane-mode": "none",
+                                                      "pod-security.kubernetes.io/enforce": "baseline"}
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -116,7 +117,8 @@ def test_namespace_enrolled_and_apps_wait_for_the_data_plane(runs, stack):
 def test_a_namespace_of_our_own_is_created_not_patched():
     run = run_program("l4-only", {"appsNamespace": "bookinfo"})
     namespace = run.named("kubernetes:core/v1:Namespace", "bookinfo")
-    assert namespace.inputs["metadata"]["labels"] == {"istio.io/dataplane-mode": "ambient"}
+    assert namespace.inputs["metadata"]["labels"] == {"istio.io/dataplane-mode": "ambient",
+                                                   "pod-security.kubernetes.io/enforce": "baseline"}
     assert not run.of_type("kubernetes:core/v1:NamespacePatch")
     assert run.named(DEPLOYMENT, "productpage-v1").inputs["metadata"]["namespace"] == "bookinfo"
     l4 = run.named(AUTHZ, "productpage-l4")

@@ -499,8 +499,8 @@ def test_pod_security_restricted_on_an_apps_namespace_the_lab_does_not_create(ma
     cluster = FakeCluster(labels={"default": {"pod-security.kubernetes.io/enforce": "restricted"}})
     result = by_name(existing(machine, cluster, target))["pod security"]
     assert result.ok and result.warning
-    assert result.message.startswith("The namespace default enforces Pod Security `restricted`: the lab's own pods "
-                                     "pass it, but the ingress gateway and waypoint pods istiod writes may not")
+    assert result.message.startswith("The namespace default enforces Pod Security `restricted`: the clients pass "
+                                     "it, but bookinfo and the gateway and waypoint pods istiod writes may not")
 
 
 def test_too_little_spare_capacity_is_a_warning_with_the_numbers(machine):
