@@ -90,7 +90,7 @@ policies = MeshPolicies("policies", MeshPoliciesArgs(
 observability = None
 if cfg.observability:
     observability = Observability("observability", ObservabilityArgs(
-        access, cfg.apps_namespace, signing_key=signing_key_for(pulumi.get_project(), pulumi.get_stack()),
+        access, cfg.apps_namespace, signing_key=signing_key_for(pulumi.get_stack()),
         # Prometheus and Kiali install beside the mesh; only the traffic CronJob waits for what it sends to.
         namespace=istio.namespace, istiod=istio.istiod,
         traffic_after=[*in_mesh, *ingress.resources, *bookinfo.resources],

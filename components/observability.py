@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.kube import TYPE_PREFIX, ClusterAccess, helm_release
+from components.kube import PROJECT_ROOT, TYPE_PREFIX, ClusterAccess, helm_release
 from components.workload import CONTAINER_SECURITY, pod_security
-from lab import catalog
+from lab import catalog, local_secrets
 
 HELM_TIMEOUT_SECONDS = 600
 
@@ -119,8 +119,9 @@ def kiali_network_policy() -> dict:
     }
 
 
-def signing_key_for(project: str, stack: str) -> str:
-    return hashlib.sha256(f"{project}/{stack}/kiali".encode()).hexdigest()[:32]
+def signing_key_for(stack: str) -> str:
+    """Kiali's session signing key for the stack: random, kept on this machine (lab.local_secrets)."""
+    return local_secrets.kiali_signing_key(stack, Path(PROJECT_ROOT))
 
 
 def traffic_job_spec(target_url: str, requests: int = 12, pause_seconds: int = 4) -> dict:

@@ -22,7 +22,7 @@ from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.settings import get_root_resource
 
-from lab import artifacts, catalog
+from lab import artifacts, catalog, local_secrets
 from lab.config import default_cluster_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -377,6 +377,7 @@ def run_program(
                      clusters={cluster_name} if existing else set(), existing_stack=existing)
     monitor = RecordingMonitor(mocks)
     os.environ[artifacts.CACHE_ENV] = artifact_cache()
+    os.environ[local_secrets.SECRETS_ENV] = os.path.join(artifact_cache(), "secrets")  # never the checkout's .lab/
     artifacts._fetch = fake_fetch  # no network under mocks: the repositories' answers, faked
     pulumi.runtime.reset_options(project=PROJECT, stack=stack, preview=preview)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)

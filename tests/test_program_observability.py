@@ -151,3 +151,20 @@ def test_a_mode_switch_restarts_kiali_so_its_waypoint_cache_starts_over():
         annotations[stack] = kiali.inputs["values"]["deployment"]["pod_annotations"]
     assert annotations["l4-only"] == {"istio-ambient-lab/mesh-mode": "l4-only"}
     assert annotations["l7"] == {"istio-ambient-lab/mesh-mode": "l7"}
+
+
+def test_kiali_signing_key_is_random_private_and_not_derived_from_names(tmp_path, monkeypatch):
+    """It seals the session cookie holding a user's Kubernetes token: nothing anyone could compute."""
+    import hashlib
+    import stat
+
+    from lab import local_secrets
+
+    monkeypatch.setenv(local_secrets.SECRETS_ENV, str(tmp_path / "secrets"))
+    first = local_secrets.kiali_signing_key("l7", tmp_path)
+    assert len(first) == 32 and first != hashlib.sha256(b"istio-ambient-lab/l7/kiali").hexdigest()[:32]
+    assert local_secrets.kiali_signing_key("l7", tmp_path) == first, "kept: a second up changes nothing"
+    path = tmp_path / "secrets" / "kiali-signing-key-l7"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    monkeypatch.setenv(local_secrets.SECRETS_ENV, str(tmp_path / "fresh"))
+    assert local_secrets.kiali_signing_key("l7", tmp_path) != first, "drawn at random, not computed"
