@@ -642,10 +642,21 @@ def check_capacity(cluster: Mapping[str, list]) -> CheckResult:
     return CheckResult("capacity", True, f"{free_cpu / 1000:.1f} CPU and {free_memory / 1024:.1f} GiB unrequested")
 
 
+class UnreadableCluster(Exception):
+    """A list the checks judge could not be read: an empty answer would pass every check without looking."""
+
+
 def read_existing_cluster(host: Host, situation: Situation, target: ExistingTarget) -> dict[str, list]:
-    """The few lists the checks judge: namespaces, cluster-wide objects, nodes and running pods."""
+    """The few lists the checks judge: namespaces, cluster-wide objects, nodes and running pods.
+
+    Raises:
+        UnreadableCluster: kubectl could not list one of them (no permission, a timeout), with kubectl's reason.
+    """
     def items(*args: str) -> list:
-        return list(_json(_kubectl(host, situation, target, "get", *args, "-o", "json")).get("items") or [])
+        result = _kubectl(host, situation, target, "get", *args, "-o", "json")
+        if result.returncode != 0:
+            raise UnreadableCluster(f"`kubectl get {args[0]}` failed ({_last_line(result.stderr)})")
+        return list(_json(result).get("items") or [])
 
     return {
         "namespaces": items("namespaces"),
@@ -661,7 +672,13 @@ def run_existing_checks(host: Host, situation: Situation, target: ExistingTarget
     access, version = check_existing_access(host, situation, target)
     if not access.ok:
         return [access]
-    cluster = read_existing_cluster(host, situation, target)
+    try:
+        cluster = read_existing_cluster(host, situation, target)
+    except UnreadableCluster as error:
+        return [access, CheckResult(
+            "cluster contents", False,
+            f"The lab could not read what context {target.context} already holds: {error}; the lab installs "
+            "cluster-wide objects and needs cluster-admin there, so use a context with that right, or ask for it.")]
     return [
         access,
         check_kubernetes_version(version, target, situation.stack),

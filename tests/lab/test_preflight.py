@@ -342,8 +342,9 @@ class FakeCluster:
     """What `kubectl --context gke_proj_lab ...` answers; every other command goes to the fake tools on PATH."""
 
     def __init__(self, minor="34", namespaces=("default", "kube-system"), objects=(), nodes=None, pods=(),
-                 contexts=(CTX, "other"), answers=True, labels=None):
+                 contexts=(CTX, "other"), answers=True, labels=None, forbidden=()):
         self.minor, self.answers, self.contexts = minor, answers, contexts
+        self.forbidden = forbidden  # lists this context may not read
         self.lists = {
             "namespaces": [{"metadata": {"name": ns, "labels": (labels or {}).get(ns, {})}} for ns in namespaces],
             "customresourcedefinitions,clusterroles,validatingwebhookconfigurations,mutatingwebhookconfigurations":
@@ -368,7 +369,11 @@ class FakeCluster:
         if "version" in argv:
             return answer(json.dumps({"serverVersion": {"major": "1", "minor": self.minor,
                                                         "gitVersion": f"v1.{self.minor.rstrip('+')}.2-gke.100"}}))
-        return answer(json.dumps({"items": self.lists[argv[argv.index("get") + 1]]}))
+        listed = argv[argv.index("get") + 1]
+        if listed in self.forbidden:
+            return answer(err=f'Error from server (Forbidden): {listed} is forbidden: User "dev" cannot list resource '
+                              f'"{listed}" at the cluster scope', code=1)
+        return answer(json.dumps({"items": self.lists[listed]}))
 
 
 def existing(machine, cluster: FakeCluster, target: ExistingTarget = TARGET, **overrides):
@@ -512,3 +517,14 @@ def test_too_little_spare_capacity_is_a_warning_with_the_numbers(machine):
     assert result.message == (
         "The cluster's schedulable nodes have 0.5 CPU and 2.0 GiB of memory unrequested, and the lab's pods request "
         "about 1.5 CPU and 4 GiB: add a node, or some pods will stay Pending.")
+
+
+def test_a_cluster_whose_contents_cannot_be_read_fails_instead_of_passing_unseen(machine):
+    """A context without cluster-wide read rights: empty lists would pass every collision check without looking."""
+    lists = "customresourcedefinitions,clusterroles,validatingwebhookconfigurations,mutatingwebhookconfigurations"
+    results = existing(machine, FakeCluster(forbidden=(lists,)))
+    assert [r.name for r in results][-2:] == ["cluster access", "cluster contents"]
+    assert failure(results, "cluster contents") == (
+        f"The lab could not read what context {CTX} already holds: `kubectl get {lists}` failed (Error from server "
+        f'(Forbidden): {lists} is forbidden: User "dev" cannot list resource "{lists}" at the cluster scope); the lab '
+        "installs cluster-wide objects and needs cluster-admin there, so use a context with that right, or ask for it.")
