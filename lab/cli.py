@@ -184,6 +184,7 @@ def stack_outputs(ctx: Context, stack: str) -> dict:
 
 
 CLUSTER_COMMAND_URN_SUFFIX = "command:local:Command::kind-cluster"
+EXISTING_PROVIDER_URN_SUFFIX = "pulumi:providers:kubernetes::existing"
 
 
 def _cluster_in_state(exported: dict) -> dict:
@@ -192,7 +193,15 @@ def _cluster_in_state(exported: dict) -> dict:
     Outputs are saved only by an up that succeeded, but the Command's stored inputs and stdout are there as soon
     as the cluster was created: after a failed first up too.
     """
-    for resource in (exported.get("deployment") or {}).get("resources") or []:
+    resources = (exported.get("deployment") or {}).get("resources") or []
+    for resource in resources:
+        # An existing cluster: the provider the state used names its context (what preflight needs to tell the
+        # lab's own Istio from another install after a failed first up, which saved no outputs).
+        if str(resource.get("urn", "")).endswith(EXISTING_PROVIDER_URN_SUFFIX):
+            context = (resource.get("inputs") or {}).get("context")
+            if isinstance(context, str) and context:
+                return {outputs.TARGET: "existing", outputs.KUBE_CONTEXT: context}
+    for resource in resources:
         if not str(resource.get("urn", "")).endswith(CLUSTER_COMMAND_URN_SUFFIX):
             continue
         inputs, stored = resource.get("inputs") or {}, resource.get("outputs") or {}

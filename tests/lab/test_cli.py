@@ -590,3 +590,16 @@ def test_a_state_that_cannot_be_read_is_said_not_taken_for_no_stack(project, mac
     assert cli.main(["up", "l7"], context(project, machine)) == 1
     assert capsys.readouterr().err == (
         "pulumi could not read stack l7 (error: stack export went wrong): fix that, then run the command again.\n")
+
+
+def test_an_existing_cluster_stack_knows_its_context_from_the_state_after_a_failed_first_up(project, machine):
+    """No outputs were saved, but the provider in the state names the context: what the lab installed there is its
+    own, not another install to refuse."""
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.state.write_text(json.dumps({"version": 3, "deployment": {"resources": [{
+        "urn": "urn:pulumi:gke::istio-ambient-lab::istio-ambient-lab:index:ExistingCluster$pulumi:providers:kubernetes"
+               "::existing",
+        "type": "pulumi:providers:kubernetes", "inputs": {"context": "gke_lab"}}]}}))
+    machine.outputs.write_text("{}")
+    recorded = cli.stack_record(context(project, machine), "gke")
+    assert recorded == {"target": "existing", "kube_context": "gke_lab"}
