@@ -70,6 +70,10 @@ class GatewayApiCrds(pulumi.ComponentResource):
         # An existing cluster: deleting the CRDs would delete everyone's Gateways and HTTPRoutes, so destroy keeps
         # them (and the bundle's admission policy). On the lab's own kind cluster they go with the cluster.
         keep = {"retain_on_delete": True} if access.owner is None else {}
+        # Stacks brought up before this component registered these objects as children of a yaml/v2 ConfigFile
+        # named like it (pulumi-kubernetes names a cluster-scoped child `<config file>:<name>`): the alias makes the
+        # engine take them as the same objects, instead of creating them again (AlreadyExists) and deleting the old.
+        was = f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::{TYPE_PREFIX}:IstioAmbient$kubernetes:yaml/v2:ConfigFile::{name}"
         self.objects = [
             k8s.apiextensions.CustomResource(
                 f"{obj['kind']}-{obj['metadata']['name']}",
@@ -77,7 +81,8 @@ class GatewayApiCrds(pulumi.ComponentResource):
                 kind=obj["kind"],
                 metadata=obj["metadata"],
                 spec=obj.get("spec"),
-                opts=access.options(self, **keep),
+                opts=access.options(self, aliases=[pulumi.Alias(name=f"{name}:{obj['metadata']['name']}", parent=was)],
+                                    **keep),
             )
             for obj in bundle
         ]

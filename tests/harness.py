@@ -158,6 +158,7 @@ class Registration:
     custom_timeouts: dict
     additional_secret_outputs: list[str]
     order: int
+    aliases: list = field(default_factory=list)  # (name, parent URN) of each alias spec the SDK sent
 
 
 @dataclass
@@ -343,6 +344,7 @@ class RecordingMonitor(MockMonitor):
                 delete_before_replace=request.deleteBeforeReplace,
                 retain_on_delete=request.retainOnDelete,
                 transforms=[self.transform_functions[callback.token] for callback in request.transforms],
+                aliases=[(alias.spec.name, alias.spec.parentUrn) for alias in request.aliases],
                 custom_timeouts={
                     "create": request.customTimeouts.create,
                     "update": request.customTimeouts.update,

@@ -332,3 +332,13 @@ def test_the_labs_own_pods_pass_pod_security_restricted_and_istio_system_is_priv
                                                             "capabilities": {"drop": ["ALL"]}}
     istio_system = existing_run.named("kubernetes:core/v1:Namespace", "istio-system")
     assert istio_system.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def test_gateway_api_objects_keep_the_identity_they_had_under_the_old_config_file(runs):
+    """Stacks brought up before registered these objects inside a yaml/v2 ConfigFile: aliases carry them over."""
+    run = runs["l4-only"]
+    crds = run.named(GATEWAY_API_CRDS, "gateway-api-crds")
+    was = ("urn:pulumi:l4-only::istio-ambient-lab::istio-ambient-lab:index:IstioAmbient$kubernetes:yaml/v2:ConfigFile"
+           "::gateway-api-crds")
+    objects = [r for r in run.resources.values() if r.parent == crds.urn]
+    assert objects and all(r.aliases == [(f"gateway-api-crds:{r.inputs['metadata']['name']}", was)] for r in objects)
