@@ -133,7 +133,9 @@ def chart(chart: Chart, project_root: Path) -> Path | None:
         return None
     cache = cache_dir(project_root) / "charts"
     recorded_url = _chart_urls(cache).get(f"{chart.repository}|{chart.name}|{chart.version}")
-    if recorded_url and (cache / chart.file_name).is_file():
+    # Warm: the file, where it came from and its digest are all known. Anything less goes through index.yaml again,
+    # so a fetch is never without the repository's digest.
+    if recorded_url and (cache / chart.file_name).is_file() and _recorded(cache).get(recorded_url):
         return _cached_or_fetched(cache, chart.file_name, recorded_url)
     url, published = _index_entry(chart, cache)
     path = _cached_or_fetched(cache, chart.file_name, url, published)

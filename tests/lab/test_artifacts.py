@@ -121,3 +121,11 @@ def test_the_program_stops_before_anything_when_a_fetch_fails(monkeypatch):
     with pytest.raises(Exception, match=r"Could not fetch https://.*index\.yaml \(offline\)") as stopped:
         run_program("l4-only", {"istioVersion": "1.30.9"})  # a version the session's cache does not hold yet
     assert "Traceback" not in str(stopped.value)
+
+
+def test_a_cache_that_lost_its_digest_record_goes_through_the_index_again(upstream, tmp_path):
+    artifacts.chart(CHART, tmp_path)
+    (tmp_path / "cache" / "charts" / "digests.json").unlink()
+    upstream.set_index(b"what the repository says now")
+    with pytest.raises(artifacts.ArtifactError, match="its repository's index.yaml lists"):
+        artifacts.chart(CHART, tmp_path)
