@@ -49,7 +49,7 @@ class _Rule:
 # `client_secret`, ...), Docker's config.json (`auth`).
 _YAML_FIELDS = r"token|password|client-key-data|client-secret|id-token|refresh-token|access-token"
 _JSON_FIELDS = (r"private_key|private_key_id|client_secret|refresh_token|access_token|id_token|token|password|"
-                r"client-key-data|auth")
+                r"client-key-data|auth|identitytoken|IdentityToken|registrytoken")
 
 _PEM_BODY = r"[A-Za-z0-9+/=\s\\:,-]"  # base64, line breaks (real or \n), and headers like DEK-Info: AES-128-CBC,...
 
@@ -65,8 +65,16 @@ _RULES = (
     _Rule("a JSON credential field", re.compile(
         rf'"(?:{_JSON_FIELDS})"\s*:\s*"(?P<secret>(?:[^"\\]|\\.)+)"')),
     # YAML (a kubeconfig), or the same text JSON-escaped inside a state file: the value ends at a quote or a `\`.
+    # The field starts a line (or a JSON-escaped line, after `\n`), so prose such as "asks for a token: the one
+    # below" is not a credential.
     _Rule("a kubeconfig credential field", re.compile(
-        rf"(?<![\w-])(?:{_YAML_FIELDS})[ \t]*:[ \t]*(?:\\?[\"'])?(?P<secret>[^\s\"',}}\\]+)")),
+        rf"(?m)(?:^|\\n)[ \t-]*(?:{_YAML_FIELDS})[ \t]*:[ \t]*(?:\\?[\"'])?(?P<secret>[^\s\"',}}\\]+)")),
+    # On a command line: `--token=...`, `--password ...` (kubectl, docker login).
+    _Rule("a credential option", re.compile(r"(?<![\w-])--(?:token|password)(?:=|[ \t]+)(?P<secret>[^\s\"']+)")),
+    # In an environment dump (`docker inspect`, `env`): AWS_SECRET_ACCESS_KEY=..., *_TOKEN=..., *_PASSWORD=...
+    _Rule("a credential in an environment variable", re.compile(
+        r"(?i)\b[A-Z0-9_]*(?:SECRET_ACCESS_KEY|_SECRET|_PASSWORD|_PASSPHRASE|_TOKEN)[\"']?[ \t]*[=:][ \t]*[\"']?"
+        r"(?P<secret>[^\s\"',]+)")),
     _Rule("an Authorization header", re.compile(
         r"(?i)\bauthorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:bearer|basic)[ \t]+(?P<secret>[A-Za-z0-9._~+/-]+=*)")),
     # A bearer token on its own (curl -H, a log line): long, so the English word "bearer" is not one.
@@ -74,8 +82,9 @@ _RULES = (
     _Rule("a JSON web token (a service-account token)", re.compile(
         r"(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})")),
     # scheme://user:password@host: the password goes, the user and host stay (they say which proxy it was).
+    # The password runs to the last `@` of the authority: it may hold an `@` itself.
     _Rule("a password in a URL", re.compile(
-        r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@\"']+:(?P<secret>[^\s/@\"']+)@")),
+        r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@\"']+:(?P<secret>[^\s/\"']+)@")),
 )
 
 

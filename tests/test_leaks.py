@@ -65,3 +65,22 @@ def test_nothing_the_program_registers_in_plain_text_leaks(runs, stack):
     # And the check is not vacuous: the kubeconfig the mocks hand over does carry a key, inside a secret.
     provider = run.named("pulumi:providers:kubernetes", "kind")
     assert find_leaks(provider.inputs["kubeconfig"]) and "kubeconfig" in provider.secret_inputs
+
+
+def test_the_rule_knows_command_lines_environments_registry_tokens_and_at_signs_in_passwords():
+    cases = {
+        "kubectl --token=s3cr3t-value get pods": "kubectl --token=REDACTED get pods",
+        "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG": "AWS_SECRET_ACCESS_KEY=REDACTED",
+        '{"IdentityToken": "abc.def"}': '{"IdentityToken": "REDACTED"}',
+        "HTTP_PROXY=http://lab:p@ss@proxy.corp:3128": "HTTP_PROXY=http://lab:REDACTED@proxy.corp:3128",
+    }
+    for text, redacted in cases.items():
+        assert find_leaks(text), text
+        assert redact(text) == redacted
+
+
+def test_prose_about_tokens_is_not_a_credential():
+    """The dashboard's own hint: a `token:` in a sentence is not a kubeconfig field."""
+    for text in ("Kiali asks for a token: run the command below", "PULUMI_CONFIG_PASSPHRASE_FILE=/home/me/.lab/p",
+                 "tokenFile: /var/run/secrets/token", "istio-token projected volume"):
+        assert find_leaks(text) == [] and redact(text) == text, text
