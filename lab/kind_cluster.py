@@ -44,9 +44,31 @@ class KindError(RuntimeError):
 ADOPT_ONCE_DIR = os.path.join(".lab", "adopt-once")
 
 
-def request_adoption(root: str | os.PathLike, name: str) -> str:
-    """Marks kind cluster `name` for adoption by the next create run from the project at `root`; returns the path."""
-    return str(private.write_private(Path(root) / ADOPT_ONCE_DIR / name, f"{name}\n"))
+def request_adoption(root: str | os.PathLike, name: str, requester: int | None = None) -> str:
+    """Marks kind cluster `name` for adoption by the next create run from the project at `root`; returns the path.
+
+    The marker names the `./lab.sh up` process that asked (`requester`, default this one): a marker left by a run
+    that was killed before it could withdraw it names a process that is gone, and adopts nothing.
+    """
+    pid = os.getpid() if requester is None else requester
+    return str(private.write_private(Path(root) / ADOPT_ONCE_DIR / name, f"{name} {pid}\n"))
+
+
+def consume_adoption(root: str | os.PathLike, name: str) -> bool:
+    """Takes the marker for `name` away; whether it was asked for by a `./lab.sh up` that is still running."""
+    path = os.path.join(root, ADOPT_ONCE_DIR, name)
+    try:
+        words = Path(path).read_text().split()
+    except (FileNotFoundError, IsADirectoryError):
+        return False
+    os.remove(path)
+    try:
+        os.kill(int(words[1]), 0)  # signal 0: only asks whether the process exists
+    except (IndexError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # exists, another user's: not the run that asked
+        return False
+    return True
 
 
 def withdraw_adoption(root: str | os.PathLike, name: str) -> bool:
@@ -241,7 +263,7 @@ def create(name: str, stack_id: str, config_yaml: str, adopt: bool = False, prev
     """
     owner = owner_in(previous_output) or new_owner(stack_id)
     # Consumed whatever happens next: the marker was for this create only.
-    adopt = withdraw_adoption(".", name) or adopt
+    adopt = consume_adoption(".", name) or adopt
     if name in existing_clusters():
         try:
             current = cluster_owner(name)

@@ -215,6 +215,22 @@ def test_a_one_time_adoption_marker_is_consumed_by_the_create(fake_tools, tmp_pa
         kind_cluster.create("lab", OWNER, config_yaml())
 
 
+def test_a_marker_left_by_a_killed_run_adopts_nothing(fake_tools, tmp_path, monkeypatch):
+    """`./lab.sh up --adopt` killed before it could withdraw its marker: the next create, without --adopt, must not
+    take the cluster over silently. The marker names the process that asked, which is gone."""
+    import subprocess
+
+    set_state, get_state, calls = fake_tools
+    monkeypatch.chdir(tmp_path)
+    set_state(["lab"], {})
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    kind_cluster.request_adoption(tmp_path, "lab", requester=gone.pid)
+    with pytest.raises(kind_cluster.KindError, match="already exists and was not created by this stack"):
+        kind_cluster.create("lab", OWNER, config_yaml())
+    assert not (tmp_path / ".lab" / "adopt-once" / "lab").exists(), "the stale marker is cleared"
+
+
 def test_a_failed_command_is_quoted_from_its_stderr_never_its_stdout(tmp_path):
     """`kind get kubeconfig` prints the kubeconfig on stdout: a failure must not carry it into an error message."""
     from tests import realistic_secrets

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import stat
 from pathlib import Path
@@ -211,7 +212,7 @@ def test_adopt_is_a_choice_for_one_up_that_stores_nothing(project, machine, tmp_
     ctx = context(project, machine)
     assert cli.main(["up", "--adopt"], ctx) == 0
     assert machine.calls() == ["stack select --create l4-only --secrets-provider passphrase", "up --yes --stack l4-only"]
-    assert seen.read_text() == "600\nambient-l4-only\n"
+    assert seen.read_text() == f"600\nambient-l4-only {os.getpid()}\n", "the marker names the ./lab.sh up that asked"
     assert not (project / marker).exists()
     assert "adopting kind cluster ambient-l4-only if it exists, for this up only" in ctx.out.getvalue()
     machine.clusters.write_text("")  # say the cluster went: the next up creates one, with no adoption pending
