@@ -112,13 +112,15 @@ def _cached_or_fetched(cache: Path, file_name: str, url: str, published: str | N
     return path
 
 
-def _index_entry(chart: Chart, cache: Path) -> tuple[str, str | None]:
-    """The chart's download URL and published digest, from its repository's index.yaml."""
+def _index_entry(chart: Chart, indexes: dict[str, dict]) -> tuple[str, str | None]:
+    """The chart's download URL and published digest, from its repository's index.yaml (read once per `indexes`)."""
     index_url = chart.repository.rstrip("/") + "/index.yaml"
-    try:
-        index = yaml.safe_load(_fetch(index_url)) or {}
-    except yaml.YAMLError:
-        raise ArtifactError(f"{index_url} is not a Helm repository index; check the repository address.") from None
+    if index_url not in indexes:
+        try:
+            indexes[index_url] = yaml.safe_load(_fetch(index_url)) or {}
+        except yaml.YAMLError:
+            raise ArtifactError(f"{index_url} is not a Helm repository index; check the repository address.") from None
+    index = indexes[index_url]
     for entry in (index.get("entries") or {}).get(chart.name) or []:
         if str(entry.get("version")).lstrip("v") == chart.version.lstrip("v") and entry.get("urls"):
             url = urllib.parse.urljoin(chart.repository.rstrip("/") + "/", entry["urls"][0])
@@ -127,7 +129,7 @@ def _index_entry(chart: Chart, cache: Path) -> tuple[str, str | None]:
                         "lists, or another repository.")
 
 
-def chart(chart: Chart, project_root: Path) -> Path | None:
+def chart(chart: Chart, project_root: Path, indexes: dict[str, dict] | None = None) -> Path | None:
     """The chart's packaged file in the cache (fetched and verified if missing); None for an oci:// repository."""
     if chart.repository.startswith("oci://"):
         return None
@@ -137,7 +139,7 @@ def chart(chart: Chart, project_root: Path) -> Path | None:
     # so a fetch is never without the repository's digest.
     if recorded_url and (cache / chart.file_name).is_file() and _recorded(cache).get(recorded_url):
         return _cached_or_fetched(cache, chart.file_name, recorded_url)
-    url, published = _index_entry(chart, cache)
+    url, published = _index_entry(chart, {} if indexes is None else indexes)
     path = _cached_or_fetched(cache, chart.file_name, url, published)
     urls = _chart_urls(cache)
     urls[f"{chart.repository}|{chart.name}|{chart.version}"] = url
@@ -180,8 +182,9 @@ def lab_charts(istio_version: str, chart_repository: str, observability: bool) -
 def ensure(project_root: Path, istio_version: str, chart_repository: str, observability: bool,
            gateway_api_version: str | None) -> None:
     """Fetch and verify everything a lab with these settings installs; a warm cache fetches nothing."""
+    indexes: dict[str, dict] = {}  # Istio's four charts share one (large) index.yaml: read it once
     for each in lab_charts(istio_version, chart_repository, observability):
-        chart(each, project_root)
+        chart(each, project_root, indexes)
     if gateway_api_version:
         gateway_api_bundle(gateway_api_version, project_root)
 

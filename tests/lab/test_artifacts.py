@@ -102,7 +102,7 @@ def test_a_version_the_repository_does_not_list_is_one_sentence(upstream, tmp_pa
 
 def test_ensure_covers_every_chart_and_the_bundle_of_a_lab(monkeypatch, tmp_path):
     asked = []
-    monkeypatch.setattr(artifacts, "chart", lambda chart, root: asked.append(chart.name))
+    monkeypatch.setattr(artifacts, "chart", lambda chart, root, indexes=None: asked.append(chart.name))
     monkeypatch.setattr(artifacts, "gateway_api_bundle", lambda version, root: asked.append(f"bundle {version}"))
     artifacts.ensure(tmp_path, "1.31.1", REPO, True, "v1.6.1")
     assert asked == ["base", "istiod", "cni", "ztunnel", "prometheus", "kiali-server", "bundle v1.6.1"]
@@ -129,3 +129,16 @@ def test_a_cache_that_lost_its_digest_record_goes_through_the_index_again(upstre
     upstream.set_index(b"what the repository says now")
     with pytest.raises(artifacts.ArtifactError, match="its repository's index.yaml lists"):
         artifacts.chart(CHART, tmp_path)
+
+
+def test_charts_of_one_repository_read_its_index_once(upstream, tmp_path):
+    """Istio's four charts come from one repository whose index.yaml is large: one read serves them all."""
+    for name in ("base", "istiod"):
+        upstream.files[f"{REPO}/{name}-1.31.1.tgz"] = f"chart {name}".encode()
+    listed = {name: [{"version": "1.31.1", "urls": [f"{name}-1.31.1.tgz"],
+                      "digest": hashlib.sha256(f"chart {name}".encode()).hexdigest()}] for name in ("base", "istiod")}
+    upstream.files[f"{REPO}/index.yaml"] = yaml.safe_dump({"entries": listed}).encode()
+    indexes: dict = {}
+    for name in ("base", "istiod"):
+        artifacts.chart(artifacts.Chart(REPO, name, "1.31.1"), tmp_path, indexes)
+    assert upstream.fetched.count(f"{REPO}/index.yaml") == 1
