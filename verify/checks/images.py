@@ -48,7 +48,7 @@ def _running_digests(ctx: CheckContext) -> tuple[dict[str, str], list[str], list
 
 def check_image_digests(ctx: CheckContext) -> CheckResult:
     started = ctx.clock()
-    record = DigestRecord(Path(ctx.image_record or ""))
+    record = DigestRecord(Path(ctx.image_record))  # scheduled only with a record (check_specs)
 
     def probe() -> Observation:
         digests, unknown, loaded, commands = _running_digests(ctx)

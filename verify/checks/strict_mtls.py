@@ -19,8 +19,6 @@ outside client, and ztunnel would name that policy instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from datetime import datetime
 
 from lab import catalog
 from verify.checks.base import (
@@ -40,7 +38,7 @@ from verify.checks.base import (
     ztunnel_for_node,
 )
 from verify.checks.traffic import send_curl, send_probe
-from verify.checks.ztunnel_logs import closed_within, only_line, port_of
+from verify.checks.ztunnel_logs import lines_from_port, only_line
 from verify.evidence import AccessLogEntry, parse_ztunnel_access_log
 from verify.report import CheckResult
 
@@ -54,15 +52,6 @@ def details_url(namespace: str, *, from_outside: bool) -> str:
     if from_outside:
         host = f"{host}.{namespace}.svc.cluster.local"
     return f"http://{host}:{catalog.BOOKINFO_PORT}{catalog.STRICT_PROBE_PATH}"
-
-
-def refusal_lines(
-    entries: Iterable[AccessLogEntry], server_pod: str, local_port: int, start: datetime, end: datetime
-) -> list[AccessLogEntry]:
-    """The ``inbound`` lines to `server_pod` from client port `local_port` that closed between `start` and `end`."""
-    return [entry for entry in entries
-            if entry.direction == "inbound" and entry.dst_workload == server_pod
-            and port_of(entry.src_addr) == local_port and closed_within(entry, start, end)]
 
 
 def assess_refusal(line: AccessLogEntry) -> str | None:
@@ -114,7 +103,8 @@ def check_strict_mtls(ctx: CheckContext) -> CheckResult:
         read_at = ctx.now()
         commands.append(kube.command(["logs", "-n", catalog.ISTIO_NAMESPACE, ztunnel, f"--since={since_s}s"]))
         line, missing = only_line(
-            refusal_lines(parse_ztunnel_access_log(log), details.name, sent.local_port, sent.sent_at, read_at),
+            lines_from_port(parse_ztunnel_access_log(log), "inbound", details.name, sent.local_port, sent.sent_at,
+                            read_at),
             f"inbound line from port {sent.local_port} to {details.name} on {ztunnel}")
         evidence["entry"] = line.to_dict() if line else None
         problem = missing or (assess_refusal(line) if line else None)

@@ -88,13 +88,22 @@ def open_during(entry: AccessLogEntry, start: datetime, end: datetime) -> bool:
     return opened <= end + slack and closed >= start - slack
 
 
+def lines_from_port(
+    entries: Iterable[AccessLogEntry], direction: str, pod: str, local_port: int, start: datetime, end: datetime
+) -> list[AccessLogEntry]:
+    """The `direction` lines of `pod` (the source of an ``outbound`` line, the destination of an ``inbound`` one)
+    whose client came from port `local_port` and that closed between `start` and `end`."""
+    return [entry for entry in entries
+            if entry.direction == direction
+            and (entry.src_workload if direction == "outbound" else entry.dst_workload) == pod
+            and port_of(entry.src_addr) == local_port and closed_within(entry, start, end)]
+
+
 def probe_client_lines(
     entries: Iterable[AccessLogEntry], client_pod: str, local_port: int, start: datetime, end: datetime
 ) -> list[AccessLogEntry]:
     """The ``outbound`` lines of `client_pod` from port `local_port` that closed between `start` and `end`."""
-    return [entry for entry in entries
-            if entry.direction == "outbound" and entry.src_workload == client_pod
-            and port_of(entry.src_addr) == local_port and closed_within(entry, start, end)]
+    return lines_from_port(entries, "outbound", client_pod, local_port, start, end)
 
 
 def mirrors(client_line: AccessLogEntry, server_line: AccessLogEntry) -> bool:
