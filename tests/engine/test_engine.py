@@ -221,6 +221,16 @@ def test_lab_sh_up_previews_then_stops_at_the_fake_cluster_with_its_sentence(lab
     assert len(creates) == 1 and reads and calls.index(reads[0]) > calls.index(creates[0]), calls
     assert open(stack_file, "rb").read() == tracked, "./lab.sh left an encryptionsalt in the tracked stack file"
 
+    # Again, as a user does after a failure: the failed up saved no outputs, so ./lab.sh must know its cluster from
+    # the state pulumi wrote (the cluster Command's triggers and stored stdout), or it would call it a stranger's.
+    again = subprocess.run(["bash", "lab.sh", "up", "l4-only"], cwd=lab.project, env=env, capture_output=True,
+                           text=True, timeout=900)
+    preflight = again.stdout.split("[2/6] preflight", 1)[1].split("[3/6] state", 1)[0]
+    assert "kind cluster ambient-l4-only belongs to this stack" in preflight, again.stdout + again.stderr
+    assert "FAIL" not in preflight and "kind cluster ambient-l4-only is running" in again.stdout, again.stdout
+    assert len([c for c in lab.calls() if c["tool"] == "kind" and c["argv"][:2] == ["create", "cluster"]]) == 1
+    assert open(stack_file, "rb").read() == tracked
+
 
 def test_the_e2e_suites_automation_api_calls_run_against_the_real_cli(lab, monkeypatch):
     """The end-to-end suite's `Lab` (tests/e2e/lab.py) on the real CLI: a new stack of its own name, its config,
