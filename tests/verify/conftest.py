@@ -578,6 +578,10 @@ class FakeCluster:
     # The checks' wall clock (make_context shares it), so the fake ztunnel stamps a probe's lines when it was sent.
     now: Callable[[], dt.datetime] = lambda: NOW
     exec_times: list[dt.datetime] = field(default_factory=list)
+    # How far the nodes' clocks are ahead of this machine's (negative: behind); ztunnel stamps its lines with them.
+    node_clock_offset: dt.timedelta = dt.timedelta(0)
+    # Which pod `kubectl exec deploy/NAME` runs in, when not the first one (a rollout's new pod, say).
+    deploy_lands_on: dict[str, str] = field(default_factory=dict)
 
     def command(self, args: Sequence[str]) -> str:
         return "kubectl --context fake " + " ".join(args)
@@ -591,23 +595,43 @@ class FakeCluster:
             raise self.nodes_error
         return {"items": [{"metadata": {"name": "lab-worker"}}, {"metadata": {"name": "lab-worker2"}}]}
 
+    def lands_on(self, namespace: str, target: str) -> dict[str, Any] | None:
+        """The pod an exec into `target` runs in: the pod of that name, or for ``deploy/NAME`` the one
+        `deploy_lands_on` names, else the first running pod labelled app=NAME (as kubectl picks one of its pods)."""
+        pods = self.pods_by_namespace.get(namespace, [])
+        if not target.startswith("deploy/"):
+            return next((item for item in pods if item["metadata"]["name"] == target), None)
+        if target in self.deploy_lands_on:
+            return next(item for item in pods if item["metadata"]["name"] == self.deploy_lands_on[target])
+        app = target.partition("/")[2]
+        running = sorted((item for item in pods if item["metadata"].get("labels", {}).get("app") == app
+                          and item["status"]["phase"] == "Running"), key=lambda item: item["metadata"]["name"])
+        return running[0] if running else None
+
     def exec(self, namespace: str, target: str, container: str, argv: Sequence[str],
              timeout_s: float = 30.0) -> ExecResult:
         method = argv[argv.index("-X") + 1] if "-X" in argv else "GET"
         self.calls.append(("exec", namespace, target, container, tuple(argv)))
         self.exec_times.append(self.now())
+        command = self.command(["exec", "-n", namespace, target, "-c", container, "--", *argv])
+        answering = target
+        if "/" not in target:  # a pod by name: kubectl refuses one that is not there
+            landed = self.lands_on(namespace, target)
+            if landed is None:
+                return ExecResult(command, 1, "", f'Error from server (NotFound): pods "{target}" not found\n')
+            # The answers are recorded per Deployment: a pod answers as its app's Deployment does.
+            answering = f"deploy/{landed['metadata'].get('labels', {}).get('app')}"
         # An answer for this very URL, if there is one, else the client's answer for the method.
-        answer = self.exec_answers.get((namespace, target, method, argv[-1]))
+        answer = self.exec_answers.get((namespace, answering, method, argv[-1]))
         if answer is None:
-            answer = self.exec_answers[(namespace, target, method)]
+            answer = self.exec_answers[(namespace, answering, method)]
         if isinstance(answer, list):
             result = answer.pop(0) if len(answer) > 1 else answer[0]
         elif callable(answer):
             result = answer()
         else:
             result = answer
-        return ExecResult(self.command(["exec", "-n", namespace, target, "-c", container, "--", *argv]),
-                          result.exit_code, result.stdout, result.stderr)
+        return ExecResult(command, result.exit_code, result.stdout, result.stderr)
 
     def logs(self, namespace: str, pod: str, *, since_s: int | None = None, tail: int | None = None) -> str:
         self.calls.append(("logs", namespace, pod, since_s, tail))
@@ -617,10 +641,19 @@ class FakeCluster:
         return answer() if callable(answer) else answer
 
     def probes(self) -> list[tuple[str, str, int, dt.datetime]]:
-        """The probes sent so far, in order: (exec target, URL, client port, when)."""
+        """The probes sent so far, in order: (exec target, URL, client port, when by the nodes' clocks)."""
         execs = [call for call in self.calls if call[0] == "exec"]
-        return [(call[2], call[4][-1], probe_port(call[4]), when)
+        return [(call[2], call[4][-1], probe_port(call[4]), when + self.node_clock_offset)
                 for call, when in zip(execs, self.exec_times, strict=True) if probe_port(call[4]) is not None]
+
+    def probes_from(self, namespace: str, app: str) -> list[tuple[dict[str, Any], str, int, dt.datetime]]:
+        """The probes that ran in a pod of `app`: (that pod, URL, client port, when by the nodes' clocks)."""
+        found = []
+        for target, url, port, when in self.probes():
+            landed = self.lands_on(namespace, target)
+            if landed is not None and landed["metadata"].get("labels", {}).get("app") == app:
+                found.append((landed, url, port, when))
+        return found
 
     def http_get(self, namespace: str, pod: str, port: int, path: str, timeout_s: float = 30.0, *,
                  form: dict[str, str] | None = None, cookies: Sequence[str] = ()) -> HttpResponse:
@@ -781,26 +814,31 @@ def healthy_cluster(mode: str, root: Issuer, leaves: dict[str, x509.Certificate]
 
 
 def probe_lines(cluster: FakeCluster, mode: str) -> dict[str, list[str]]:
-    """What each node's ztunnel logs for the probes sent so far, at the time the checks read (NOW), per node.
+    """What each node's ztunnel logs for the probes sent so far, stamped by the nodes' clocks, per node.
 
-    sleep and details run on CLIENT_NODE, productpage on SERVER_NODE. The client side logs the probe's port; the
-    server side logs the pooled HBONE connection's (the fixture's own), with the byte counts mirrored.
+    details and outside-client run on CLIENT_NODE, productpage on SERVER_NODE, sleep's probes on the node of the pod
+    they ran in (SLEEP_POD unless a test adds another). The client side logs the probe's port; the server side logs
+    the pooled HBONE connection's (the fixture's own), with the byte counts mirrored.
     """
     lines: dict[str, list[str]] = {CLIENT_NODE: [], SERVER_NODE: []}
-    for target, url, port, when in cluster.probes():
+    for target, _, port, when in cluster.probes():
         if target == f"deploy/{catalog.OUTSIDE_CLIENT}":
             lines[CLIENT_NODE].append(stamped(from_port(LINE_STRICT_REFUSAL_DETAILS, port), when))
-        elif target == "deploy/sleep" and "productpage" in url and mode == "l7":
-            lines[CLIENT_NODE].append(stamped(from_port(LINE_WAYPOINT_OUTBOUND, port), when))
+    for sleep, url, port, when in cluster.probes_from(NS, catalog.SLEEP):
+        if "productpage" not in url:
+            continue
+        name, node = sleep["metadata"]["name"], sleep["spec"]["nodeName"]
+        if mode == "l7":
+            lines[node].append(stamped(from_port(LINE_WAYPOINT_OUTBOUND, port), when).replace(SLEEP_POD, name))
             # The waypoint's connection to productpage closes after productpage's keep-alive.
             lines[SERVER_NODE].append(stamped(LINE_WAYPOINT_INBOUND, when + dt.timedelta(seconds=2.1)))
-        elif target == "deploy/sleep" and "productpage" in url:
+        else:
             # The request carries the probe's padding header: both sides count those bytes too.
             extra = len(f"{PROBE_HEADER}: {probe_padding(port)}\r\n")
-            lines[CLIENT_NODE].append(stamped(from_port(LINE_131_OUTBOUND, port), when).replace(
-                "bytes_sent=90 ", f"bytes_sent={90 + extra} "))
+            lines[node].append(stamped(from_port(LINE_131_OUTBOUND, port), when).replace(
+                "bytes_sent=90 ", f"bytes_sent={90 + extra} ").replace(SLEEP_POD, name))
             lines[SERVER_NODE].append(stamped(LINE_131_INBOUND, when).replace(
-                "bytes_recv=90 ", f"bytes_recv={90 + extra} "))
+                "bytes_recv=90 ", f"bytes_recv={90 + extra} ").replace(SLEEP_POD, name))
     return lines
 
 

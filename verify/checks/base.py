@@ -68,12 +68,16 @@ class ProbePorts:
 def probe_padding(local_port: int) -> str:
     """The padding header's value for the probe from `local_port`: 1 to 4000 characters, one length per port."""
     return "p" * (local_port - PROBE_PORTS.start + 1)
-# ztunnel stamps its lines with the node's clock, the checks time their probes with this machine's: kind's nodes
-# share the host's clock, a real cluster's nodes are kept close by NTP. Lines this far outside a probe still count.
-CLOCK_TOLERANCE_S = 1.0
+# How far apart two nodes' clocks may be (NTP keeps a cluster's nodes close): the l7 log check places the server
+# side's line, stamped by the server node's ztunnel, against the client side's line, stamped by the client node's.
+# No check compares a ztunnel's time with this machine's: a VM's or a remote cluster's clock may be minutes off it.
+NODE_CLOCK_TOLERANCE_S = 1.0
 # The authorization policy istiod derives from a STRICT PeerAuthentication and sends to ztunnel: a DENY of every
 # connection without a peer identity, named in the mesh's root namespace (pilot/pkg/serviceregistry/ambient:
-# staticStrictPolicyName). ztunnel names the DENY policy that refused a connection in the access line's error.
+# staticStrictPolicyName). A namespace-scoped STRICT PeerAuthentication (no selector) converts to the same static
+# policy, attached to that namespace's workloads (authorization.go: convertedSelectorPeerAuthentications), so the name
+# is the same whether STRICT covers the mesh or only the lab's namespaces. ztunnel names the DENY policy that refused a
+# connection in the access line's error.
 STRICT_POLICY = f"{catalog.ISTIO_NAMESPACE}/istio_converted_static_strict"
 
 # Check names: stable, so the stack outputs and readers of the JSON report can find a result by name.
@@ -277,18 +281,39 @@ def running_pods(pods_json: Mapping[str, Any]) -> list[dict[str, Any]]:
     return sorted((pod for pod in pod_items(pods_json) if is_running(pod)), key=pod_name)
 
 
+def _newest_first(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # RFC 3339 times in UTC with whole seconds (the API server's format) sort as text; the name breaks ties.
+    return sorted(pods, key=lambda pod: (str(pod.get("metadata", {}).get("creationTimestamp") or ""), pod_name(pod)),
+                  reverse=True)
+
+
 def ztunnel_for_node(pods_json: Mapping[str, Any], node: str) -> str | None:
     """The ztunnel pod that serves `node`: ztunnel is a DaemonSet, one pod per node, found by ``spec.nodeName``.
+
+    During a rollout the chart's ``maxSurge: 1`` starts the new pod beside the old one on the same node; the newest
+    running pod is the one that stays.
 
     Args:
         pods_json: ``kubectl get pods -n istio-system -l app=ztunnel -o json``.
         node: the node the workload runs on.
 
     Returns:
-        The name of the running ztunnel pod on `node`, or None when there is none.
+        The name of the newest running ztunnel pod on `node`, or None when there is none.
     """
     on_node = [pod for pod in running_pods(pods_json) if pod_node(pod) == node]
-    return pod_name(on_node[0]) if on_node else None
+    return pod_name(_newest_first(on_node)[0]) if on_node else None
+
+
+def ztunnels_logging_on_node(pods_json: Mapping[str, Any], node: str) -> list[str]:
+    """Every ztunnel pod on `node` whose log may hold a connection of the last moments, newest first.
+
+    The ztunnel chart rolls its DaemonSet with ``maxSurge: 1, maxUnavailable: 0``: while it rolls, the new pod runs
+    beside the old one on the node, and the old one, even once it is being deleted, still serves and logs the
+    connections it holds while it drains. A connection's line is in one of their logs, so read them all.
+    """
+    on_node = [pod for pod in pod_items(pods_json) if pod.get("status", {}).get("phase") == "Running"
+               and pod_node(pod) == node]
+    return [pod_name(pod) for pod in _newest_first(on_node)]
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,15 @@ from verify.checks.base import (
     LOG_WINDOW_MARGIN_S,
     OK,
     CheckContext,
-    NotFound,
     Observation,
     app_selector,
     check_result,
     one_running_pod,
     poll,
-    ztunnel_for_node,
 )
 from verify.checks.traffic import TRAFFIC_CASES, send_probe
-from verify.checks.ztunnel_logs import only_line, probe_client_lines
-from verify.evidence import AccessLogEntry, parse_ztunnel_access_log
+from verify.checks.ztunnel_logs import only_line, probe_client_lines, read_node_log, ztunnels_on
+from verify.evidence import AccessLogEntry
 from verify.report import CheckResult
 
 # --- e. L7 path proof --------------------------------------------------------------------------------------------
@@ -51,6 +49,8 @@ def envoy_markers(headers: Mapping[str, str]) -> dict[str, str]:
     return markers
 
 
+# The response headers that an Istio Envoy adds (`envoy_markers`); in l7 every response carries both.
+ENVOY_MARKERS = ("server", ENVOY_UPSTREAM_TIME_HEADER)
 # Responses read per attempt; every one must agree with the mode.
 L7_PATH_REQUESTS = 3
 
@@ -83,8 +83,8 @@ def check_l7_path(ctx: CheckContext) -> CheckResult:
     reflects. productpage reflects no request header, and Envoy does not return the request ID in responses by
     default (``always_set_request_id_in_response`` is off in Istio), so this check uses the response headers that
     only Envoy adds (see `envoy_markers`): ``server: istio-envoy`` and ``x-envoy-upstream-service-time``. A response
-    passes in ``l7`` when at least one is present (a mesh may switch either off in proxyHeaders, not both by
-    default), and in ``l4-only`` when neither is.
+    passes in ``l7`` when both are present (Istio adds both by default, and the lab's istiod sets no proxyHeaders
+    that would switch either off), and in ``l4-only`` when neither is.
 
     Headers show that an Envoy answered, not which one. So each request goes out from a client port drawn for it, and
     the line sleep's ztunnel logged for that port must name the productpage waypoint as its destination in ``l7``
@@ -102,13 +102,12 @@ def check_l7_path(ctx: CheckContext) -> CheckResult:
     def probe() -> Observation:
         kube = ctx.cluster
         client = one_running_pod(kube, ctx.namespace, app_selector(catalog.SLEEP))
-        ztunnel = ztunnel_for_node(kube.pods(catalog.ISTIO_NAMESPACE, catalog.ZTUNNEL_POD_LABEL), client.node or "")
-        if ztunnel is None:
-            raise NotFound(f"no running ztunnel pod on node {client.node}")
+        ztunnels = ztunnels_on(ctx, kube.pods(catalog.ISTIO_NAMESPACE, catalog.ZTUNNEL_POD_LABEL), client.node)
         probes, commands, responses = [], [], []
         probes_started = ctx.clock()
         for _ in range(L7_PATH_REQUESTS):
-            sent = send_probe(ctx, catalog.SLEEP, ctx.namespace, "GET", url)
+            # From the very pod whose node's ztunnels are read (see `send_probe`).
+            sent = send_probe(ctx, catalog.SLEEP, ctx.namespace, "GET", url, pod=client.name)
             probes.append(sent)
             commands.append(sent.command)
             responses.append({"envoy_headers": envoy_markers(sent.outcome.headers),
@@ -117,25 +116,31 @@ def check_l7_path(ctx: CheckContext) -> CheckResult:
                 return Observation(False, f"request failed: {sent.outcome.detail}", {"responses": responses},
                                    commands[-1:])
         since_s = math.ceil(ctx.clock() - probes_started) + LOG_WINDOW_MARGIN_S
-        entries = parse_ztunnel_access_log(kube.logs(catalog.ISTIO_NAMESPACE, ztunnel, since_s=since_s))
-        read_at = ctx.now()
-        commands.append(kube.command(["logs", "-n", catalog.ISTIO_NAMESPACE, ztunnel, f"--since={since_s}s"]))
+        log = read_node_log(ctx, ztunnels, since_s)
+        commands += log.commands
         hop_problems = []
         for sent, response in zip(probes, responses, strict=True):
             line, missing = only_line(
-                probe_client_lines(entries, client.name, sent.local_port, sent.sent_at, read_at),
-                f"outbound line from port {sent.local_port} on {ztunnel}")
+                probe_client_lines(log.entries, client.name, sent.local_port),
+                f"outbound line from port {sent.local_port} on {' or '.join(log.pods)}")
             response["ztunnel_line"] = line.to_dict() if line else None
+            response["ztunnel_pod"] = log.pod_of(line)
             problem = missing or (hop_problem(line, in_path, waypoint_identity) if line else None)
             if problem:
                 hop_problems.append(f"port {sent.local_port}: {problem}")
+        ztunnel = log.pods[0]
         evidence = {"responses": responses, "ztunnel_pod": ztunnel}
 
         with_envoy = sum(bool(response["envoy_headers"]) for response in responses)
+        with_both = sum(len(response["envoy_headers"]) == len(ENVOY_MARKERS) for response in responses)
         if with_envoy:
             first = next(response["envoy_headers"] for response in responses if response["envoy_headers"])
             seen = (f"Envoy headers in {with_envoy} of {len(responses)} responses ("
                     + ", ".join(f"{name}: {value}" for name, value in first.items()) + ")")
+            lacking = sorted({name for response in responses if response["envoy_headers"]
+                              for name in ENVOY_MARKERS if name not in response["envoy_headers"]})
+            if in_path and lacking:
+                seen += f", but {with_envoy - with_both} of them without {' or '.join(lacking)}"
         else:
             servers = sorted({str(response["server"] or "absent") for response in responses})
             seen = f"no Envoy headers in any of {len(responses)} responses (server: {', '.join(servers)})"
@@ -145,11 +150,11 @@ def check_l7_path(ctx: CheckContext) -> CheckResult:
             seen += f"; sleep's ztunnel sent all {len(responses)} to the waypoint"
         else:
             seen += f"; sleep's ztunnel sent all {len(responses)} straight to productpage"
-        every_one_agrees = with_envoy == len(responses) if in_path else with_envoy == 0
+        every_one_agrees = with_both == len(responses) if in_path else with_envoy == 0
         return Observation(every_one_agrees and not hop_problems, seen, evidence, commands)
 
     if in_path:
-        expected = (f"every response from sleep GET /productpage carries server: {ENVOY_SERVER_NAME} or "
+        expected = (f"every response from sleep GET /productpage carries both server: {ENVOY_SERVER_NAME} and "
                     f"{ENVOY_UPSTREAM_TIME_HEADER}, and sleep's ztunnel logged each of those requests (by its "
                     f"client port) as tunnelled to the waypoint {catalog.WAYPOINT_NAME}")
     else:

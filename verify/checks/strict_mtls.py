@@ -12,8 +12,14 @@ shows three things at once:
    line's error ends ``explicitly denied by: istio-system/istio_converted_static_strict`` (istio/ztunnel
    src/proxy/inbound_passthrough.rs checks the policies before it connects to the app; src/proxy.rs words it).
 
-details is the target because no ALLOW policy covers it: against productpage, the L4 policy alone would refuse the
-outside client, and ztunnel would name that policy instead.
+details is the target because no other policy applies to it. ztunnel checks every DENY policy before any ALLOW policy
+(istio/ztunnel src/state.rs, assert_rbac), so even at productpage STRICT's DENY would refuse the plaintext first and be
+named; an ALLOW policy never names itself in a refusal (a connection no ALLOW policy matches is logged as ``allow
+policies exist, but none allowed``). At details nothing but STRICT can refuse it at all, and sleep's positive control
+there meets no ALLOW policy either.
+
+A namespace-scoped STRICT PeerAuthentication (STRICT over the lab's namespaces only) converts to the very same
+policy name as a mesh-wide one (see `STRICT_POLICY`), so this check holds on either.
 """
 
 from __future__ import annotations
@@ -29,17 +35,15 @@ from verify.checks.base import (
     STRICT_CHECK,
     STRICT_POLICY,
     CheckContext,
-    NotFound,
     Observation,
     app_selector,
     check_result,
     one_running_pod,
     poll,
-    ztunnel_for_node,
 )
 from verify.checks.traffic import send_curl, send_probe
-from verify.checks.ztunnel_logs import lines_from_port, only_line
-from verify.evidence import AccessLogEntry, parse_ztunnel_access_log
+from verify.checks.ztunnel_logs import lines_from_port, only_line, read_node_log, ztunnels_on
+from verify.evidence import AccessLogEntry
 from verify.report import CheckResult
 
 # How ztunnel words a refusal by a DENY policy (src/proxy.rs: AuthorizationRejectionError::ExplicitlyDenied).
@@ -73,13 +77,11 @@ def check_strict_mtls(ctx: CheckContext) -> CheckResult:
     def probe() -> Observation:
         kube = ctx.cluster
         details = one_running_pod(kube, ctx.namespace, app_selector(service))
-        ztunnel = ztunnel_for_node(kube.pods(catalog.ISTIO_NAMESPACE, catalog.ZTUNNEL_POD_LABEL), details.node or "")
+        ztunnels = ztunnels_on(ctx, kube.pods(catalog.ISTIO_NAMESPACE, catalog.ZTUNNEL_POD_LABEL), details.node)
         commands = [kube.command(["get", "pods", "-n", ctx.namespace, "-l", app_selector(service), "-o", "json"]),
                     kube.command(["get", "pods", "-n", catalog.ISTIO_NAMESPACE, "-l", catalog.ZTUNNEL_POD_LABEL,
                                   "-o", "json"])]
-        if ztunnel is None:
-            raise NotFound(f"no running ztunnel pod on node {details.node}")
-        evidence = {"details": details.to_dict(), "ztunnel_pod": ztunnel}
+        evidence = {"details": details.to_dict(), "ztunnel_pod": ztunnels[0]}
 
         control, control_command = send_curl(ctx, catalog.SLEEP, ctx.namespace, "GET",
                                              details_url(ctx.namespace, from_outside=False))
@@ -99,13 +101,12 @@ def check_strict_mtls(ctx: CheckContext) -> CheckResult:
                                       f"{sent.outcome.detail}", evidence, commands)
 
         since_s = math.ceil(ctx.clock() - probe_started) + LOG_WINDOW_MARGIN_S
-        log = kube.logs(catalog.ISTIO_NAMESPACE, ztunnel, since_s=since_s)
-        read_at = ctx.now()
-        commands.append(kube.command(["logs", "-n", catalog.ISTIO_NAMESPACE, ztunnel, f"--since={since_s}s"]))
+        log = read_node_log(ctx, ztunnels, since_s)
+        commands += log.commands
         line, missing = only_line(
-            lines_from_port(parse_ztunnel_access_log(log), "inbound", details.name, sent.local_port, sent.sent_at,
-                            read_at),
-            f"inbound line from port {sent.local_port} to {details.name} on {ztunnel}")
+            lines_from_port(log.entries, "inbound", details.name, sent.local_port),
+            f"inbound line from port {sent.local_port} to {details.name} on {' or '.join(log.pods)}")
+        ztunnel = evidence["ztunnel_pod"] = log.pod_of(line)
         evidence["entry"] = line.to_dict() if line else None
         problem = missing or (assess_refusal(line) if line else None)
         if problem:

@@ -205,8 +205,9 @@ TRAFFIC_CONSECUTIVE = 2
 
 
 def send_curl(ctx: CheckContext, client: str, namespace: str, method: str, url: str,
-              local_port: int | None = None) -> tuple[CurlOutcome, str]:
-    result = ctx.cluster.exec(namespace, f"deploy/{client}", client, curl_argv(method, url, local_port),
+              local_port: int | None = None, pod: str | None = None) -> tuple[CurlOutcome, str]:
+    """Run the request in `client`'s container: in the pod named `pod`, else in a pod of ``deploy/<client>``."""
+    result = ctx.cluster.exec(namespace, pod or f"deploy/{client}", client, curl_argv(method, url, local_port),
                               timeout_s=CURL_MAX_TIME_S + 20)
     return classify_curl(result.exit_code, result.stdout, result.stderr), result.command
 
@@ -219,7 +220,8 @@ class Probe:
         outcome: the classified answer.
         command: the kubectl exec that sent it.
         local_port: the client port curl bound (``--local-port``).
-        sent_at, done_at: wall-clock time just before the request and just after curl returned.
+        sent_at, done_at: this machine's time just before the request and just after curl returned, for the report
+            (never compared with ztunnel's times, which come from the nodes' clocks).
     """
 
     outcome: CurlOutcome
@@ -233,11 +235,16 @@ class Probe:
                 "done_at": self.done_at.isoformat(), "request": self.outcome.to_dict()}
 
 
-def send_probe(ctx: CheckContext, client: str, namespace: str, method: str, url: str) -> Probe:
-    """Send one request from a port drawn for it alone, so ztunnel's line for this very request can be found."""
+def send_probe(ctx: CheckContext, client: str, namespace: str, method: str, url: str, *,
+               pod: str | None = None) -> Probe:
+    """Send one request from a port drawn for it alone, so ztunnel's line for this very request can be found.
+
+    A check that reads the client side's line passes the `pod` whose node's ztunnel it reads: ``deploy/<client>``
+    picks a pod of its own, which during a rollout may be another one, on another node.
+    """
     port = ctx.local_port()
     sent_at = ctx.now()
-    outcome, command = send_curl(ctx, client, namespace, method, url, local_port=port)
+    outcome, command = send_curl(ctx, client, namespace, method, url, local_port=port, pod=pod)
     return Probe(outcome, command, port, sent_at, ctx.now())
 
 
