@@ -348,6 +348,29 @@ def prometheus_vector(*series: dict[str, Any]) -> dict[str, Any]:
     return {"status": "success", "data": {"resultType": "vector", "result": list(series)}}
 
 
+def prometheus_counted(answer: dict[str, Any], more: int) -> dict[str, Any]:
+    """`answer` with every series' value raised by `more`."""
+    grown = json.loads(json.dumps(answer))
+    for sample in grown["data"]["result"]:
+        sample["value"][1] = str(int(sample["value"][1]) + more)
+    return grown
+
+
+@dataclass
+class CountingPrometheus:
+    """A Prometheus that scrapes ztunnel's counter between two queries: each answer counts sleep's connections up to
+    the query before it (one scrape behind), on top of `answer`'s values (what earlier traffic left)."""
+
+    cluster: Any
+    answer: dict[str, Any]
+    scraped: int = 0
+
+    def __call__(self) -> dict[str, Any]:
+        shown = prometheus_counted(self.answer, self.scraped)
+        self.scraped = len(self.cluster.probes_from(NS, catalog.SLEEP, every_request=True))
+        return shown
+
+
 PROMETHEUS_L4 = prometheus_vector(
     prometheus_series("source", "productpage-v1", PRODUCTPAGE_ID, "7"),
     prometheus_series("destination", "productpage-v1", PRODUCTPAGE_ID, "7"),
@@ -646,10 +669,15 @@ class FakeCluster:
         return [(call[2], call[4][-1], probe_port(call[4]), when + self.node_clock_offset)
                 for call, when in zip(execs, self.exec_times, strict=True) if probe_port(call[4]) is not None]
 
-    def probes_from(self, namespace: str, app: str) -> list[tuple[dict[str, Any], str, int, dt.datetime]]:
-        """The probes that ran in a pod of `app`: (that pod, URL, client port, when by the nodes' clocks)."""
+    def probes_from(self, namespace: str, app: str, *,
+                    every_request: bool = False) -> list[tuple[dict[str, Any], str, int | None, dt.datetime]]:
+        """The probes (with `every_request`, all requests) that ran in a pod of `app`: (that pod, URL, client port,
+        when by the nodes' clocks)."""
         found = []
-        for target, url, port, when in self.probes():
+        execs = [call for call in self.calls if call[0] == "exec"]
+        sent = [(call[2], call[4][-1], probe_port(call[4]), when + self.node_clock_offset)
+                for call, when in zip(execs, self.exec_times, strict=True)] if every_request else self.probes()
+        for target, url, port, when in sent:
             landed = self.lands_on(namespace, target)
             if landed is not None and landed["metadata"].get("labels", {}).get("app") == app:
                 found.append((landed, url, port, when))
@@ -697,6 +725,8 @@ class FakeCluster:
         answer = next((value for prefix, value in self.raw_answers.items() if path.startswith(prefix)), None)
         if isinstance(answer, list):
             answer = answer.pop(0) if len(answer) > 1 else answer[0]
+        if callable(answer):
+            answer = answer()
         if answer is None:
             raise raw_error("NotFound", "the server could not find the requested resource")
         if isinstance(answer, Exception):
@@ -801,11 +831,9 @@ def healthy_cluster(mode: str, root: Issuer, leaves: dict[str, x509.Certificate]
         pods_by_namespace={NS: apps, catalog.ISTIO_NAMESPACE: ztunnels, ns_out: outside},
         exec_answers=exec_answers,
         config_dumps=dumps,
-        raw_answers={
-            PROMETHEUS_PROXY: PROMETHEUS_L7 if waypoint else PROMETHEUS_L4,
-            KIALI_PROXY: Graph.l7_waypoint_node() if waypoint else Graph.l4(),
-        },
+        raw_answers={KIALI_PROXY: Graph.l7_waypoint_node() if waypoint else Graph.l4()},
     )
+    cluster.raw_answers[PROMETHEUS_PROXY] = CountingPrometheus(cluster, PROMETHEUS_L7 if waypoint else PROMETHEUS_L4)
     cluster.logs_by_pod = {
         ZTUNNEL_CLIENT: lambda: "\n".join(UNRELATED_LINES[:3] + client_log + probe_lines(cluster, mode)[CLIENT_NODE]),
         ZTUNNEL_SERVER: lambda: "\n".join(UNRELATED_LINES + server_log + probe_lines(cluster, mode)[SERVER_NODE]),

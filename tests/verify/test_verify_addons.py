@@ -38,10 +38,11 @@ def roundtrip(document):
 # --- Paths and queries ----------------------------------------------------------------------------------------------
 
 
-def test_the_prometheus_query_selects_mtls_connections_from_the_sleep_principal():
-    query = prometheus_mtls_query(catalog.spiffe_id("default", "sleep"))
+def test_the_prometheus_query_selects_mtls_connections_from_the_sleep_principal_to_productpage_or_its_waypoint():
+    query = prometheus_mtls_query(catalog.spiffe_id("default", "sleep"), "default")
     assert query == ('istio_tcp_connections_opened_total{source_principal="spiffe://cluster.local/ns/default/sa/sleep",'
-                     'connection_security_policy="mutual_tls"}')
+                     'connection_security_policy="mutual_tls",destination_workload_namespace="default",'
+                     'destination_workload=~"productpage-v1|productpage-waypoint"}')
     path = prometheus_query_path(query)
     assert path.startswith("/api/v1/namespaces/istio-system/services/prometheus:9090/proxy/api/v1/query?query=")
     assert urllib.parse.parse_qs(urllib.parse.urlsplit(path).query) == {"query": [query]}
@@ -71,59 +72,92 @@ def test_kiali_is_asked_for_an_uncached_graph_right_after_a_mode_switch(fx, heal
 # --- Prometheus decision ----------------------------------------------------------------------------------------------
 
 
-def test_prometheus_samples_above_zero_pass_with_their_labels(fx):
-    ok, observed, evidence = assess_prometheus_mtls(roundtrip(fx.PROMETHEUS_L4), SLEEP_PRINCIPAL)
+def baseline_of(answer):
+    counts, _ = addons.prometheus_counts(roundtrip(answer), SLEEP_PRINCIPAL)
+    return {key: float(item["value"]) for key, item in counts.items()}
+
+
+def test_prometheus_series_that_grew_since_the_baseline_pass_with_their_labels(fx):
+    before = baseline_of(fx.PROMETHEUS_L4)
+    ok, observed, evidence = assess_prometheus_mtls(roundtrip(fx.prometheus_counted(fx.PROMETHEUS_L4, 3)),
+                                                    SLEEP_PRINCIPAL, before)
     assert ok
-    assert observed.startswith("2 series of mTLS connections from spiffe://cluster.local/ns/default/sa/sleep: ")
-    assert "source reporter: sleep -> productpage-v1 (spiffe://cluster.local/ns/default/sa/bookinfo-productpage) = 7" \
-        in observed
+    assert observed.startswith("2 series of mTLS connections from spiffe://cluster.local/ns/default/sa/sleep grew "
+                               "during the check: ")
+    assert "source reporter: sleep -> productpage-v1 (spiffe://cluster.local/ns/default/sa/bookinfo-productpage) " \
+           "7 -> 10" in observed
     assert evidence["series"][1] == {
         "reporter": "destination", "source_workload": "sleep", "destination_workload": "productpage-v1",
-        "destination_principal": fx.PRODUCTPAGE_ID, "value": "7",
+        "destination_principal": fx.PRODUCTPAGE_ID, "value": "10", "baseline": 7.0,
     }
 
 
+def test_a_counter_above_zero_that_did_not_grow_fails(fx):
+    """Before, any value above 0 passed: yesterday's connections, from a Prometheus that has not scraped ztunnel
+    since, looked like today's."""
+    ok, observed, evidence = assess_prometheus_mtls(roundtrip(fx.PROMETHEUS_L4), SLEEP_PRINCIPAL,
+                                                    baseline_of(fx.PROMETHEUS_L4))
+    assert not ok
+    assert observed.startswith("no istio_tcp_connections_opened_total series from "
+                               "spiffe://cluster.local/ns/default/sa/sleep with mutual_tls grew since before the "
+                               "check's requests (source reporter: sleep -> productpage-v1 ")
+    assert "7 -> 7" in observed and [item["baseline"] for item in evidence["series"]] == [7.0, 7.0]
+
+
+def test_a_series_new_since_the_baseline_or_restarted_counts_as_growth(fx):
+    ok, observed, _ = assess_prometheus_mtls(roundtrip(fx.PROMETHEUS_L7), SLEEP_PRINCIPAL, {})
+    assert ok and f"sleep -> {catalog.WAYPOINT_NAME} ({fx.WAYPOINT_ID}) absent -> 4" in observed
+    # ztunnel restarted in the same pod: its counter starts over below the baseline, and counts again.
+    ok, observed, _ = assess_prometheus_mtls(roundtrip(fx.PROMETHEUS_L7), SLEEP_PRINCIPAL,
+                                             baseline_of(fx.prometheus_counted(fx.PROMETHEUS_L7, 500)))
+    assert ok and "504 -> 4" in observed
+
+
 def test_prometheus_through_the_waypoint_names_it(fx):
-    ok, observed, evidence = assess_prometheus_mtls(roundtrip(fx.PROMETHEUS_L7), SLEEP_PRINCIPAL)
+    ok, observed, evidence = assess_prometheus_mtls(roundtrip(fx.prometheus_counted(fx.PROMETHEUS_L7, 1)),
+                                                    SLEEP_PRINCIPAL, baseline_of(fx.PROMETHEUS_L7))
     assert ok and f"sleep -> {catalog.WAYPOINT_NAME}" in observed
     assert evidence["series"][0]["destination_principal"] == fx.WAYPOINT_ID
 
 
 def test_prometheus_empty_result_fails_and_says_why(fx):
-    ok, observed, evidence = assess_prometheus_mtls(roundtrip(fx.PROMETHEUS_EMPTY), SLEEP_PRINCIPAL)
+    ok, observed, evidence = assess_prometheus_mtls(roundtrip(fx.PROMETHEUS_EMPTY), SLEEP_PRINCIPAL, {})
     assert not ok and evidence == {"series": []}
     assert observed == (
         "Prometheus has no istio_tcp_connections_opened_total series with source_principal "
-        "spiffe://cluster.local/ns/default/sa/sleep and connection_security_policy mutual_tls yet: it scrapes ztunnel "
-        "every 15 s, so this fills in shortly after traffic; if it stays empty, check that Prometheus scrapes the "
-        "ztunnel pods (Status > Targets in its UI)"
+        "spiffe://cluster.local/ns/default/sa/sleep and connection_security_policy mutual_tls to productpage-v1 or "
+        "productpage-waypoint yet: it scrapes ztunnel every 15 s, so this fills in shortly after traffic; if it stays "
+        "empty, check that Prometheus scrapes the ztunnel pods (Status > Targets in its UI)"
     )
 
 
 def test_prometheus_error_status_is_reported(fx):
-    ok, observed, evidence = assess_prometheus_mtls(roundtrip(fx.PROMETHEUS_BAD_QUERY), SLEEP_PRINCIPAL)
+    ok, observed, evidence = assess_prometheus_mtls(roundtrip(fx.PROMETHEUS_BAD_QUERY), SLEEP_PRINCIPAL, {})
     assert not ok
     assert observed == ('Prometheus refused the query (bad_data: invalid parameter "query": 1:36: parse error: '
                         'unexpected "=" in label matching)')
     assert evidence["errorType"] == "bad_data"
 
 
-def test_prometheus_zero_values_and_other_principals_do_not_count(fx):
+def test_prometheus_zero_values_other_principals_and_other_destinations_do_not_count(fx):
     zero = fx.prometheus_vector(fx.prometheus_series("source", "productpage-v1", fx.PRODUCTPAGE_ID, "0"))
-    ok, observed, _ = assess_prometheus_mtls(roundtrip(zero), SLEEP_PRINCIPAL)
+    ok, observed, _ = assess_prometheus_mtls(roundtrip(zero), SLEEP_PRINCIPAL, {})
     assert not ok and observed.endswith("but every value is 0")
     other = fx.prometheus_vector(fx.prometheus_series("source", "productpage-v1", fx.PRODUCTPAGE_ID, "9",
                                                       source_principal=fx.NOTSLEEP_ID))
-    ok, observed, _ = assess_prometheus_mtls(roundtrip(other), SLEEP_PRINCIPAL)
+    ok, observed, _ = assess_prometheus_mtls(roundtrip(other), SLEEP_PRINCIPAL, {})
+    assert not ok and observed.startswith("Prometheus has no istio_tcp_connections_opened_total series")
+    details = fx.prometheus_vector(fx.prometheus_series("source", "details-v1", fx.PRODUCTPAGE_ID, "9"))
+    ok, observed, _ = assess_prometheus_mtls(roundtrip(details), SLEEP_PRINCIPAL, {})
     assert not ok and observed.startswith("Prometheus has no istio_tcp_connections_opened_total series")
     nan = fx.prometheus_vector(fx.prometheus_series("source", "productpage-v1", fx.PRODUCTPAGE_ID, "NaN"))
-    assert not assess_prometheus_mtls(roundtrip(nan), SLEEP_PRINCIPAL)[0]
+    assert not assess_prometheus_mtls(roundtrip(nan), SLEEP_PRINCIPAL, {})[0]
 
 
 @pytest.mark.parametrize("answer", [[], {"status": "success", "data": {"resultType": "matrix", "result": []}},
                                     {"status": "success"}])
 def test_prometheus_answers_of_another_shape_fail(answer):
-    ok, observed, _ = assess_prometheus_mtls(answer, SLEEP_PRINCIPAL)
+    ok, observed, _ = assess_prometheus_mtls(answer, SLEEP_PRINCIPAL, {})
     assert not ok and observed.startswith("Prometheus answered")
 
 
@@ -296,22 +330,48 @@ def test_without_addons_nothing_asks_prometheus_or_kiali(fx, healthy, mode):
 # --- The Prometheus check through the boundary ------------------------------------------------------------------------
 
 
-def test_prometheus_check_sends_traffic_first_then_polls_until_the_scrape(fx, healthy):
+def test_prometheus_check_reads_a_baseline_sends_traffic_then_polls_until_the_scrape_shows_growth(fx, healthy):
     cluster = healthy("l4-only")
-    cluster.raw_answers[fx.PROMETHEUS_PROXY] = [fx.PROMETHEUS_EMPTY, fx.PROMETHEUS_EMPTY, fx.PROMETHEUS_L4]
+    grown = fx.prometheus_counted(fx.PROMETHEUS_L4, 3)
+    cluster.raw_answers[fx.PROMETHEUS_PROXY] = [fx.PROMETHEUS_L4, fx.PROMETHEUS_L4, fx.PROMETHEUS_L4, grown]
     ctx, clock = fx.make_context(cluster, "l4-only", timeout_s=60)
     result = addons.check_prometheus_mtls(ctx)
     assert result.passed, result.observed
     assert result.evidence["attempts"] == 3 and clock.sleeps == [addons.ADDON_POLL_INTERVAL_S] * 2
     kinds = [call[0] for call in cluster.calls]
-    assert kinds == ["exec"] * addons.ADDON_TRAFFIC_REQUESTS + ["get_raw"] * 3
+    assert kinds == ["get_raw"] + ["exec"] * addons.ADDON_TRAFFIC_REQUESTS + ["get_raw"] * 3
     assert all(call[2] == "deploy/sleep" for call in cluster.calls if call[0] == "exec")
     assert result.evidence["requests_sent"] == {"ok": 3}
-    assert result.evidence["query"] == prometheus_mtls_query(SLEEP_PRINCIPAL)
-    assert [series["reporter"] for series in result.evidence["series"]] == ["source", "destination"]
-    assert result.command[0].startswith("kubectl --context fake exec -n default deploy/sleep -c sleep -- curl")
-    assert result.command[-1].startswith("kubectl --context fake get --raw /api/v1/namespaces/istio-system/services/"
-                                         "prometheus:9090/proxy/api/v1/query?query=istio_tcp_connections_opened_total")
+    assert result.evidence["query"] == prometheus_mtls_query(SLEEP_PRINCIPAL, "default")
+    assert [(series["reporter"], series["baseline"], series["value"]) for series in result.evidence["series"]] == [
+        ("source", 7.0, "10"), ("destination", 7.0, "10")]
+    query = ("kubectl --context fake get --raw /api/v1/namespaces/istio-system/services/prometheus:9090/proxy/api/v1/"
+             "query?query=istio_tcp_connections_opened_total")
+    assert result.command[0].startswith(query) and result.command[-1].startswith(query)
+    assert result.command[1].startswith("kubectl --context fake exec -n default deploy/sleep -c sleep -- curl")
+
+
+def test_prometheus_check_fails_when_the_count_stays_where_it_was(fx, healthy):
+    """Before, a counter above 0 passed at once: here Prometheus still answers with the count it scraped before it
+    stopped scraping ztunnel, and the check's requests never show."""
+    cluster = healthy("l4-only")
+    cluster.raw_answers[fx.PROMETHEUS_PROXY] = fx.PROMETHEUS_L4
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=60)
+    result = addons.check_prometheus_mtls(ctx)
+    assert not result.passed
+    assert result.observed.startswith("no istio_tcp_connections_opened_total series from")
+    assert "waiting for Prometheus to scrape a grown count of ztunnel's mTLS connections" in result.details
+
+
+def test_prometheus_check_takes_its_baseline_again_when_prometheus_did_not_answer(fx, healthy):
+    cluster = healthy("l4-only")
+    unavailable = fx.raw_error("ServiceUnavailable", 'no endpoints available for service "prometheus"')
+    cluster.raw_answers[fx.PROMETHEUS_PROXY] = [unavailable, fx.PROMETHEUS_L4, fx.prometheus_counted(
+        fx.PROMETHEUS_L4, 1)]
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=60)
+    result = addons.check_prometheus_mtls(ctx)
+    assert result.passed and result.evidence["attempts"] == 2
+    assert [call[0] for call in cluster.calls].count("exec") == addons.ADDON_TRAFFIC_REQUESTS
 
 
 def test_prometheus_check_times_out_with_the_last_answer(fx, healthy):
@@ -322,7 +382,7 @@ def test_prometheus_check_times_out_with_the_last_answer(fx, healthy):
     assert not result.passed
     assert result.observed.startswith("Prometheus has no istio_tcp_connections_opened_total series")
     assert result.details.startswith("Timed out after") and \
-        "waiting for Prometheus to scrape ztunnel's mTLS connection count" in result.details
+        "waiting for Prometheus to scrape a grown count of ztunnel's mTLS connections" in result.details
     assert len(clock.sleeps) >= 4
 
 
@@ -444,13 +504,14 @@ def test_prometheus_behind_a_private_control_plane_is_read_through_a_port_forwar
     cluster = healthy("l4-only")
     cluster.raw_answers[fx.PROMETHEUS_PROXY] = fx.raw_error("ServiceUnavailable",
                                                             fx.PROXY_DIAL_TIMEOUT.format(port=9090))
-    cluster.forward_answers["/api/v1/query?"] = fx.HttpResponse((), 200, json.dumps(fx.PROMETHEUS_L4))
+    cluster.forward_answers["/api/v1/query?"] = [fx.HttpResponse((), 200, json.dumps(answer)) for answer in (
+        fx.PROMETHEUS_L4, fx.prometheus_counted(fx.PROMETHEUS_L4, 3))]
     ctx, _ = fx.make_context(cluster, "l4-only")
     result = addons.check_prometheus_mtls(ctx)
     assert result.passed, result.observed
     forwards = [call for call in cluster.calls if call[0] == "forward"]
     assert forwards[0][1:5] == ("istio-system", "svc/prometheus", 9090, prometheus_query_path(
-        prometheus_mtls_query(SLEEP_PRINCIPAL)).split("/proxy", 1)[1])
+        prometheus_mtls_query(SLEEP_PRINCIPAL, "default")).split("/proxy", 1)[1])
     assert any("port-forward -n istio-system svc/prometheus" in command for command in result.command)
 
 

@@ -1,4 +1,5 @@
-"""The observability addons: Prometheus holds ztunnel's mTLS metrics and Kiali's graph shows the expected edge."""
+"""The observability addons: Prometheus' count of ztunnel's mTLS connections grows with the check's requests, and
+Kiali's graph shows the expected edge."""
 
 from __future__ import annotations
 
@@ -43,10 +44,17 @@ def _service_proxy(service: str, port: int) -> str:
     return f"/api/v1/namespaces/{catalog.ISTIO_NAMESPACE}/services/{service}:{port}/proxy"
 
 
-def prometheus_mtls_query(source_principal: str) -> str:
-    """The instant query for mTLS connections opened by `source_principal` (a SPIFFE ID)."""
+# Where sleep's requests to productpage open their mTLS connections: productpage itself (l4-only) or its waypoint (l7).
+PROMETHEUS_DESTINATIONS = (PRODUCTPAGE_WORKLOAD, catalog.WAYPOINT_NAME)
+
+
+def prometheus_mtls_query(source_principal: str, namespace: str) -> str:
+    """The instant query for mTLS connections opened by `source_principal` (a SPIFFE ID) to productpage or its
+    waypoint in `namespace`."""
+    destinations = "|".join(PROMETHEUS_DESTINATIONS)
     return (f'{TCP_CONNECTIONS_METRIC}{{source_principal="{source_principal}",'
-            f'connection_security_policy="{MUTUAL_TLS}"}}')
+            f'connection_security_policy="{MUTUAL_TLS}",destination_workload_namespace="{namespace}",'
+            f'destination_workload=~"{destinations}"}}')
 
 
 def prometheus_query_path(query: str) -> str:
@@ -76,8 +84,16 @@ def _number(text: Any) -> float:
         return math.nan
 
 
-def assess_prometheus_mtls(query_json: Any, source_principal: str) -> tuple[bool, str, dict[str, Any]]:
-    """Decide whether a Prometheus instant-query answer shows mTLS connections opened by `source_principal`.
+SeriesKey = tuple[tuple[str, str], ...]
+
+
+def series_key(labels: Mapping[str, Any]) -> SeriesKey:
+    """One series' identity: its whole label set (a restarted ztunnel pod, say, starts a series of its own)."""
+    return tuple(sorted((str(name), str(value)) for name, value in labels.items()))
+
+
+def prometheus_counts(query_json: Any, source_principal: str) -> tuple[dict[SeriesKey, dict[str, Any]] | None, str]:
+    """The counter's series in a Prometheus instant-query answer, or None and why not (in words).
 
     Args:
         query_json: the decoded answer of ``/api/v1/query`` for `prometheus_mtls_query`: ``{status: "success",
@@ -86,49 +102,94 @@ def assess_prometheus_mtls(query_json: Any, source_principal: str) -> tuple[bool
         source_principal: the client's SPIFFE ID.
 
     Returns:
-        ``(ok, observed, evidence)``: ok when at least one series with that ``source_principal`` and
-        ``connection_security_policy="mutual_tls"`` has a value above 0; the evidence lists each such series'
-        reporter, workloads, destination principal and value.
+        ``(series, why)``: each series with ``source_principal``, ``connection_security_policy="mutual_tls"`` and a
+        destination in `PROMETHEUS_DESTINATIONS`, by `series_key`: its reporter, workloads, destination principal
+        and value as Prometheus wrote it. None when the answer is an error or not a vector; `why` says so.
     """
     if not isinstance(query_json, Mapping):
-        return False, "Prometheus answered with JSON that is not an object", {}
+        return None, "Prometheus answered with JSON that is not an object"
     if query_json.get("status") == "error":
         error_type, error = query_json.get("errorType", "error"), query_json.get("error", "no message")
-        return (False, f"Prometheus refused the query ({error_type}: {error})",
-                {"errorType": error_type, "error": error})
+        return None, f"Prometheus refused the query ({error_type}: {error})"
     data = query_json.get("data")
     if not isinstance(data, Mapping):
         data = {}
     if query_json.get("status") != "success" or data.get("resultType") != "vector":
-        observed = (f"Prometheus answered status {query_json.get('status')!r} with result type "
-                    f"{data.get('resultType')!r}, not a success with a vector")
-        return False, observed, {}
-    series = []
+        return None, (f"Prometheus answered status {query_json.get('status')!r} with result type "
+                      f"{data.get('resultType')!r}, not a success with a vector")
+    series: dict[SeriesKey, dict[str, Any]] = {}
     for sample in data.get("result") or []:
         if not isinstance(sample, Mapping):
             continue
         labels, value = sample.get("metric") or {}, sample.get("value")
         if labels.get("source_principal", source_principal) != source_principal or labels.get(
-                "connection_security_policy", MUTUAL_TLS) != MUTUAL_TLS:
-            continue  # the query selects on both; anything else is not evidence for them
+                "connection_security_policy", MUTUAL_TLS) != MUTUAL_TLS or labels.get(
+                "destination_workload", PRODUCTPAGE_WORKLOAD) not in PROMETHEUS_DESTINATIONS:
+            continue  # the query selects on these; anything else is not evidence for them
         raw = value[1] if isinstance(value, (list, tuple)) and len(value) == 2 else None
-        series.append({**{name: labels.get(name) for name in PROMETHEUS_EVIDENCE_LABELS}, "value": raw})
+        series[series_key(labels)] = {**{name: labels.get(name) for name in PROMETHEUS_EVIDENCE_LABELS}, "value": raw}
+    return series, ""
+
+
+def grew(value: float, before: float | None) -> bool:
+    """A counter that reads `value` now and read `before` at the baseline (None: no such series then) counted new
+    connections since: it rose, or it restarted from 0 (its ztunnel restarted) and counts again."""
+    if not value > 0:
+        return False
+    return before is None or value != before
+
+
+def assess_prometheus_mtls(
+    query_json: Any, source_principal: str, baseline: Mapping[SeriesKey, float]
+) -> tuple[bool, str, dict[str, Any]]:
+    """Decide whether a Prometheus instant-query answer shows mTLS connections opened by `source_principal` to
+    productpage or its waypoint since `baseline` was read.
+
+    A counter above 0 says only that such connections happened once, perhaps yesterday, from a Prometheus that no
+    longer scrapes ztunnel (a series stays readable for minutes after its last scrape). Growth since the baseline,
+    read before the check sent its requests, says ztunnel counted them and Prometheus scraped that count.
+
+    Args:
+        query_json: the decoded answer of ``/api/v1/query`` for `prometheus_mtls_query` (see `prometheus_counts`).
+        source_principal: the client's SPIFFE ID.
+        baseline: each series' value before the check's requests (`prometheus_counts` of the first answer); a
+            series missing there had no connections yet.
+
+    Returns:
+        ``(ok, observed, evidence)``: ok when at least one series grew; the evidence lists each series' reporter,
+        workloads, destination principal, value and value at the baseline.
+    """
+    found, why = prometheus_counts(query_json, source_principal)
+    if found is None:
+        evidence = {key: query_json.get(key) for key in ("errorType", "error")} if isinstance(
+            query_json, Mapping) and query_json.get("status") == "error" else {}
+        return False, why, evidence
+    series = [{**item, "baseline": baseline.get(key)} for key, item in found.items()]
     evidence: dict[str, Any] = {"series": series}
     if not series:
         observed = (f"Prometheus has no {TCP_CONNECTIONS_METRIC} series with source_principal {source_principal} "
-                    f"and connection_security_policy {MUTUAL_TLS} yet: it scrapes ztunnel every 15 s, so this fills "
-                    "in shortly after traffic; if it stays empty, check that Prometheus scrapes the ztunnel pods "
-                    "(Status > Targets in its UI)")
+                    f"and connection_security_policy {MUTUAL_TLS} to {' or '.join(PROMETHEUS_DESTINATIONS)} yet: it "
+                    "scrapes ztunnel every 15 s, so this fills in shortly after traffic; if it stays empty, check that "
+                    "Prometheus scrapes the ztunnel pods (Status > Targets in its UI)")
         return False, observed, evidence
-    positive = [item for item in series if _number(item["value"]) > 0]
-    if not positive:
-        observed = (f"{len(series)} {TCP_CONNECTIONS_METRIC} series from {source_principal} with mutual_tls, but "
-                    "every value is 0")
+
+    def shown(item: dict[str, Any]) -> str:
+        before = "absent" if item["baseline"] is None else f"{item['baseline']:g}"
+        return (f"{item['reporter']} reporter: {item['source_workload']} -> {item['destination_workload']} "
+                f"({item['destination_principal']}) {before} -> {item['value']}")
+
+    grown = [item for item in series if grew(_number(item["value"]), item["baseline"])]
+    if not grown:
+        if not any(_number(item["value"]) > 0 for item in series):
+            return False, (f"{len(series)} {TCP_CONNECTIONS_METRIC} series from {source_principal} with mutual_tls, "
+                           "but every value is 0"), evidence
+        observed = (f"no {TCP_CONNECTIONS_METRIC} series from {source_principal} with mutual_tls grew since before "
+                    f"the check's requests ({'; '.join(shown(item) for item in series)}): Prometheus shows "
+                    "ztunnel's count as of its last scrape (every 15 s); if it never grows, check that Prometheus "
+                    "still scrapes the ztunnel pods (Status > Targets in its UI)")
         return False, observed, evidence
-    shown = "; ".join(
-        f"{item['reporter']} reporter: {item['source_workload']} -> {item['destination_workload']} "
-        f"({item['destination_principal']}) = {item['value']}" for item in positive)
-    return True, f"{len(positive)} series of mTLS connections from {source_principal}: {shown}", evidence
+    return True, (f"{len(grown)} series of mTLS connections from {source_principal} grew during the check: "
+                  + "; ".join(shown(item) for item in grown)), evidence
 
 
 @dataclass(frozen=True)
@@ -389,27 +450,39 @@ def _get_addon_json(ctx: CheckContext, service: str, port: int, path: str,
 
 
 def check_prometheus_mtls(ctx: CheckContext) -> CheckResult:
-    """Prometheus holds ztunnel's count of mTLS connections opened by sleep (after a few requests from sleep)."""
+    """Prometheus' count of mTLS connections from sleep to productpage (or its waypoint) grows while the check sends
+    requests from sleep: the first attempt reads the count, sends the requests, and every attempt compares."""
     started = ctx.clock()
     principal = catalog.spiffe_id(ctx.namespace, catalog.SLEEP)
-    query = prometheus_mtls_query(principal)
+    query = prometheus_mtls_query(principal, ctx.namespace)
     path = prometheus_query_path(query)
     sent: dict[str, int] = {}
-    commands = [*_send_traffic(ctx, ADDON_TRAFFIC_REQUESTS, sent), ctx.cluster.command(["get", "--raw", path])]
+    commands = [ctx.cluster.command(["get", "--raw", path])]
+    baseline: list[dict[SeriesKey, float]] = []  # read once, before the requests
 
     def probe() -> Observation:
-        answer, failure = _get_addon_json(ctx, catalog.PROMETHEUS_SERVICE, catalog.PROMETHEUS_PORT, path, commands)
         evidence: dict[str, Any] = {"query": query, "requests_sent": dict(sent)}
+        if not baseline:
+            answer, failure = _get_addon_json(ctx, catalog.PROMETHEUS_SERVICE, catalog.PROMETHEUS_PORT, path, commands)
+            counts, why = prometheus_counts(answer, principal) if not failure else (None, failure)
+            if counts is None:
+                return Observation(False, why, evidence, commands)
+            baseline.append({key: _number(item["value"]) for key, item in counts.items()})
+            commands.extend([*_send_traffic(ctx, ADDON_TRAFFIC_REQUESTS, sent), commands[0]])
+            evidence["requests_sent"] = dict(sent)
+        answer, failure = _get_addon_json(ctx, catalog.PROMETHEUS_SERVICE, catalog.PROMETHEUS_PORT, path, commands)
         if failure:
             return Observation(False, failure, evidence, commands)
-        ok, observed, found = assess_prometheus_mtls(answer, principal)
+        ok, observed, found = assess_prometheus_mtls(answer, principal, baseline[0])
         return Observation(ok, observed, {**evidence, **found}, commands)
 
-    expected = (f"at least one {TCP_CONNECTIONS_METRIC} series with source_principal {principal} and "
-                f"connection_security_policy {MUTUAL_TLS} above 0")
+    expected = (f"at least one {TCP_CONNECTIONS_METRIC} series with source_principal {principal}, "
+                f"connection_security_policy {MUTUAL_TLS} and destination {' or '.join(PROMETHEUS_DESTINATIONS)} "
+                f"grows after {ADDON_TRAFFIC_REQUESTS} requests from {catalog.SLEEP} (compared with its value before "
+                "them)")
     return check_result(ctx, PROMETHEUS_CHECK, expected, poll(ctx, probe, interval_s=ADDON_POLL_INTERVAL_S,
                                                                timeout_s=PROMETHEUS_WAIT_S),
-                   "Prometheus to scrape ztunnel's mTLS connection count", started)
+                        "Prometheus to scrape a grown count of ztunnel's mTLS connections", started)
 
 
 def kiali_login(ctx: CheckContext) -> tuple[tuple[str, ...], str | None]:
