@@ -6,7 +6,6 @@ import dataclasses
 import json
 import threading
 import time
-from datetime import timedelta
 
 import pytest
 

@@ -71,7 +71,7 @@ def test_the_log_check_probes_from_the_pod_whose_ztunnel_it_reads(fx, healthy, m
     probes = [call for call in cluster.calls if call[0] == "exec" and "--local-port" in call[4]]
     assert {call[2] for call in probes} == {fx.SLEEP_POD}
     assert result.evidence["client"]["entry"]["src_workload"] == fx.SLEEP_POD
-    assert result.command[0].startswith(f"kubectl --context fake get pods") and any(
+    assert result.command[0].startswith("kubectl --context fake get pods") and any(
         f"exec -n default {fx.SLEEP_POD} -c sleep -- curl" in command for command in result.command)
 
 
