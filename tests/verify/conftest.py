@@ -358,8 +358,9 @@ def prometheus_counted(answer: dict[str, Any], more: int) -> dict[str, Any]:
 
 @dataclass
 class CountingPrometheus:
-    """A Prometheus that scrapes ztunnel's counter between two queries: each answer counts sleep's connections up to
-    the query before it (one scrape behind), on top of `answer`'s values (what earlier traffic left)."""
+    """A Prometheus that scrapes ztunnel's counter between two queries: each answer counts sleep's connections to
+    productpage up to the query before it (one scrape behind), on top of `answer`'s values (what earlier traffic
+    left)."""
 
     cluster: Any
     answer: dict[str, Any]
@@ -367,7 +368,8 @@ class CountingPrometheus:
 
     def __call__(self) -> dict[str, Any]:
         shown = prometheus_counted(self.answer, self.scraped)
-        self.scraped = len(self.cluster.probes_from(NS, catalog.SLEEP, every_request=True))
+        self.scraped = sum(catalog.PRODUCTPAGE in url
+                           for _, url, _, _ in self.cluster.probes_from(NS, catalog.SLEEP, every_request=True))
         return shown
 
 
