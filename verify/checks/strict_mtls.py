@@ -12,11 +12,11 @@ shows three things at once:
    line's error ends ``explicitly denied by: istio-system/istio_converted_static_strict`` (istio/ztunnel
    src/proxy/inbound_passthrough.rs checks the policies before it connects to the app; src/proxy.rs words it).
 
-details is the target because no other policy applies to it. ztunnel checks every DENY policy before any ALLOW policy
-(istio/ztunnel src/state.rs, assert_rbac), so even at productpage STRICT's DENY would refuse the plaintext first and be
-named; an ALLOW policy never names itself in a refusal (a connection no ALLOW policy matches is logged as ``allow
-policies exist, but none allowed``). At details nothing but STRICT can refuse it at all, and sleep's positive control
-there meets no ALLOW policy either.
+ztunnel checks every DENY policy before any ALLOW policy (istio/ztunnel src/state.rs, assert_rbac), and an ALLOW policy
+never names itself in a refusal (a connection that no ALLOW policy matches is logged as ``allow policies exist, but
+none allowed``): wherever STRICT applies, its DENY refuses plaintext first and is the policy named, productpage with its
+L4 ALLOW policy included. details is the target because no other policy applies to it at all, so nothing but STRICT
+could refuse the plaintext there.
 
 A namespace-scoped STRICT PeerAuthentication (STRICT over the lab's namespaces only) converts to the very same
 policy name as a mesh-wide one (see `STRICT_POLICY`), so this check holds on either.
