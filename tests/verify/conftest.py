@@ -358,19 +358,35 @@ def prometheus_counted(answer: dict[str, Any], more: int) -> dict[str, Any]:
 
 @dataclass
 class CountingPrometheus:
-    """A Prometheus that scrapes ztunnel's counter between two queries: each answer counts sleep's connections to
-    productpage up to the query before it (one scrape behind), on top of `answer`'s values (what earlier traffic
-    left)."""
+    """A Prometheus whose answers count sleep's connections to productpage on top of `answer`'s values (what earlier
+    traffic left), as of its last scrape of ztunnel.
+
+    Without a `clock` it scrapes between two queries: each answer counts up to the query before it. With one
+    (seconds), it scrapes every `interval_s` from the clock's 0 on, and an answer counts up to the last query before
+    the latest scrape (never more than Prometheus could have seen).
+    """
 
     cluster: Any
     answer: dict[str, Any]
+    clock: Callable[[], float] | None = None
+    interval_s: float = catalog.PROMETHEUS_SCRAPE_INTERVAL_S
     scraped: int = 0
+    _last_query: tuple[float, int] | None = None
+
+    def _sent(self) -> int:
+        return sum(catalog.PRODUCTPAGE in url
+                   for _, url, _, _ in self.cluster.probes_from(NS, catalog.SLEEP, every_request=True))
 
     def __call__(self) -> dict[str, Any]:
-        shown = prometheus_counted(self.answer, self.scraped)
-        self.scraped = sum(catalog.PRODUCTPAGE in url
-                           for _, url, _, _ in self.cluster.probes_from(NS, catalog.SLEEP, every_request=True))
-        return shown
+        if self.clock is None:
+            shown = prometheus_counted(self.answer, self.scraped)
+            self.scraped = self._sent()
+            return shown
+        now = self.clock()
+        if self._last_query is not None and now // self.interval_s > self._last_query[0] // self.interval_s:
+            self.scraped = self._last_query[1]
+        self._last_query = (now, self._sent())
+        return prometheus_counted(self.answer, self.scraped)
 
 
 PROMETHEUS_L4 = prometheus_vector(
