@@ -56,6 +56,32 @@ def _up(lab: EngineLab, line_bytes: int, output) -> tuple[subprocess.Popen, str]
     return process, printed
 
 
+def _kill_plugins_of(lab: EngineLab) -> None:
+    """The engine starts each plugin in a process group of its own, so killing a hung `pulumi up` leaves its
+    command provider (blocked for good) and language host running: kill those this lab started, found by their
+    command lines (the provider runs from this lab's PULUMI_HOME; the host listens on the same engine address)."""
+    def command_lines() -> dict[int, list[str]]:
+        found = {}
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    found[int(entry)] = handle.read().decode(errors="replace").split("\0")
+            except (ValueError, OSError):
+                continue
+        return found
+
+    processes = command_lines()
+    ours = {pid: argv for pid, argv in processes.items() if argv[0].startswith(lab.home + os.sep)}
+    addresses = {argv[1] for argv in ours.values() if len(argv) > 1}
+    hosts = {pid for pid, argv in processes.items()
+             if argv[0].endswith(os.sep + "pulumi-language-python") and len(argv) > 1 and argv[1] in addresses}
+    for pid in {*ours, *hosts}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_a_logged_line_one_byte_under_the_limit_passes(probe, tmp_path):
     with open(tmp_path / "output", "w") as output:
         process, printed = _up(probe, LIMIT - 1, output)
@@ -81,6 +107,7 @@ def test_a_logged_line_of_64_kib_hangs_the_update(probe, tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        _kill_plugins_of(probe)
 
 
 def test_the_lab_up_quoting_a_huge_kind_error_fails_with_its_sentence_instead_of_hanging(engine_dir, tmp_path):
