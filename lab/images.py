@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 from pathlib import Path
 
-from lab import catalog, private
+from lab import catalog, logged_lines, private
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 # Docker's Go arch names and `uname -m` spellings -> the node platform.
@@ -711,35 +711,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                               f"{', '.join(DEFAULT_MIRRORED_REGISTRIES)})")
 
     args = parser.parse_args(argv)
-    try:
-        if args.command == "preload":
-            platform = args.platform or detect_platform()
-            images = catalog.all_images(args.istio_version, observability=not args.no_observability)
-            _print_line(f"preloading {len(images)} images for {platform} into kind cluster '{args.cluster}'")
-            report = preload(args.cluster, platform, images, say=_print_line)
-            _print_line(f"done: {len(report.present)} present, {len(report.loaded)} loaded, "
-                        f"{len(report.pulled)} pulled and loaded.")
-        elif args.command == "pull":
-            platform = args.platform or detect_platform()
-            images = catalog.all_images(args.istio_version, observability=not args.no_observability)
-            _print_line(f"pulling {len(images)} images for {platform} into the local Docker")
-            pulled = pull(platform, images, say=_print_line)
-            _print_line(f"done: {len(images) - len(pulled)} in Docker already, {len(pulled)} pulled.")
-        elif args.command == "accept-digest":
-            digest = DigestRecord().accept(args.ref)
-            _print_line(f"{args.ref}: accepted digest {digest}; later pulls are held to it.")
-        elif args.command == "mirror-config":
-            registries = args.registries or DEFAULT_MIRRORED_REGISTRIES
-            for path, content in containerd_mirror_files(args.mirror, registries).items():
-                _print_line(f"# {path}\n{content}")
-            _print_line(f"# kind Cluster config, containerdConfigPatches entry\n{kind_containerd_patch()}")
-        else:
-            registries = args.registries or DEFAULT_MIRRORED_REGISTRIES
-            nodes = apply_mirror(args.cluster, args.mirror, registries)
-            _print_line(f"registry mirror set for {', '.join(registries)} on {len(nodes)} node(s): {', '.join(nodes)}")
-    except ImagesError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 1
+    # pull, preload and mirror-apply run as the cluster's Commands, whose output pulumi-command logs, and quote docker
+    # and kind: short lines. mirror-config prints files for people to copy: left whole.
+    with logged_lines.folded(stdout=args.command != "mirror-config"):
+        try:
+            if args.command == "preload":
+                platform = args.platform or detect_platform()
+                images = catalog.all_images(args.istio_version, observability=not args.no_observability)
+                _print_line(f"preloading {len(images)} images for {platform} into kind cluster '{args.cluster}'")
+                report = preload(args.cluster, platform, images, say=_print_line)
+                _print_line(f"done: {len(report.present)} present, {len(report.loaded)} loaded, "
+                            f"{len(report.pulled)} pulled and loaded.")
+            elif args.command == "pull":
+                platform = args.platform or detect_platform()
+                images = catalog.all_images(args.istio_version, observability=not args.no_observability)
+                _print_line(f"pulling {len(images)} images for {platform} into the local Docker")
+                pulled = pull(platform, images, say=_print_line)
+                _print_line(f"done: {len(images) - len(pulled)} in Docker already, {len(pulled)} pulled.")
+            elif args.command == "accept-digest":
+                digest = DigestRecord().accept(args.ref)
+                _print_line(f"{args.ref}: accepted digest {digest}; later pulls are held to it.")
+            elif args.command == "mirror-config":
+                registries = args.registries or DEFAULT_MIRRORED_REGISTRIES
+                for path, content in containerd_mirror_files(args.mirror, registries).items():
+                    _print_line(f"# {path}\n{content}")
+                _print_line(f"# kind Cluster config, containerdConfigPatches entry\n{kind_containerd_patch()}")
+            else:
+                registries = args.registries or DEFAULT_MIRRORED_REGISTRIES
+                nodes = apply_mirror(args.cluster, args.mirror, registries)
+                _print_line(f"registry mirror set for {', '.join(registries)} on {len(nodes)} node(s): {', '.join(nodes)}")
+        except ImagesError as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            return 1
     return 0
 
 

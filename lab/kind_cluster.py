@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from lab import catalog, leaks, private
+from lab import catalog, leaks, logged_lines, private
 
 OWNER_LABEL = "istio-ambient-lab/owner"
 LAB_SCRIPT = catalog.LAB_SCRIPT
@@ -352,20 +352,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--owner", default="")
     parser.add_argument("--adopt", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        previous = os.environ.get(PREVIOUS_OUTPUT_ENV)
-        if args.action == "create":
-            # The config arrives on stdin so that the command line stays short and stable in the state.
-            print(create(args.name, args.owner, sys.stdin.read(), adopt=args.adopt, previous_output=previous))
-        elif args.action == "delete":
-            print(delete(args.name, args.owner, previous_output=previous))
-        elif args.action == "start":
-            print(start(args.name))
-        else:
-            sys.stdout.write(kubeconfig(args.name))
-    except KindError as error:
-        print(f"error: {leaks.redact(str(error))}", file=sys.stderr)
-        return 1
+    # The cluster Command's create and delete are logged by pulumi-command, and their errors quote kind: short lines.
+    # The kubeconfig is data for the provider (never logged): left whole.
+    with logged_lines.folded(stdout=args.action != "kubeconfig"):
+        try:
+            previous = os.environ.get(PREVIOUS_OUTPUT_ENV)
+            if args.action == "create":
+                # The config arrives on stdin so that the command line stays short and stable in the state.
+                print(create(args.name, args.owner, sys.stdin.read(), adopt=args.adopt, previous_output=previous))
+            elif args.action == "delete":
+                print(delete(args.name, args.owner, previous_output=previous))
+            elif args.action == "start":
+                print(start(args.name))
+            else:
+                sys.stdout.write(kubeconfig(args.name))
+        except KindError as error:
+            print(f"error: {leaks.redact(str(error))}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from lab import catalog, leaks, private
+from lab import catalog, leaks, logged_lines, private
 from verify.checks import MODES, CheckContext, run_checks
 from verify.cluster import Cluster, ClusterError, Kubectl
 from verify.report import render_table
@@ -153,7 +153,9 @@ def main(
         0 when every check passed, 1 when one failed, 2 for a usage error or an unreachable cluster.
     """
     out = stdout or sys.stdout
-    err = stderr or sys.stderr
+    # The progress is what the program's verification logs (pulumi-command), and it quotes what the checks saw:
+    # short lines (lab.logged_lines). The report on `out` is data, never logged: left whole.
+    err = logged_lines.FoldedLines(stderr or sys.stderr)
     try:
         # argparse prints usage and --help itself: send that to the streams this run was given.
         with redirect_stdout(out), redirect_stderr(err):

@@ -9,6 +9,7 @@ was given). The answers mimic the real tools for the calls the lab makes:
   prove the key never reaches the state;
 - kubectl answers `get node <cluster>-control-plane -o json` with the owner label from the cluster's kind config
   (what the lab reads before deleting a cluster) and fails everything else as an unreachable API server would;
+- with LAB_FAKE_KIND_CREATE_DUMP=N, `kind create cluster` fails with a last line of N bytes;
 - docker lists the node containers of a "created" cluster as running (`ps -a --filter label=...`), and fails
   anything else like a host without a Docker daemon.
 """
@@ -112,6 +113,10 @@ def kind(argv: list[str], state: State, port: str, call: dict) -> int:
             print("No kind clusters found.", file=sys.stderr)
         return 0
     if argv[:2] == ["create", "cluster"]:
+        dump = int(os.environ.get("LAB_FAKE_KIND_CREATE_DUMP") or 0)
+        if dump:  # kind failing with a dump of that many bytes in its last line
+            print(f"ERROR: failed to create cluster: {'x' * dump}", file=sys.stderr)
+            return 1
         config_path = _option(argv, "--config")
         config = open(config_path, encoding="utf-8").read() if config_path else ""
         call["config"] = config

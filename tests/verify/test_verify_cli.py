@@ -190,3 +190,24 @@ def test_addons_failing_check_exits_1(run, fx, healthy):
     assert out.rstrip().endswith("9 of 10 checks passed (mode l4-only, namespace default); failed: kiali: graph edge "
                                  "sleep -> productpage")
     assert "FAILED kiali: graph edge sleep -> productpage" in out
+
+
+def test_a_long_check_report_prints_short_progress_lines(run, fx, healthy):
+    """The progress is what the program's verification logs through pulumi-command, whose reader hangs on a line of
+    64 KiB or more (issue #20): a check that quotes a huge page in what it observed still prints short lines."""
+    from lab.logged_lines import SCANNER_LIMIT
+
+    cluster = healthy("l4-only")
+    # kubectl's error, quoted whole in what the check observed: one line of 340 KB, not all ASCII.
+    dump = "error: unable to upgrade connection: " + "ñ ✓ container output " * 16_000
+
+    def kubectl_fails():
+        raise ClusterError(f"`kubectl exec -n default deploy/notsleep` failed: {dump}")
+
+    cluster.exec_answers[("default", "deploy/notsleep", "GET")] = kubectl_fails
+    code, out, err, _ = run(["--mode", "l4-only", "--context", "kind-lab", "--timeout", "3", "--json"], cluster)
+    assert code == 1
+    assert "] FAIL traffic: notsleep GET /productpage" in err
+    assert max(len(line.encode()) for line in err.split("\n")) < SCANNER_LIMIT // 2
+    assert dump in err.replace("\n", ""), "folded, not cut"
+    assert json.loads(out)["passed"] is False  # the report on stdout is data: whole, not folded

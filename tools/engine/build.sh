@@ -14,6 +14,13 @@
 #
 # Cached: a stamp of the inputs (this folder, the three pins of requirements.in, the Go version) skips a build whose inputs did not
 # change, so a second run takes well under a second; Go's own caches make a rebuild after a change fast too.
+# The stamp also records the sha256 of every file the build put in bin/ and plugins/. A file there that the stamp
+# does not record with that hash (a plugin swapped in by hand, say the real pulumi-command to try it, or a folder
+# built before binaries were recorded) is never used as the build's, nor overwritten or deleted by a rebuild: the
+# script stops with a sentence naming the files, exit 1. Move them out (or delete the folder) to build again, or run
+# with LAB_ENGINE_KEEP_CHANGED=1 to use the folder as it is, knowingly, without building. A recorded file that is
+# missing is simply built again. A build goes into a scratch folder and replaces bin/ and plugins/ only once it
+# succeeded, so a failed build leaves the last good one and its stamp in place.
 # On failure: one sentence on stderr naming the step and the log file, exit 1.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -54,14 +61,39 @@ stamp="$(
   { go version; echo "$pulumi_version $kubernetes_version $command_version"; find tools/engine -type f ! -name '*.md' | LC_ALL=C sort | xargs sha256sum; } |
     sha256sum | cut -c1-16
 )"
-kubernetes_plugin="$out/plugins/resource-kubernetes-v$kubernetes_version/pulumi-resource-kubernetes"
-command_plugin="$out/plugins/resource-command-v$command_version/pulumi-resource-command"
-if [[ "$(cat "$out/stamp" 2>/dev/null)" == "$stamp" && -x "$out/bin/pulumi" && -x "$kubernetes_plugin" \
-      && -x "$command_plugin" ]]; then
+
+binaries() { # "<sha256>  <path>" of every file (or link) under bin/ and plugins/ of folder $1, sorted by path
+  (cd "$1" && for folder in bin plugins; do if [[ -d "$folder" ]]; then find "$folder" ! -type d; fi; done | LC_ALL=C sort |
+     while IFS= read -r file; do sha256sum "$file"; done)
+}
+step="check the binaries against the stamp"
+recorded="$(tail -n +2 "$out/stamp" 2>/dev/null || true)"
+present="$(binaries "$out")"
+changed="$(comm -23 <(echo "$present" | LC_ALL=C sort) <(echo "$recorded" | LC_ALL=C sort) | sed 's/^[0-9a-f]*  //' |
+  sed '/^$/d' | LC_ALL=C sort | paste -sd, - | sed 's/,/, /g')"
+if [[ -n "$changed" ]]; then
+  if [[ "${LAB_ENGINE_KEEP_CHANGED:-}" == "1" ]]; then
+    echo "Using $out as it is (LAB_ENGINE_KEEP_CHANGED=1), with binaries its last build did not make: $changed." >&2
+    echo "$out"
+    exit 0
+  fi
+  echo "The engine folder $out holds binaries its last build did not make ($changed), such as a plugin swapped in" \
+    "by hand: move them out of $out (or delete the folder) to build again, or set LAB_ENGINE_KEEP_CHANGED=1 to use" \
+    "it as it is." >&2
+  exit 1
+fi
+kubernetes_plugin="plugins/resource-kubernetes-v$kubernetes_version/pulumi-resource-kubernetes"
+command_plugin="plugins/resource-command-v$command_version/pulumi-resource-command"
+if [[ "$(head -n 1 "$out/stamp" 2>/dev/null)" == "$stamp" && "$present" == "$recorded" && -x "$out/bin/pulumi" \
+      && -x "$out/$kubernetes_plugin" && -x "$out/$command_plugin" ]]; then
   echo "$out"
   exit 0
 fi
-rm -f "$out/stamp"
+
+# Built here, then moved into place once everything succeeded.
+next="$out/next"
+rm -rf "$next"
+mkdir -p "$next/bin" "$next/plugins"
 
 module_dir() { # where a module of the current wrapper's build list is unpacked; `go list -m` alone says nothing on a
   # cold module cache (.Dir stays empty until the module is downloaded), so download it first.
@@ -72,18 +104,17 @@ module_dir() { # where a module of the current wrapper's build list is unpacked;
 export GOFLAGS="-mod=readonly"
 
 step="pulumi CLI v$pulumi_version"
-(cd "$here/cli" && go build -o "$out/bin/pulumi" \
+(cd "$here/cli" && go build -o "$next/bin/pulumi" \
   -ldflags "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$pulumi_version" \
   github.com/pulumi/pulumi/pkg/v3/cmd/pulumi) >>"$log" 2>&1
 
 step="Python language host (stand-in) and exec shim"
-(cd "$here/langhost" && go build -o "$out/bin/pulumi-language-python" -ldflags "-X main.version=$pulumi_version" .
+(cd "$here/langhost" && go build -o "$next/bin/pulumi-language-python" -ldflags "-X main.version=$pulumi_version" .
  sdk="$(module_dir github.com/pulumi/pulumi/sdk/v3)"
- install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$out/bin/pulumi-language-python-exec") >>"$log" 2>&1
+ install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$next/bin/pulumi-language-python-exec") >>"$log" 2>&1
 
 step="command provider (stand-in) v$command_version"
-rm -rf "$out/plugins/resource-command-"*
-(cd "$here/command-provider" && go build -o "$command_plugin" -ldflags "-X main.version=$command_version" .) \
+(cd "$here/command-provider" && go build -o "$next/$command_plugin" -ldflags "-X main.version=$command_version" .) \
   >>"$log" 2>&1
 
 # pulumi-kubernetes: the module proxy serves exactly one version of provider/v4, the pseudo-version of commit
@@ -93,15 +124,21 @@ rm -rf "$out/plugins/resource-command-"*
 # so the package is copied out of the module cache into a scratch copy of the wrapper module and generated there.
 step="kubernetes provider (v4.25.0 code) as v$kubernetes_version"
 src="$out/src/kubernetes"
-rm -rf "$src" "$out/plugins/resource-kubernetes-"*
+rm -rf "$src"
 mkdir -p "$src/cmd"
 cp "$here/kubernetes/go.mod" "$here/kubernetes/go.sum" "$src/"
 (cd "$src" && provider="$(module_dir github.com/pulumi/pulumi-kubernetes/provider/v4)" &&
  install -m 0644 "$provider"/cmd/pulumi-resource-kubernetes/{main.go,generate.go,schema.json,terraform-mapping.json} cmd/ &&
  (cd cmd && VERSION="$kubernetes_version" go run generate.go) &&
- go build -o "$kubernetes_plugin" \
+ go build -o "$next/$kubernetes_plugin" \
    -ldflags "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$kubernetes_version" ./cmd) \
   >>"$log" 2>&1
 
-echo "$stamp" >"$out/stamp"
+step="install the new build"
+{ echo "$stamp"; binaries "$next"; } >"$next/stamp"
+# Everything in bin/ and plugins/ was checked above to be the last build's own: nobody's work is deleted here.
+rm -rf "$out/bin" "$out/plugins"
+mv "$next/bin" "$next/plugins" "$out/"
+mv "$next/stamp" "$out/stamp"
+rmdir "$next"
 echo "$out"

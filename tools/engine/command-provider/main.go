@@ -14,6 +14,9 @@
 //     PULUMI_COMMAND_STDOUT/PULUMI_COMMAND_STDERR unless addPreviousOutputInEnv is false, and their output streamed
 //     to the engine unless `logging` turns it off. A failed command fails with
 //     `exit status N: running "<command>":\n<stdout and stderr>`; one trailing newline is cut from stdout/stderr.
+//   - Logged output is read line by line with a bufio.Scanner (64 KiB per line at most), stdout and stderr through one
+//     pipe; at a longer line reading stops for good, so the command blocks and the update hangs, as with v1.2.1
+//     (local/local.go says how; the stand-in only adds a diagnostic that says why).
 //
 // Not implemented (the lab does not use them): the remote resources, assetPaths and archivePaths (accepted and
 // ignored, so the schema still takes everything the real Python SDK sends).

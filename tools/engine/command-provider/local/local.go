@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -117,6 +118,9 @@ func (*Run) Invoke(ctx context.Context, req infer.FunctionRequest[RunInputs]) (i
 	return infer.FunctionResponse[RunOutputs]{Output: result}, err
 }
 
+// tooLongMarker starts the stand-in's diagnostic for an over-long logged line; the engine tests look for it.
+const tooLongMarker = "pulumi-command stand-in"
+
 // lockedWriter lets stdout and stderr write into one buffer (for the error text) from two goroutines.
 type lockedWriter struct {
 	mu  sync.Mutex
@@ -177,7 +181,16 @@ func execute(ctx context.Context, command string, in ProcessInputs, out *Process
 		for lines.Scan() {
 			p.GetLogger(ctx).InfoStatus(lines.Text())
 		}
-		_, _ = io.Copy(io.Discard, logReader) // a line too long for the scanner must not block the command
+		// As in pulumi-command v1.2.1 (provider/pkg/provider/util LogOutput): the scanner holds lines of less than
+		// bufio.MaxScanTokenSize (64 KiB); at a longer one it stops, and nothing reads the log pipe again. Writes into
+		// it then block, so the command blocks on its output (or, having exited, is never waited for) and the
+		// resource never finishes: the update hangs. The stand-in keeps that hang, so tests fail on such a line, and
+		// only adds this diagnostic, which the real provider does not print, to say why.
+		if errors.Is(lines.Err(), bufio.ErrTooLong) {
+			p.GetLogger(ctx).Error(fmt.Sprintf("%s: the command printed a logged line of %d bytes or more; "+
+				"pulumi-command stops reading its output here and the command hangs (turn its logging off or "+
+				"keep its lines shorter)", tooLongMarker, bufio.MaxScanTokenSize))
+		}
 	}()
 	err := cmd.Run()
 	_ = logWriter.Close()
