@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import catalog, kind_cluster, outputs
+from lab import catalog, cluster_identity, kind_cluster, outputs
 from lab.bootstrap import Runner, find_tool, normalize_arch, run_captured, version_text
 from lab.config import PROJECT
 from lab.tools import KIND, KUBECTL, PULUMI, Release
@@ -406,9 +406,40 @@ def _last_line(text: str) -> str:
 
 
 def _ours(situation: Situation, target: ExistingTarget) -> bool:
-    """This stack's last up was on this cluster: what the lab installs there is its own, not a collision."""
+    """This stack's last up was on this cluster: what the lab installs there is its own, not a collision. The
+    context's name alone says so only for a state from before the lab recorded its cluster's identity, which
+    check_cluster_identity compares first."""
     return (situation.recorded.get(outputs.TARGET) == "existing"
             and situation.recorded.get(outputs.KUBE_CONTEXT) == target.context)
+
+
+def check_cluster_identity(host: Host, situation: Situation, target: ExistingTarget) -> CheckResult | None:
+    """The context reaches the cluster this stack's state was brought up on (lab.cluster_identity), not another one
+    that happens to carry the same context name. None before the first up: that up records it."""
+    stack = situation.stack
+    expected = cluster_identity.from_record(situation.recorded.get(outputs.CLUSTER_IDENTITY))
+    if situation.recorded.get(outputs.TARGET) != "existing" or expected is None:
+        return None
+    try:
+        found = cluster_identity.read(host.run, situation.env, target.context, target.kubeconfig_path)
+    except cluster_identity.IdentityError as error:
+        return CheckResult(
+            "cluster identity", False,
+            f"The lab could not read the kube-system namespace of context {target.context} ({error}), which tells "
+            f"whether it is the cluster stack {stack} was brought up on: grant the context that read, then run "
+            f"`{LAB_SCRIPT} preflight {stack}` again.")
+    recorded_context = situation.recorded.get(outputs.KUBE_CONTEXT)
+    if found.uid != expected.uid:
+        return CheckResult(
+            "cluster identity", False,
+            f"Context {target.context} reaches another cluster ({found.describe()}) than the one stack {stack} was "
+            f"brought up on through context {recorded_context} ({expected.describe()}): point the stack's "
+            f"kubeContext and kubeconfig (or your KUBECONFIG) back at that cluster, or remove the lab from it with "
+            f"`{LAB_SCRIPT} destroy {stack}` before bringing it up elsewhere.")
+    if found.server != expected.server:
+        return CheckResult("cluster identity", True, f"the cluster stack {stack} was brought up on ({expected.uid}), "
+                           f"now at {found.server}: carry on if it only moved", warning=True)
+    return CheckResult("cluster identity", True, f"the cluster stack {stack} was brought up on ({expected.uid})")
 
 
 def check_existing_access(host: Host, situation: Situation, target: ExistingTarget) -> tuple[CheckResult, dict]:
@@ -679,8 +710,12 @@ def run_existing_checks(host: Host, situation: Situation, target: ExistingTarget
             "cluster contents", False,
             f"The lab could not read what context {target.context} already holds: {error}; the lab installs "
             "cluster-wide objects and needs cluster-admin there, so use a context with that right, or ask for it.")]
+    identity = [result for result in [check_cluster_identity(host, situation, target)] if result]
+    if not all(result.ok for result in identity):  # another cluster: what it holds says nothing of this stack's
+        return [access, *identity]
     return [
         access,
+        *identity,
         check_kubernetes_version(version, target, situation.stack),
         *check_existing_collisions(cluster, situation, target),
         check_gateway_api(cluster, situation, target),
