@@ -603,6 +603,61 @@ def check_gateway_api(cluster: Mapping[str, list], situation: Situation, target:
     return CheckResult("gateway api", True, f"the cluster's own Gateway API CRDs ({bundle}) serve v1")
 
 
+# Labels by which an Istio control plane takes a namespace's pods into its mesh: ambient capture by istio-cni and
+# ztunnel, and sidecar injection by istiod's webhook (the default revision's, or a named one's).
+MESH_LABELS = ((catalog.AMBIENT_LABEL, catalog.AMBIENT_LABEL_VALUE), ("istio-injection", "enabled"),
+               ("istio.io/rev", None))
+
+
+def lab_namespaces(target: ExistingTarget) -> tuple[str, ...]:
+    """The namespaces the lab installs into or creates on an existing cluster."""
+    return (catalog.ISTIO_NAMESPACE, target.apps_namespace, catalog.OUTSIDE_NAMESPACE)
+
+
+def check_enrolled_namespaces(cluster: Mapping[str, list], situation: Situation,
+                              target: ExistingTarget) -> CheckResult:
+    """No namespace but the lab's carries a label that would put its running pods into the lab's mesh: labels an
+    earlier Istio left behind (`istioctl uninstall --purge` keeps them) would let the lab's istio-cni capture pods,
+    and its istiod inject them, that nobody enrolled in this lab."""
+    stack = situation.stack
+    enrolled = []
+    for namespace in cluster["namespaces"]:
+        metadata = namespace.get("metadata", {})
+        name, labels = str(metadata.get("name")), metadata.get("labels") or {}
+        if name in lab_namespaces(target):
+            continue
+        found = [f"{key}={labels[key]}" for key, value in MESH_LABELS
+                 if key in labels and (value is None or labels[key] == value)]
+        if found:
+            enrolled.append(f"{name} ({', '.join(found)})")
+    if not enrolled:
+        return CheckResult("mesh labels", True, "no namespace outside the lab's asks to join a mesh")
+    shown = ", ".join(enrolled[:4]) + (f" and {len(enrolled) - 4} more" if len(enrolled) > 4 else "")
+    if _ours(situation, target):
+        return CheckResult(
+            "mesh labels", True,
+            f"Namespaces outside the lab's carry mesh labels and their pods are in the lab's mesh: {shown}; remove "
+            "the labels (`kubectl label namespace NAME istio.io/dataplane-mode- istio-injection- istio.io/rev-`) "
+            "unless they were put there on purpose.", warning=True)
+    return CheckResult(
+        "mesh labels", False,
+        f"Namespaces outside the lab's carry labels that would put their running pods into the lab's mesh: {shown}: "
+        "if they are left from an earlier Istio, remove them (`kubectl label namespace NAME istio.io/dataplane-mode- "
+        f"istio-injection- istio.io/rev-`), or use another cluster, then run `{LAB_SCRIPT} preflight {stack}` again.")
+
+
+def check_default_apps_namespace(target: ExistingTarget, stack: str) -> CheckResult | None:
+    """The lab's apps in `default` of someone else's cluster: the label that enrols them enrols every pod there."""
+    if target.apps_namespace != "default":
+        return None
+    return CheckResult(
+        "default namespace", True,
+        "appsNamespace is default, so the lab labels the cluster's default namespace for ambient and every pod "
+        "already running there joins the lab's mesh: give the lab a namespace of its own with "
+        f"`{LAB_SCRIPT} pulumi config set {PROJECT}:appsNamespace {catalog.EXISTING_APPS_NAMESPACE} --stack {stack}`.",
+        warning=True)
+
+
 def check_pod_security(cluster: Mapping[str, list], target: ExistingTarget) -> CheckResult:
     """No namespace the lab uses but does not create enforces a Pod Security level its pods would fail.
 
@@ -718,6 +773,8 @@ def run_existing_checks(host: Host, situation: Situation, target: ExistingTarget
         *identity,
         check_kubernetes_version(version, target, situation.stack),
         *check_existing_collisions(cluster, situation, target),
+        check_enrolled_namespaces(cluster, situation, target),
+        *[result for result in [check_default_apps_namespace(target, situation.stack)] if result],
         check_gateway_api(cluster, situation, target),
         check_pod_security(cluster, target),
         check_capacity(cluster),

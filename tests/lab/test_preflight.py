@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -394,7 +395,7 @@ def test_existing_cluster_that_fits_passes_with_the_gateway_api_warning(machine)
     cluster = FakeCluster()
     results = existing(machine, cluster)
     assert [r.name for r in results] == ["architecture", "kubectl", "pulumi", "cluster access", "kubernetes version",
-                                         "collisions", "gateway api", "pod security", "capacity"]
+                                         "collisions", "mesh labels", "gateway api", "pod security", "capacity"]
     assert all(r.ok for r in results), results
     assert by_name(results)["kubernetes version"].message == (
         "v1.34.2-gke.100: Istio 1.31 supports Kubernetes 1.32 to 1.36")
@@ -567,3 +568,32 @@ def test_the_same_cluster_at_a_new_address_is_a_warning(machine):
     recorded = {"target": "existing", "kube_context": CTX, "cluster_identity": IDENTITY}
     identity = by_name(existing(machine, cluster, recorded=recorded))["cluster identity"]
     assert identity.ok and identity.warning and "now at https://new:443" in identity.message
+
+
+def test_namespaces_left_in_a_mesh_by_an_earlier_istio_are_refused(machine):
+    """`istioctl uninstall --purge` keeps namespace labels: the lab's istio-cni would capture those running pods."""
+    labels = {
+        "shop": {"istio.io/dataplane-mode": "ambient"},
+        "legacy": {"istio-injection": "enabled"},
+        "canary": {"istio.io/rev": "1-24"},
+        "opted-out": {"istio-injection": "disabled", "istio.io/dataplane-mode": "none"},
+        "istio-ambient-lab": {"istio.io/dataplane-mode": "ambient"},  # the lab's own
+    }
+    cluster = FakeCluster(namespaces=("default", "kube-system", *labels), labels=labels)
+    mesh = by_name(existing(machine, cluster, target=replace(TARGET, apps_namespace="istio-ambient-lab")))
+    assert not mesh["mesh labels"].ok
+    assert mesh["mesh labels"].message == (
+        "Namespaces outside the lab's carry labels that would put their running pods into the lab's mesh: shop "
+        "(istio.io/dataplane-mode=ambient), legacy (istio-injection=enabled), canary (istio.io/rev=1-24): if they are "
+        "left from an earlier Istio, remove them (`kubectl label namespace NAME istio.io/dataplane-mode- "
+        "istio-injection- istio.io/rev-`), or use another cluster, then run `./lab.sh preflight l4-only` again.")
+
+    ours = by_name(existing(machine, cluster, recorded={"target": "existing", "kube_context": CTX}))["mesh labels"]
+    assert ours.ok and ours.warning, "once the lab's mesh runs, those pods are in it already: said, not refused"
+
+
+def test_the_default_namespace_for_the_apps_is_a_warning_on_an_existing_cluster(machine):
+    results = by_name(existing(machine, FakeCluster(), target=replace(TARGET, apps_namespace="default")))
+    assert results["default namespace"].warning and results["default namespace"].ok
+    assert "every pod already running there joins the lab's mesh" in results["default namespace"].message
+    assert "default namespace" not in by_name(existing(machine, FakeCluster()))
