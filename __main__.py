@@ -84,6 +84,8 @@ policies = MeshPolicies("policies", MeshPoliciesArgs(
     # Istio's CRDs (base) and the validation webhook istiod serves; the checks, which run after everything, see them.
     access, cfg.apps_namespace, waypoint=waypoint.name if waypoint else None,
     depends_on=[istio.istiod, apps_namespace.namespace],
+    # Mesh-wide on the lab's own kind cluster; elsewhere only the lab's namespace in the mesh (the apps').
+    strict_namespaces=None if cfg.target == "kind" else [cfg.apps_namespace],
 ))
 
 # Installing the addons: Prometheus and Kiali, with traffic to look at.

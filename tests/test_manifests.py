@@ -122,13 +122,20 @@ def test_core_objects_match_the_kubernetes_schema(runs, stack):
 
 
 def test_an_existing_clusters_own_objects_match_the_kubernetes_schema(existing_run):
-    """What only an existing cluster gets (Kiali's NetworkPolicy) is held to the same schema."""
+    """What only an existing cluster gets (the addons' NetworkPolicies, STRICT per namespace) is held to the same
+    schemas."""
     checked = set()
     for resource in existing_run.kubernetes():
         if resource.type in CORE_KINDS:
             kubernetes_validate.validate(manifest(resource, CORE_KINDS[resource.type]), KUBERNETES_VERSION, strict=True)
             checked.add(resource.type)
-    assert "kubernetes:networking.k8s.io/v1:NetworkPolicy" in checked
+        if resource.type in CUSTOM_SCHEMAS:
+            body = manifest(resource)
+            jsonschema.validate(body["spec"], CUSTOM_SCHEMAS[resource.type])
+            jsonschema.validate(body["metadata"], METADATA)
+            checked.add(resource.type)
+    assert {"kubernetes:networking.k8s.io/v1:NetworkPolicy",
+            "kubernetes:security.istio.io/v1:PeerAuthentication"} <= checked
 
 
 @pytest.mark.parametrize("stack", STACKS)
