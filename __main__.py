@@ -97,8 +97,7 @@ if cfg.observability:
         namespace=istio.namespace, istiod=istio.istiod,
         traffic_after=[*in_mesh, *ingress.resources, *bookinfo.resources],
         # On someone else's cluster Kiali sees only the lab's namespaces; cluster-wide only on the lab's own kind.
-        kiali_namespaces=None if cfg.target == "kind" else [
-            catalog.ISTIO_NAMESPACE, cfg.apps_namespace, catalog.OUTSIDE_NAMESPACE],
+        kiali_namespaces=None if cfg.target == "kind" else list(catalog.lab_namespaces(cfg.apps_namespace)),
         kiali_namespace_resources=[apps_namespace.namespace, outside.namespace],
         mesh_mode=cfg.mesh_mode,
         # Anonymous only there too: elsewhere Kiali asks for a token and a NetworkPolicy keeps the pod network out.

@@ -87,6 +87,11 @@ OUTSIDE_CLIENT = "outside-client"
 STRICT_PROBE_SERVICE = "details"
 STRICT_PROBE_PATH = "/details/0"
 
+
+def lab_namespaces(apps_namespace: str) -> tuple[str, ...]:
+    """Every namespace the lab installs into or creates: on someone else's cluster, all it may look at or change."""
+    return (ISTIO_NAMESPACE, apps_namespace, OUTSIDE_NAMESPACE)
+
 WAYPOINT_NAME = "productpage-waypoint"  # istiod names the waypoint's Deployment, Service and SA after the Gateway
 INGRESS_GATEWAY_NAME = "bookinfo-gateway"
 INGRESS_GATEWAY_WORKLOAD = "bookinfo-gateway-istio"  # istiod appends -istio for class "istio"

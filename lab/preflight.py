@@ -609,11 +609,6 @@ MESH_LABELS = ((catalog.AMBIENT_LABEL, catalog.AMBIENT_LABEL_VALUE), ("istio-inj
                ("istio.io/rev", None))
 
 
-def lab_namespaces(target: ExistingTarget) -> tuple[str, ...]:
-    """The namespaces the lab installs into or creates on an existing cluster."""
-    return (catalog.ISTIO_NAMESPACE, target.apps_namespace, catalog.OUTSIDE_NAMESPACE)
-
-
 def check_enrolled_namespaces(cluster: Mapping[str, list], situation: Situation,
                               target: ExistingTarget) -> CheckResult:
     """No namespace but the lab's carries a label that would put its running pods into the lab's mesh: labels an
@@ -624,7 +619,7 @@ def check_enrolled_namespaces(cluster: Mapping[str, list], situation: Situation,
     for namespace in cluster["namespaces"]:
         metadata = namespace.get("metadata", {})
         name, labels = str(metadata.get("name")), metadata.get("labels") or {}
-        if name in lab_namespaces(target):
+        if name in catalog.lab_namespaces(target.apps_namespace):
             continue
         found = [f"{key}={labels[key]}" for key, value in MESH_LABELS
                  if key in labels and (value is None or labels[key] == value)]
