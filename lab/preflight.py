@@ -365,7 +365,7 @@ def format_results(results: Sequence[CheckResult]) -> str:
 ISTIO_CLUSTER_ROLES = ("istio-cni", "istio-cni-repair-role", "istio-cni-ambient", "ztunnel",
                        "istiod-clusterrole-istio-system", "istiod-gateway-controller-istio-system",
                        "istio-reader-clusterrole-istio-system")
-ADDON_CLUSTER_ROLES = ("prometheus", "kiali", "kiali-viewer")
+ADDON_CLUSTER_ROLES = ("prometheus", "kiali", "kiali-viewer", catalog.PROMETHEUS_READER_ROLE)
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 GATEWAY_API_BUNDLE_ANNOTATION = "gateway.networking.k8s.io/bundle-version"
 POD_SECURITY_ENFORCE = catalog.POD_SECURITY_ENFORCE

@@ -23,7 +23,8 @@ CORE_KINDS = {
     "kubernetes:core/v1:ServiceAccount": None,
     "kubernetes:apps/v1:Deployment": None,
     "kubernetes:batch/v1:CronJob": None,
-    "kubernetes:networking.k8s.io/v1:NetworkPolicy": None,  # Kiali's, on an existing cluster
+    "kubernetes:networking.k8s.io/v1:NetworkPolicy": None,  # Kiali's and Prometheus', on an existing cluster
+    "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole": None,  # Prometheus' reader, on an existing cluster
 }
 
 NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
@@ -134,7 +135,7 @@ def test_an_existing_clusters_own_objects_match_the_kubernetes_schema(existing_r
             jsonschema.validate(body["spec"], CUSTOM_SCHEMAS[resource.type])
             jsonschema.validate(body["metadata"], METADATA)
             checked.add(resource.type)
-    assert {"kubernetes:networking.k8s.io/v1:NetworkPolicy",
+    assert {"kubernetes:networking.k8s.io/v1:NetworkPolicy", "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole",
             "kubernetes:security.istio.io/v1:PeerAuthentication"} <= checked
 
 
