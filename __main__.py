@@ -84,6 +84,8 @@ policies = MeshPolicies("policies", MeshPoliciesArgs(
     # Istio's CRDs (base) and the validation webhook istiod serves; the checks, which run after everything, see them.
     access, cfg.apps_namespace, waypoint=waypoint.name if waypoint else None,
     depends_on=[istio.istiod, apps_namespace.namespace],
+    # Mesh-wide on the lab's own kind cluster; elsewhere only the lab's namespace in the mesh (the apps').
+    strict_namespaces=None if cfg.target == "kind" else [cfg.apps_namespace],
 ))
 
 # Installing the addons: Prometheus and Kiali, with traffic to look at.
@@ -94,10 +96,10 @@ if cfg.observability:
         # Prometheus and Kiali install beside the mesh; only the traffic CronJob waits for what it sends to.
         namespace=istio.namespace, istiod=istio.istiod,
         traffic_after=[*in_mesh, *ingress.resources, *bookinfo.resources],
-        # On someone else's cluster Kiali sees only the lab's namespaces; cluster-wide only on the lab's own kind.
-        kiali_namespaces=None if cfg.target == "kind" else [
-            catalog.ISTIO_NAMESPACE, cfg.apps_namespace, catalog.OUTSIDE_NAMESPACE],
-        kiali_namespace_resources=[apps_namespace.namespace, outside.namespace],
+        # On someone else's cluster Kiali and Prometheus see only the lab's namespaces; cluster-wide only on the
+        # lab's own kind.
+        namespaces=None if cfg.target == "kind" else list(catalog.lab_namespaces(cfg.apps_namespace)),
+        namespace_resources=[apps_namespace.namespace, outside.namespace],
         mesh_mode=cfg.mesh_mode,
         # Anonymous only there too: elsewhere Kiali asks for a token and a NetworkPolicy keeps the pod network out.
         kiali_anonymous=cfg.target == "kind",

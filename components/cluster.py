@@ -16,6 +16,11 @@ from components.failures import fail_with_sentence
 from components.kube import PROJECT_ROOT, TYPE_PREFIX, ClusterAccess
 from lab import kind_cluster, kubeconfigs
 
+# Said explicitly, so a PULUMI_K8S_UPSERT_EXISTING_OBJECTS or PULUMI_K8S_ENABLE_PATCH_FORCE in the user's environment
+# cannot make the lab take over (and on destroy delete) objects it did not create: the provider reads its own
+# setting first and the environment only when the setting is absent (pulumi-kubernetes provider.go, Configure).
+NEVER_ADOPT = {"upsert_existing_objects": False, "enable_patch_force": False}
+IDENTITY_RESOURCE = "cluster-identity"  # lab.cli finds the record in the state by this name
 
 
 def lab_python() -> str:
@@ -63,6 +68,7 @@ class KindCluster(pulumi.ComponentResource):
             context=f"kind-{args.name}",
             # Stable across kubeconfig changes (new certificates), new when the cluster itself is new.
             cluster_identifier=pulumi.Output.concat("kind-", args.name, "-", self.cluster.id),
+            **NEVER_ADOPT,
             # Nothing reaches the cluster before its nodes know the mirror and hold the preloaded images.
             opts=pulumi.ResourceOptions(parent=self, depends_on=node_setup),
         )
@@ -164,12 +170,25 @@ class ExistingCluster(pulumi.ComponentResource):
             chosen = kubeconfigs.for_provider(args.context, args.kubeconfig_path, args.env)
         except kubeconfigs.KubeconfigError as error:
             raise pulumi.RunError(str(error)) from None
+        # The cluster's identity, recorded once at the first up (the Command never runs again): ./lab.sh compares
+        # it with the cluster the context reaches before every up and destroy (lab.cluster_identity).
+        self.identity = command.local.Command(
+            IDENTITY_RESOURCE,
+            create=f"{lab_python()} -m lab.cluster_identity --context {shlex.quote(args.context)}",
+            environment={"KUBECONFIG": os.pathsep.join(kubeconfigs.absolute_files(args.kubeconfig_path, args.env))},
+            dir=PROJECT_ROOT,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.provider = k8s.Provider(
             "existing",
+            # Always a file (or a merged config): never empty, which would make a later destroy use the KUBECONFIG
+            # of whatever shell runs it.
             kubeconfig=pulumi.Output.secret(chosen.content) if chosen.content else chosen.path,
             context=args.context,
             cluster_identifier=f"existing-{args.context}",
-            opts=pulumi.ResourceOptions(parent=self),
+            **NEVER_ADOPT,
+            # Nothing reaches the cluster before its identity is on record.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.identity]),
         )
         self.access = ClusterAccess(provider=self.provider, owner=None)
         self.register_outputs({"cluster_name": args.context})

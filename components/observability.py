@@ -15,10 +15,25 @@ from lab import catalog, local_secrets
 HELM_TIMEOUT_SECONDS = 600
 
 
-def prometheus_values() -> dict:
+# The chart's scrape jobs that discover targets through the Kubernetes API, by the role each lists. On someone else's
+# cluster the ones that read namespaced objects are held to the lab's namespaces; the ones that list nodes (a
+# cluster-wide kind) or the API server's endpoints in `default` are off.
+_NAMESPACED_SCRAPE_JOBS = {"kubernetes-pods": "pod", "kubernetes-pods-slow": "pod",
+                           "kubernetes-service-endpoints": "endpoints", "kubernetes-service-endpoints-slow": "endpoints",
+                           "kubernetes-services": "service", "prometheus-pushgateway": "service"}
+_CLUSTER_SCRAPE_JOBS = ("kubernetes-api-servers", "kubernetes-nodes", "kubernetes-nodes-cadvisor")
+
+
+def prometheus_values(namespaces: list[str] | None = None) -> dict:
     """Server only, named `prometheus`, on 9090, scraping every pod annotated prometheus.io/scrape (ztunnel,
-    waypoints and gateways carry those annotations), every 15 s."""
-    return {
+    waypoints and gateways carry those annotations), every 15 s.
+
+    ``namespaces``: None on the lab's own kind cluster (the chart's ClusterRole, every namespace). Else Prometheus
+    reads and scrapes only these: the chart binds the lab's reader role (``prometheus_reader_rules``) in each of them
+    instead of creating its ClusterRole, and every discovering scrape job names them (the chart leaves that to its
+    values: a job without ``namespaces`` would list the whole cluster, and be refused).
+    """
+    values: dict = {
         "alertmanager": {"enabled": False},
         "prometheus-pushgateway": {"enabled": False},
         "kube-state-metrics": {"enabled": False},
@@ -40,6 +55,25 @@ def prometheus_values() -> dict:
             }
         },
     }
+    if namespaces is not None:
+        values["server"]["namespaces"] = list(namespaces)
+        values["server"]["useExistingClusterRoleName"] = catalog.PROMETHEUS_READER_ROLE
+        # Helm merges maps and replaces lists: each job keeps the chart's relabelling, with its discovery scoped.
+        values["scrapeConfigs"] = {
+            **{job: {"kubernetes_sd_configs": [{"role": role, "namespaces": {"names": list(namespaces)}}]}
+               for job, role in _NAMESPACED_SCRAPE_JOBS.items()},
+            **{job: {"enabled": False} for job in _CLUSTER_SCRAPE_JOBS},
+        }
+    return values
+
+
+def prometheus_reader_rules() -> list[dict]:
+    """What the scoped Prometheus may read in each of the lab's namespaces: what its discovery roles list and watch
+    (pod, endpoints, service; endpoints also reads EndpointSlices). Nothing cluster-wide, no Secrets."""
+    return [
+        {"apiGroups": [""], "resources": ["pods", "services", "endpoints"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+    ]
 
 
 def prometheus_url() -> str:
@@ -119,6 +153,23 @@ def kiali_network_policy() -> dict:
     }
 
 
+def prometheus_network_policy() -> dict:
+    """The spec of a NetworkPolicy that admits to Prometheus only Kiali, its one in-cluster reader.
+
+    People query it through ``kubectl port-forward`` (``./lab.sh dashboard --prometheus``; the verification falls back
+    to one when the API server's service proxy is refused), which NetworkPolicy does not filter. Its own scraping is
+    egress, which this leaves alone.
+    """
+    return {
+        "podSelector": {"matchLabels": PROMETHEUS_SERVER_LABELS},
+        "policyTypes": ["Ingress"],
+        "ingress": [{
+            "from": [{"podSelector": {"matchLabels": KIALI_POD_LABELS}}],
+            "ports": [{"protocol": "TCP", "port": catalog.PROMETHEUS_PORT}],
+        }],
+    }
+
+
 def signing_key_for(stack: str) -> str:
     """Kiali's session signing key for the stack: random, kept on this machine (lab.local_secrets)."""
     return local_secrets.kiali_signing_key(stack, Path(PROJECT_ROOT))
@@ -161,11 +212,14 @@ class ObservabilityArgs:
     namespace: pulumi.Resource  # istio-system, where both releases go: all Prometheus needs
     istiod: pulumi.Resource  # Kiali reads istiod's mesh config and status from its start
     traffic_after: list[pulumi.Resource]  # what the CronJob's requests go to: the ingress and the apps behind it
-    kiali_namespaces: list[str] | None = None  # None: cluster-wide (the lab's own kind cluster); else only these
+    # None: both addons see the whole cluster (the lab's own kind cluster). Else only these namespaces: Kiali's and
+    # Prometheus' roles are bound there alone, Prometheus scrapes nothing else, and NetworkPolicies keep the pod
+    # network out of both.
+    namespaces: list[str] | None = None
     # The lab's own kind cluster: Kiali anonymous, no NetworkPolicy. Else a login (token) and a NetworkPolicy.
     kiali_anonymous: bool = True
-    # The namespaces behind kiali_namespaces: the chart looks each one up when it installs (a Role per namespace).
-    kiali_namespace_resources: list[pulumi.Resource] = field(default_factory=list)
+    # The namespaces behind `namespaces` the lab creates: both charts bind roles in each when they install.
+    namespace_resources: list[pulumi.Resource] = field(default_factory=list)
     mesh_mode: str = "l4-only"  # a switch restarts Kiali (see kiali_values)
 
 
@@ -174,17 +228,33 @@ class Observability(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TYPE_PREFIX}:Observability", name, None, opts)
+        scoped: list[pulumi.Resource] = []  # someone else's cluster: what limits Prometheus, in place before it starts
+        if args.namespaces is not None:
+            scoped.append(k8s.rbac.v1.ClusterRole(
+                catalog.PROMETHEUS_READER_ROLE,
+                metadata={"name": catalog.PROMETHEUS_READER_ROLE},
+                rules=prometheus_reader_rules(),
+                # Grants nothing by itself: the chart's RoleBindings grant it in the lab's namespaces only.
+                opts=args.access.options(self),
+            ))
+            scoped.append(k8s.networking.v1.NetworkPolicy(
+                catalog.PROMETHEUS_SERVICE,
+                metadata={"name": catalog.PROMETHEUS_SERVICE, "namespace": catalog.ISTIO_NAMESPACE},
+                spec=prometheus_network_policy(),
+                opts=args.access.options(self, depends_on=[args.namespace]),
+            ))
         self.prometheus = helm_release(
             catalog.PROMETHEUS_RELEASE,
             chart=catalog.PROMETHEUS_CHART,
             version=catalog.PROMETHEUS_CHART_VERSION,
             repository=catalog.PROMETHEUS_CHART_REPOSITORY,
             namespace=catalog.ISTIO_NAMESPACE,
-            values=prometheus_values(),
+            values=prometheus_values(args.namespaces),
             access=args.access,
             parent=self,
-            # Only its namespace: it scrapes whatever carries the scrape annotations whenever it appears.
-            depends_on=[args.namespace],
+            # Its namespace: it scrapes whatever carries the scrape annotations whenever it appears. Scoped, also
+            # the namespaces its chart binds its role in, and the role and policy that limit it.
+            depends_on=[args.namespace, *scoped, *(args.namespace_resources if args.namespaces is not None else [])],
             timeout_seconds=HELM_TIMEOUT_SECONDS,
         )
         kiali_policy: list[pulumi.Resource] = []
@@ -202,18 +272,18 @@ class Observability(pulumi.ComponentResource):
             version=catalog.KIALI_VERSION,
             repository=catalog.KIALI_CHART_REPOSITORY,
             namespace=catalog.ISTIO_NAMESPACE,
-            values=pulumi.Output.secret(kiali_values(args.signing_key, args.kiali_namespaces, args.kiali_anonymous,
+            values=pulumi.Output.secret(kiali_values(args.signing_key, args.namespaces, args.kiali_anonymous,
                                                             args.mesh_mode)),
             access=args.access,
             parent=self,
             # Not Prometheus: Kiali queries it per request, so the two install side by side. Scoped to some
             # namespaces (an existing cluster), the chart looks each one up: those must exist first.
             depends_on=[args.namespace, args.istiod, *kiali_policy,
-                        *(args.kiali_namespace_resources if args.kiali_namespaces else [])],
+                        *(args.namespace_resources if args.namespaces is not None else [])],
             timeout_seconds=HELM_TIMEOUT_SECONDS,
         )
         self._create_traffic(args)
-        self.resources: list[pulumi.Resource] = [self.prometheus, self.kiali, self.traffic, *kiali_policy]
+        self.resources: list[pulumi.Resource] = [self.prometheus, self.kiali, self.traffic, *kiali_policy, *scoped]
         self.kiali_url = f"http://127.0.0.1:{catalog.KIALI_PORT}{catalog.KIALI_WEB_ROOT}"
         self.register_outputs({"kiali_url": self.kiali_url})
 

@@ -1,4 +1,5 @@
-"""What the mesh allows: STRICT mTLS mesh-wide, an L4 policy on productpage, and in l7 an L7 policy too."""
+"""What the mesh allows: STRICT mTLS (mesh-wide on the lab's kind cluster, the lab's namespaces elsewhere), an L4
+policy on productpage, and in l7 an L7 policy too."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ class MeshPoliciesArgs:
     namespace: str
     waypoint: str | None
     depends_on: list[pulumi.Resource]
+    # None: STRICT mesh-wide (the root namespace's policy), on the lab's own kind cluster. Else STRICT in just these
+    # namespaces: on someone else's cluster a mesh-wide policy would refuse the plaintext clients of any workload
+    # another team enrols.
+    strict_namespaces: list[str] | None = None
 
 
 class MeshPolicies(pulumi.ComponentResource):
@@ -51,15 +56,20 @@ class MeshPolicies(pulumi.ComponentResource):
         super().__init__(f"{TYPE_PREFIX}:MeshPolicies", name, None, opts)
         plan = policy_plan(args.namespace, args.waypoint)
         options = args.access.options(self, depends_on=args.depends_on)
-        # HBONE alone still accepts plaintext into the mesh; STRICT in the root namespace refuses it mesh-wide.
-        self.strict_mtls = k8s.apiextensions.CustomResource(
-            "strict-mtls",
+        # HBONE alone still accepts plaintext into the mesh; STRICT in the root namespace refuses it mesh-wide, a
+        # namespace's own (no selector) refuses it for that namespace's workloads. Either way istiod hands ztunnel the
+        # same static DENY policy, istio-system/istio_converted_static_strict, for every workload whose effective
+        # mode is STRICT (istio pilot ambient policies: effective PeerAuthentication keys), so the refusal reads alike.
+        strict_in = [(None, catalog.ISTIO_NAMESPACE)] if args.strict_namespaces is None else [
+            (namespace, namespace) for namespace in args.strict_namespaces]
+        self.strict_mtls = [k8s.apiextensions.CustomResource(
+            f"strict-mtls-{suffix}" if suffix else "strict-mtls",
             api_version=ISTIO_SECURITY,
             kind="PeerAuthentication",
-            metadata={"name": "default", "namespace": catalog.ISTIO_NAMESPACE},
+            metadata={"name": "default", "namespace": namespace},
             spec={"mtls": {"mode": "STRICT"}},
             opts=options,
-        )
+        ) for suffix, namespace in strict_in]
         self.l4 = k8s.apiextensions.CustomResource(
             "productpage-l4",
             api_version=ISTIO_SECURITY,
@@ -92,8 +102,8 @@ class MeshPolicies(pulumi.ComponentResource):
                 },
                 opts=options,
             )
-        self.resources: list[pulumi.Resource] = [self.strict_mtls, self.l4, *([self.l7] if self.l7 else [])]
-        self.in_force = [f"{catalog.ISTIO_NAMESPACE}/default (PeerAuthentication STRICT)",
+        self.resources: list[pulumi.Resource] = [*self.strict_mtls, self.l4, *([self.l7] if self.l7 else [])]
+        self.in_force = [*[f"{namespace}/default (PeerAuthentication STRICT)" for _, namespace in strict_in],
                          f"{args.namespace}/productpage-l4 (AuthorizationPolicy, ztunnel)"]
         if self.l7 is not None:
             self.in_force.append(f"{args.namespace}/productpage-l7 (AuthorizationPolicy, waypoint)")

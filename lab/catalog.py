@@ -87,6 +87,11 @@ OUTSIDE_CLIENT = "outside-client"
 STRICT_PROBE_SERVICE = "details"
 STRICT_PROBE_PATH = "/details/0"
 
+
+def lab_namespaces(apps_namespace: str) -> tuple[str, ...]:
+    """Every namespace the lab installs into or creates: on someone else's cluster, all it may look at or change."""
+    return (ISTIO_NAMESPACE, apps_namespace, OUTSIDE_NAMESPACE)
+
 WAYPOINT_NAME = "productpage-waypoint"  # istiod names the waypoint's Deployment, Service and SA after the Gateway
 INGRESS_GATEWAY_NAME = "bookinfo-gateway"
 INGRESS_GATEWAY_WORKLOAD = "bookinfo-gateway-istio"  # istiod appends -istio for class "istio"
@@ -101,7 +106,9 @@ KIALI_WEB_ROOT = "/kiali"
 KIALI_SERVICE_ACCOUNT = "kiali"
 KIALI_METRICS_PORT = 9090  # the chart's server.observability.metrics.port, annotated for Prometheus to scrape
 PROMETHEUS_SERVICE = "prometheus"  # the chart's server.fullnameOverride: Deployment, Service and SA
-PROMETHEUS_PORT = 9090
+PROMETHEUS_PORT = 9090  # its Service's port, and the port the chart's server listens on (its prometheus.port)
+# On someone else's cluster: what Prometheus may read, bound by a RoleBinding in each of the lab's namespaces only.
+PROMETHEUS_READER_ROLE = "istio-ambient-lab-prometheus"
 # How often the lab's Prometheus scrapes ztunnel, the waypoint and the gateways; the addon checks' waits follow it.
 PROMETHEUS_SCRAPE_INTERVAL_S = 15
 PROMETHEUS_RELEASE = "prometheus"

@@ -21,7 +21,7 @@ from typing import TextIO
 
 import yaml
 
-from lab import access, bootstrap, catalog, diagnostics, kind_cluster, kubeconfigs, outputs, preflight, private
+from lab import access, bootstrap, catalog, cluster_identity, diagnostics, kind_cluster, kubeconfigs, outputs, preflight, private
 from lab import leaks, stack_files, tour
 from lab import config as lab_config
 from lab.bootstrap import LabError, last_line
@@ -185,6 +185,25 @@ def stack_outputs(ctx: Context, stack: str) -> dict:
 
 CLUSTER_COMMAND_URN_SUFFIX = "command:local:Command::kind-cluster"
 EXISTING_PROVIDER_URN_SUFFIX = "pulumi:providers:kubernetes::existing"
+IDENTITY_COMMAND_URN_SUFFIX = "command:local:Command::cluster-identity"  # components.cluster.IDENTITY_RESOURCE
+
+
+def _existing_in_state(resources: list) -> dict:
+    """An existing cluster's records in the state: the provider's context and the identity recorded at the first
+    up, with the kubeconfig files it was measured through."""
+    record: dict[str, object] = {}
+    for resource in resources:
+        urn = str(resource.get("urn", ""))
+        if urn.endswith(EXISTING_PROVIDER_URN_SUFFIX):
+            context = (resource.get("inputs") or {}).get("context")
+            if isinstance(context, str) and context:
+                record.update({outputs.TARGET: "existing", outputs.KUBE_CONTEXT: context})
+        elif urn.endswith(IDENTITY_COMMAND_URN_SUFFIX):
+            identity = cluster_identity.from_record((resource.get("outputs") or {}).get("stdout"))
+            files = ((resource.get("inputs") or {}).get("environment") or {}).get("KUBECONFIG")
+            if identity and isinstance(files, str) and files:
+                record.update({outputs.CLUSTER_IDENTITY: identity.as_record(), outputs.KUBECONFIG_FILES: files})
+    return record if outputs.TARGET in record else {}
 
 
 def _cluster_in_state(exported: dict) -> dict:
@@ -194,13 +213,12 @@ def _cluster_in_state(exported: dict) -> dict:
     as the cluster was created: after a failed first up too.
     """
     resources = (exported.get("deployment") or {}).get("resources") or []
-    for resource in resources:
-        # An existing cluster: the provider the state used names its context (what preflight needs to tell the
-        # lab's own Istio from another install after a failed first up, which saved no outputs).
-        if str(resource.get("urn", "")).endswith(EXISTING_PROVIDER_URN_SUFFIX):
-            context = (resource.get("inputs") or {}).get("context")
-            if isinstance(context, str) and context:
-                return {outputs.TARGET: "existing", outputs.KUBE_CONTEXT: context}
+    # An existing cluster: the provider the state used names its context, and the identity record says which cluster
+    # that was (what preflight needs to tell the lab's own Istio from another install after a failed first up, which
+    # saved no outputs, and destroy to refuse another cluster of the same context name).
+    existing = _existing_in_state(resources)
+    if existing:
+        return existing
     for resource in resources:
         if not str(resource.get("urn", "")).endswith(CLUSTER_COMMAND_URN_SUFFIX):
             continue
@@ -432,9 +450,20 @@ def _stack_exists(ctx: Context, stack: str, env: Mapping[str, str]) -> bool:
     return False
 
 
+def _recorded_kubectl(config: lab_config.LabConfig, recorded: Mapping[str, object]) -> tuple[str, str]:
+    """The context and kubectl command line the state reached its cluster with (the stack file's, when the state
+    is from before the lab recorded them)."""
+    context = str(recorded.get(outputs.KUBE_CONTEXT) or config.kube_context)
+    files = recorded.get(outputs.KUBECONFIG_FILES)
+    if isinstance(files, str) and files:
+        return context, kubeconfigs.kubectl_command(context, None, {"KUBECONFIG": files})
+    return context, kubeconfigs.kubectl_command(context, config.kubeconfig_path, {})
+
+
 def existing_leftovers(config: lab_config.LabConfig, recorded: Mapping[str, object]) -> str:
-    """The last line of destroy on an existing cluster: what stays on purpose and how to remove it."""
-    kubectl = kubeconfigs.kubectl_command(str(config.kube_context), config.kubeconfig_path, {})
+    """The last line of destroy on an existing cluster: what stays on purpose and how to remove it, on the cluster
+    the state used (its context and kubeconfig, not the stack file's current ones)."""
+    context, kubectl = _recorded_kubectl(config, recorded)
     stays = [
         f"Istio's CRDs, which Istio keeps on uninstall (`{kubectl} get crd -o name | grep '\\.istio\\.io$' | xargs "
         f"{kubectl} delete`)",
@@ -445,8 +474,42 @@ def existing_leftovers(config: lab_config.LabConfig, recorded: Mapping[str, obje
     if crds:
         stays.append(f"the Gateway API CRDs {crds} and their admission policy, which other teams' Gateways may use "
                      f"(`{kubectl} delete -f {catalog.gateway_api_crds_url(str(crds))}`)")
-    return (f"The lab removed what it added to context {config.kube_context} except what stays on purpose, to remove "
+    return (f"The lab removed what it added to context {context} except what stays on purpose, to remove "
             f"only if nobody else uses it: {', '.join(stays[:-1])} and {stays[-1]}.")
+
+
+def _check_destroy_identity(ctx: Context, stack: str, recorded: Mapping[str, object]) -> None:
+    """Destroy removes what the state lists from the cluster its provider reaches now: refuse unless that is the
+    cluster the state's first up recorded.
+
+    Raises:
+        LabError: the cluster does not answer, or is another one.
+    """
+    expected = cluster_identity.from_record(recorded.get(outputs.CLUSTER_IDENTITY))
+    context = str(recorded.get(outputs.KUBE_CONTEXT))
+    if expected is None:  # a state from before the lab recorded identities: nothing to compare with
+        ctx.detail(f"stack {stack}'s state holds no record of which cluster context {context} reached: destroying "
+                   "through that context as it is now")
+        return
+    files = str(recorded.get(outputs.KUBECONFIG_FILES))
+    # The files the state's provider reads, never the KUBECONFIG of this shell.
+    env = {**tool_env(ctx.paths, ctx.env), "KUBECONFIG": files}
+    try:
+        found = cluster_identity.read(ctx.host.run, env, context)
+    except cluster_identity.IdentityError as error:
+        raise LabError(
+            f"The cluster of context {context} ({files}) does not answer ({error}), so the lab cannot tell whether it "
+            f"is the one stack {stack} was brought up on ({expected.describe()}): make it reachable (VPN, "
+            f"credentials) and run `{LAB_SCRIPT} destroy {stack}` again, or, if that cluster is gone for good, forget "
+            f"the stack's state with `{LAB_SCRIPT} pulumi stack rm {stack} --force --preserve-config --yes`, which "
+            "touches no cluster.") from None
+    if found.uid != expected.uid:
+        raise LabError(
+            f"Context {context} ({files}) now reaches another cluster ({found.describe()}) than the one stack {stack} "
+            f"was brought up on ({expected.describe()}), so destroy would remove the lab's objects from the wrong "
+            f"cluster: make that context reach the lab's cluster again, then run `{LAB_SCRIPT} destroy {stack}`.")
+    if found.server != expected.server:
+        ctx.detail(f"the lab's cluster ({expected.describe()}) now answers at {found.server}")
 
 
 def cmd_destroy(ctx: Context, stack: str) -> int:
@@ -466,6 +529,8 @@ def cmd_destroy(ctx: Context, stack: str) -> int:
         ctx.detail(f"stack {stack} does not exist in {ctx.paths.state}: nothing to destroy")
         return 0
     recorded = stack_record(ctx, stack)
+    if recorded.get(outputs.TARGET) == "existing":
+        _check_destroy_identity(ctx, stack, recorded)
     if _stream(["pulumi", "destroy", "--yes", "--stack", stack], env, ctx.paths.root) != 0:
         raise LabError(f"`pulumi destroy` failed: read its output above, fix the cause, then run `{LAB_SCRIPT} "
                        f"destroy {stack}` again.")

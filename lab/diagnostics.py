@@ -39,7 +39,9 @@ class Step:
     output: str | None  # None: the command writes its own files
 
 
-def _kubectl_steps(kubectl: Sequence[str], apps_namespace: str) -> list[Step]:
+def _kubectl_steps(kubectl: Sequence[str], apps_namespace: str, namespaces: Sequence[str] | None) -> list[Step]:
+    """``namespaces``: None on the lab's own kind cluster (the lists cover every namespace); else only these are
+    listed, one file each, so a folder meant to be shared holds nothing of other teams' workloads."""
     steps = [
         Step(
             f"logs {label}",
@@ -50,18 +52,23 @@ def _kubectl_steps(kubectl: Sequence[str], apps_namespace: str) -> list[Step]:
         )
         for file, label in _LOGS
     ]
-    # The Istio security resources are listed in every namespace: the mesh-wide PeerAuthentication is in istio-system.
-    for resource, scope in (
-        ("all", ["-n", apps_namespace]),
-        ("gateways.gateway.networking.k8s.io", ["-n", apps_namespace]),
-        ("httproutes.gateway.networking.k8s.io", ["-n", apps_namespace]),
-        ("authorizationpolicies.security.istio.io", ["-A"]),
-        ("peerauthentications.security.istio.io", ["-A"]),
-    ):
-        steps.append(Step(f"get {resource}", [*kubectl, "get", resource, *scope, "-o", "yaml"],
+    for resource in ("all", "gateways.gateway.networking.k8s.io", "httproutes.gateway.networking.k8s.io"):
+        steps.append(Step(f"get {resource}", [*kubectl, "get", resource, "-n", apps_namespace, "-o", "yaml"],
                           f"{resource.split('.')[0]}.yaml"))
-    steps.append(Step("pods", [*kubectl, "get", "pods", "-A", "-o", "wide"], "pods.txt"))
-    steps.append(Step("events", [*kubectl, "get", "events", "-A", "--sort-by=.lastTimestamp"], "events.txt"))
+    # The Istio security resources, pods and events: every namespace on kind (the mesh-wide PeerAuthentication is in
+    # istio-system), the lab's own elsewhere.
+    scopes = [(["-A"], "")] if namespaces is None else [(["-n", namespace], namespace) for namespace in namespaces]
+    for scope, namespace in scopes:
+        def step(label: str, args: list[str], file: str) -> Step:
+            named = f"{label} in {namespace}" if namespace else label
+            stem, extension = file.rsplit(".", 1)
+            return Step(named, [*kubectl, *args], f"{stem}-{namespace}.{extension}" if namespace else file)
+
+        for resource in ("authorizationpolicies.security.istio.io", "peerauthentications.security.istio.io"):
+            steps.append(step(f"get {resource}", ["get", resource, *scope, "-o", "yaml"],
+                              f"{resource.split('.')[0]}.yaml"))
+        steps.append(step("pods", ["get", "pods", *scope, "-o", "wide"], "pods.txt"))
+        steps.append(step("events", ["get", "events", *scope, "--sort-by=.lastTimestamp"], "events.txt"))
     return steps
 
 
@@ -153,7 +160,8 @@ def collect(
             kubectl = ["kubectl", "--request-timeout=60s"]
             kubectl += ["--kubeconfig", kubeconfig] if kubeconfig else []
             kubectl += ["--context", context] if context else []
-            for step in _kubectl_steps(kubectl, apps_namespace):
+            namespaces = None if target == "kind" else catalog.lab_namespaces(apps_namespace)
+            for step in _kubectl_steps(kubectl, apps_namespace, namespaces):
                 attempt(step)
     finally:
         if temporary_kubeconfig is not None:

@@ -24,6 +24,7 @@ from lab.catalog import LAB_SCRIPT
 
 # Fields that name a file; a relative one is relative to the kubeconfig that holds it (client-go's rule), so a
 # merged config written elsewhere must carry them absolute.
+DEFAULT_KUBECONFIG = "~/.kube/config"  # kubectl's and the provider's file when KUBECONFIG is unset
 _FILE_FIELDS = {"cluster": ("certificate-authority",), "user": ("client-certificate", "client-key", "tokenFile")}
 
 
@@ -33,8 +34,7 @@ class KubeconfigError(ValueError):
 
 @dataclass(frozen=True)
 class ProviderKubeconfig:
-    """Exactly one of ``path`` (a file to read) and ``content`` (a merged config, secret); neither: the provider's
-    own default, ~/.kube/config."""
+    """Exactly one of ``path`` (an absolute file to read) and ``content`` (a merged config, secret)."""
 
     path: str | None = None
     content: str | None = None
@@ -43,6 +43,18 @@ class ProviderKubeconfig:
 def kubeconfig_files(env: Mapping[str, str]) -> list[str]:
     """The files of ``KUBECONFIG`` in order, empty entries dropped, as kubectl lists them."""
     return [part for part in env.get("KUBECONFIG", "").split(os.pathsep) if part]
+
+
+def _absolute_path(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def absolute_files(kubeconfig_path: str | None, env: Mapping[str, str]) -> list[str]:
+    """The kubeconfig files that reach the stack's cluster now, absolute: the stack's file, else ``KUBECONFIG``'s,
+    else ~/.kube/config. Written into the state, they keep meaning these files whatever a later shell exports."""
+    if kubeconfig_path:
+        return [_absolute_path(kubeconfig_path)]
+    return [_absolute_path(path) for path in kubeconfig_files(env)] or [_absolute_path(DEFAULT_KUBECONFIG)]
 
 
 def _load(path: str) -> dict:
@@ -73,13 +85,10 @@ def for_provider(context: str, kubeconfig_path: str | None, env: Mapping[str, st
     Raises:
         KubeconfigError: ``KUBECONFIG`` lists several files and none of them defines the context.
     """
-    if kubeconfig_path:
-        return ProviderKubeconfig(path=kubeconfig_path)
-    files = kubeconfig_files(env)
-    if not files:
-        return ProviderKubeconfig()
+    files = absolute_files(kubeconfig_path, env)
     if len(files) == 1:
-        return ProviderKubeconfig(path=os.path.abspath(os.path.expanduser(files[0])))
+        # Never empty: the provider would read whatever KUBECONFIG the shell of a later `destroy` exports.
+        return ProviderKubeconfig(path=files[0])
     # client-go's merge: for each name, the first file that defines it wins.
     found: dict[str, dict[str, tuple[str, dict]]] = {"contexts": {}, "clusters": {}, "users": {}}
     for path in files:

@@ -20,3 +20,8 @@ KIALI_URL = "kiali_url"
 CLUSTER_OWNER = "cluster_owner"
 NODE_SHAPE = "node_shape"
 GATEWAY_API_CRDS = "gateway_api_crds"  # the bundle version the lab installed, or None: preflight tells its own
+
+# Not stack outputs: what lab.cli reads from an existing cluster's records in the state itself (kept there from the
+# first up, failed or not), beside the outputs above.
+CLUSTER_IDENTITY = "cluster_identity"  # lab.cluster_identity's record: kube-system UID and API server URL
+KUBECONFIG_FILES = "kubeconfig_files"  # the absolute kubeconfig files the state reaches the cluster through

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import catalog, kind_cluster, outputs
+from lab import catalog, cluster_identity, kind_cluster, outputs
 from lab.bootstrap import Runner, find_tool, normalize_arch, run_captured, version_text
 from lab.config import PROJECT
 from lab.tools import KIND, KUBECTL, PULUMI, Release
@@ -365,7 +365,7 @@ def format_results(results: Sequence[CheckResult]) -> str:
 ISTIO_CLUSTER_ROLES = ("istio-cni", "istio-cni-repair-role", "istio-cni-ambient", "ztunnel",
                        "istiod-clusterrole-istio-system", "istiod-gateway-controller-istio-system",
                        "istio-reader-clusterrole-istio-system")
-ADDON_CLUSTER_ROLES = ("prometheus", "kiali", "kiali-viewer")
+ADDON_CLUSTER_ROLES = ("prometheus", "kiali", "kiali-viewer", catalog.PROMETHEUS_READER_ROLE)
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 GATEWAY_API_BUNDLE_ANNOTATION = "gateway.networking.k8s.io/bundle-version"
 POD_SECURITY_ENFORCE = catalog.POD_SECURITY_ENFORCE
@@ -406,9 +406,40 @@ def _last_line(text: str) -> str:
 
 
 def _ours(situation: Situation, target: ExistingTarget) -> bool:
-    """This stack's last up was on this cluster: what the lab installs there is its own, not a collision."""
+    """This stack's last up was on this cluster: what the lab installs there is its own, not a collision. The
+    context's name alone says so only for a state from before the lab recorded its cluster's identity, which
+    check_cluster_identity compares first."""
     return (situation.recorded.get(outputs.TARGET) == "existing"
             and situation.recorded.get(outputs.KUBE_CONTEXT) == target.context)
+
+
+def check_cluster_identity(host: Host, situation: Situation, target: ExistingTarget) -> CheckResult | None:
+    """The context reaches the cluster this stack's state was brought up on (lab.cluster_identity), not another one
+    that happens to carry the same context name. None before the first up: that up records it."""
+    stack = situation.stack
+    expected = cluster_identity.from_record(situation.recorded.get(outputs.CLUSTER_IDENTITY))
+    if situation.recorded.get(outputs.TARGET) != "existing" or expected is None:
+        return None
+    try:
+        found = cluster_identity.read(host.run, situation.env, target.context, target.kubeconfig_path)
+    except cluster_identity.IdentityError as error:
+        return CheckResult(
+            "cluster identity", False,
+            f"The lab could not read the kube-system namespace of context {target.context} ({error}), which tells "
+            f"whether it is the cluster stack {stack} was brought up on: grant the context that read, then run "
+            f"`{LAB_SCRIPT} preflight {stack}` again.")
+    recorded_context = situation.recorded.get(outputs.KUBE_CONTEXT)
+    if found.uid != expected.uid:
+        return CheckResult(
+            "cluster identity", False,
+            f"Context {target.context} reaches another cluster ({found.describe()}) than the one stack {stack} was "
+            f"brought up on through context {recorded_context} ({expected.describe()}): point the stack's "
+            f"kubeContext and kubeconfig (or your KUBECONFIG) back at that cluster, or remove the lab from it with "
+            f"`{LAB_SCRIPT} destroy {stack}` before bringing it up elsewhere.")
+    if found.server != expected.server:
+        return CheckResult("cluster identity", True, f"the cluster stack {stack} was brought up on ({expected.uid}), "
+                           f"now at {found.server}: carry on if it only moved", warning=True)
+    return CheckResult("cluster identity", True, f"the cluster stack {stack} was brought up on ({expected.uid})")
 
 
 def check_existing_access(host: Host, situation: Situation, target: ExistingTarget) -> tuple[CheckResult, dict]:
@@ -572,6 +603,56 @@ def check_gateway_api(cluster: Mapping[str, list], situation: Situation, target:
     return CheckResult("gateway api", True, f"the cluster's own Gateway API CRDs ({bundle}) serve v1")
 
 
+# Labels by which an Istio control plane takes a namespace's pods into its mesh: ambient capture by istio-cni and
+# ztunnel, and sidecar injection by istiod's webhook (the default revision's, or a named one's).
+MESH_LABELS = ((catalog.AMBIENT_LABEL, catalog.AMBIENT_LABEL_VALUE), ("istio-injection", "enabled"),
+               ("istio.io/rev", None))
+
+
+def check_enrolled_namespaces(cluster: Mapping[str, list], situation: Situation,
+                              target: ExistingTarget) -> CheckResult:
+    """No namespace but the lab's carries a label that would put its running pods into the lab's mesh: labels an
+    earlier Istio left behind (`istioctl uninstall --purge` keeps them) would let the lab's istio-cni capture pods,
+    and its istiod inject them, that nobody enrolled in this lab."""
+    stack = situation.stack
+    enrolled = []
+    for namespace in cluster["namespaces"]:
+        metadata = namespace.get("metadata", {})
+        name, labels = str(metadata.get("name")), metadata.get("labels") or {}
+        if name in catalog.lab_namespaces(target.apps_namespace):
+            continue
+        found = [f"{key}={labels[key]}" for key, value in MESH_LABELS
+                 if key in labels and (value is None or labels[key] == value)]
+        if found:
+            enrolled.append(f"{name} ({', '.join(found)})")
+    if not enrolled:
+        return CheckResult("mesh labels", True, "no namespace outside the lab's asks to join a mesh")
+    shown = ", ".join(enrolled[:4]) + (f" and {len(enrolled) - 4} more" if len(enrolled) > 4 else "")
+    if _ours(situation, target):
+        return CheckResult(
+            "mesh labels", True,
+            f"Namespaces outside the lab's carry mesh labels and their pods are in the lab's mesh: {shown}; remove "
+            "the labels (`kubectl label namespace NAME istio.io/dataplane-mode- istio-injection- istio.io/rev-`) "
+            "unless they were put there on purpose.", warning=True)
+    return CheckResult(
+        "mesh labels", False,
+        f"Namespaces outside the lab's carry labels that would put their running pods into the lab's mesh: {shown}: "
+        "if they are left from an earlier Istio, remove them (`kubectl label namespace NAME istio.io/dataplane-mode- "
+        f"istio-injection- istio.io/rev-`), or use another cluster, then run `{LAB_SCRIPT} preflight {stack}` again.")
+
+
+def check_default_apps_namespace(target: ExistingTarget, stack: str) -> CheckResult | None:
+    """The lab's apps in `default` of someone else's cluster: the label that enrols them enrols every pod there."""
+    if target.apps_namespace != "default":
+        return None
+    return CheckResult(
+        "default namespace", True,
+        "appsNamespace is default, so the lab labels the cluster's default namespace for ambient and every pod "
+        "already running there joins the lab's mesh: give the lab a namespace of its own with "
+        f"`{LAB_SCRIPT} pulumi config set {PROJECT}:appsNamespace {catalog.EXISTING_APPS_NAMESPACE} --stack {stack}`.",
+        warning=True)
+
+
 def check_pod_security(cluster: Mapping[str, list], target: ExistingTarget) -> CheckResult:
     """No namespace the lab uses but does not create enforces a Pod Security level its pods would fail.
 
@@ -679,10 +760,16 @@ def run_existing_checks(host: Host, situation: Situation, target: ExistingTarget
             "cluster contents", False,
             f"The lab could not read what context {target.context} already holds: {error}; the lab installs "
             "cluster-wide objects and needs cluster-admin there, so use a context with that right, or ask for it.")]
+    identity = [result for result in [check_cluster_identity(host, situation, target)] if result]
+    if not all(result.ok for result in identity):  # another cluster: what it holds says nothing of this stack's
+        return [access, *identity]
     return [
         access,
+        *identity,
         check_kubernetes_version(version, target, situation.stack),
         *check_existing_collisions(cluster, situation, target),
+        check_enrolled_namespaces(cluster, situation, target),
+        *[result for result in [check_default_apps_namespace(target, situation.stack)] if result],
         check_gateway_api(cluster, situation, target),
         check_pod_security(cluster, target),
         check_capacity(cluster),

@@ -23,7 +23,8 @@ CORE_KINDS = {
     "kubernetes:core/v1:ServiceAccount": None,
     "kubernetes:apps/v1:Deployment": None,
     "kubernetes:batch/v1:CronJob": None,
-    "kubernetes:networking.k8s.io/v1:NetworkPolicy": None,  # Kiali's, on an existing cluster
+    "kubernetes:networking.k8s.io/v1:NetworkPolicy": None,  # Kiali's and Prometheus', on an existing cluster
+    "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole": None,  # Prometheus' reader, on an existing cluster
 }
 
 NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
@@ -122,13 +123,20 @@ def test_core_objects_match_the_kubernetes_schema(runs, stack):
 
 
 def test_an_existing_clusters_own_objects_match_the_kubernetes_schema(existing_run):
-    """What only an existing cluster gets (Kiali's NetworkPolicy) is held to the same schema."""
+    """What only an existing cluster gets (the addons' NetworkPolicies, STRICT per namespace) is held to the same
+    schemas."""
     checked = set()
     for resource in existing_run.kubernetes():
         if resource.type in CORE_KINDS:
             kubernetes_validate.validate(manifest(resource, CORE_KINDS[resource.type]), KUBERNETES_VERSION, strict=True)
             checked.add(resource.type)
-    assert "kubernetes:networking.k8s.io/v1:NetworkPolicy" in checked
+        if resource.type in CUSTOM_SCHEMAS:
+            body = manifest(resource)
+            jsonschema.validate(body["spec"], CUSTOM_SCHEMAS[resource.type])
+            jsonschema.validate(body["metadata"], METADATA)
+            checked.add(resource.type)
+    assert {"kubernetes:networking.k8s.io/v1:NetworkPolicy", "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole",
+            "kubernetes:security.istio.io/v1:PeerAuthentication"} <= checked
 
 
 @pytest.mark.parametrize("stack", STACKS)

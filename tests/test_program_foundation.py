@@ -194,12 +194,14 @@ def test_foundation_outputs(runs, stack):
 
 def test_existing_cluster_creates_no_cluster_and_pins_the_context(existing_run):
     run = existing_run
-    assert not run.of_type(COMMAND)
+    assert [command.name for command in run.of_type(COMMAND)] == ["cluster-identity"], "no cluster is created"
     assert not [r for r in run.resources.values() if r.type.endswith(":KindCluster")]
     provider = run.named(PROVIDER, "existing")
     assert provider.inputs["context"] == "gke_proj_europe-west1_lab"
     assert provider.inputs["clusterIdentifier"] == "existing-gke_proj_europe-west1_lab"
-    assert "kubeconfig" not in provider.secret_inputs and not provider.inputs.get("kubeconfig")
+    # No KUBECONFIG: kubectl's default file, named absolutely, so a later shell's KUBECONFIG cannot redirect destroy.
+    default = os.path.join(os.path.expanduser("~"), ".kube", "config")
+    assert "kubeconfig" not in provider.secret_inputs and provider.inputs["kubeconfig"] == default
     for resource in run.kubernetes():
         assert resource.provider.startswith(provider.urn + "::"), resource.urn
         assert not resource.deleted_with, f"{resource.urn} must be deleted one by one on an existing cluster"
@@ -208,6 +210,36 @@ def test_existing_cluster_creates_no_cluster_and_pins_the_context(existing_run):
     assert run.named(RELEASE, "istio-base").inputs["values"] == {}
     assert run.outputs[outputs.KUBE_CONTEXT] == "gke_proj_europe-west1_lab"
     assert outputs.KUBECONFIG not in run.outputs
+
+
+def test_an_existing_clusters_identity_is_recorded_before_anything_reaches_it(existing_run, monkeypatch, tmp_path):
+    """The record ./lab.sh compares before every up and destroy: taken through the kubeconfig files the provider
+    reads, named absolutely, before the provider may touch the cluster."""
+    identity = existing_run.named(COMMAND, "cluster-identity")
+    assert identity.inputs["create"] == "venv/bin/python -m lab.cluster_identity --context gke_proj_europe-west1_lab"
+    assert identity.inputs["environment"] == {"KUBECONFIG": os.path.join(os.path.expanduser("~"), ".kube", "config")}
+    assert "delete" not in identity.inputs and "triggers" not in identity.inputs, "recorded once, at the first up"
+    assert existing_run.depends_on(existing_run.named(PROVIDER, "existing"), identity)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KUBECONFIG", "prod.yaml")  # relative: the state keeps what it meant at this up
+    run = run_program("l4-only", {"target": "existing", "kubeContext": "minikube"})
+    assert run.named(COMMAND, "cluster-identity").inputs["environment"] == {"KUBECONFIG": str(tmp_path / "prod.yaml")}
+    assert run.named(PROVIDER, "existing").inputs["kubeconfig"] == str(tmp_path / "prod.yaml")
+
+
+@pytest.mark.parametrize("overrides", [{}, {"target": "existing", "kubeContext": "lab"}])
+def test_the_environment_cannot_make_a_provider_adopt_objects_it_did_not_create(monkeypatch, overrides):
+    """PULUMI_K8S_UPSERT_EXISTING_OBJECTS / _ENABLE_PATCH_FORCE apply only when the provider is given no value: the
+    SDK then sends the environment's, and the provider falls back to it (pulumi-kubernetes provider.go Configure).
+    A provider's config reaches the engine as strings."""
+    monkeypatch.setenv("PULUMI_K8S_UPSERT_EXISTING_OBJECTS", "true")
+    monkeypatch.setenv("PULUMI_K8S_ENABLE_PATCH_FORCE", "true")
+    providers = run_program("l4-only", overrides).of_type(PROVIDER)
+    assert providers
+    for provider in providers:
+        assert provider.inputs["upsertExistingObjects"] == "false", provider.urn
+        assert provider.inputs["enablePatchForce"] == "false", provider.urn
 
 
 def test_existing_cluster_apps_get_a_namespace_of_their_own_never_default(existing_run):

@@ -135,6 +135,17 @@ def test_strict_mtls_mesh_wide(runs, stack):
     assert not [r for r in runs[stack].of_type(DEPLOYMENT) if runs[stack].depends_on(peer, r)]
 
 
+def test_strict_mtls_covers_only_the_labs_namespace_on_an_existing_cluster(existing_run):
+    """Mesh-wide STRICT would refuse the plaintext clients of any workload another team enrols in the lab's mesh."""
+    peers = existing_run.of_type("kubernetes:security.istio.io/v1:PeerAuthentication")
+    assert [(peer.name, peer.inputs["metadata"]) for peer in peers] == [
+        ("strict-mtls-istio-ambient-lab", {"name": "default", "namespace": "istio-ambient-lab"})]
+    assert peers[0].inputs["spec"] == {"mtls": {"mode": "STRICT"}}
+    assert existing_run.depends_on(peers[0], existing_run.named("kubernetes:core/v1:Namespace", "istio-ambient-lab"))
+    assert "istio-ambient-lab/default (PeerAuthentication STRICT)" in existing_run.outputs[outputs.POLICIES]
+    assert not [p for p in existing_run.outputs[outputs.POLICIES] if p.startswith("istio-system/")]
+
+
 def test_l4_policy_in_l4_only_allows_sleep_and_the_ingress_gateway_only(runs):
     l4 = runs["l4-only"].named(AUTHZ, "productpage-l4")
     assert l4.inputs["spec"] == {

@@ -1,8 +1,12 @@
 """Prometheus, Kiali and the traffic CronJob under mocks."""
 
-import pytest
+import tarfile
+from pathlib import Path
 
-from components.observability import traffic_job_spec
+import pytest
+import yaml
+
+from components.observability import prometheus_values, traffic_job_spec
 from lab import catalog, outputs
 from tests.harness import STACKS, run_program
 
@@ -127,7 +131,7 @@ def test_kiali_asks_for_a_token_off_the_labs_own_kind_cluster(runs, existing_run
 
 
 def test_on_an_existing_cluster_only_prometheus_reaches_kiali_over_the_pod_network(existing_run):
-    [policy] = existing_run.of_type(NETWORK_POLICY)
+    policy = existing_run.named(NETWORK_POLICY, "kiali")
     assert policy.inputs["metadata"] == {"name": "kiali", "namespace": "istio-system"}
     spec = policy.inputs["spec"]
     assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "kiali",
@@ -168,3 +172,73 @@ def test_kiali_signing_key_is_random_private_and_not_derived_from_names(tmp_path
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     monkeypatch.setenv(local_secrets.SECRETS_ENV, str(tmp_path / "fresh"))
     assert local_secrets.kiali_signing_key("l7", tmp_path) != first, "drawn at random, not computed"
+
+
+LAB_NAMESPACES = ["istio-system", "istio-ambient-lab", "mesh-outside"]
+
+
+def test_prometheus_is_cluster_wide_only_on_the_labs_own_kind_cluster(runs):
+    for stack in STACKS:
+        values = runs[stack].named(RELEASE, "prometheus").inputs["values"]
+        assert "namespaces" not in values["server"] and "scrapeConfigs" not in values, "the chart's own: every namespace"
+        assert not runs[stack].of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+
+
+def test_on_an_existing_cluster_prometheus_reads_and_scrapes_only_the_labs_namespaces(existing_run):
+    prometheus = existing_run.named(RELEASE, "prometheus")
+    values = prometheus.inputs["values"]
+    # The chart then binds this role by a RoleBinding in each namespace, and makes no ClusterRole(Binding) of its own.
+    assert values["server"]["namespaces"] == LAB_NAMESPACES
+    assert values["server"]["useExistingClusterRoleName"] == "istio-ambient-lab-prometheus"
+    role = existing_run.named("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole", "istio-ambient-lab-prometheus")
+    assert role.inputs["metadata"] == {"name": "istio-ambient-lab-prometheus"}
+    granted = {(group, resource, verb) for rule in role.inputs["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    assert {resource for _, resource, _ in granted} == {"pods", "services", "endpoints", "endpointslices"}
+    assert {verb for _, _, verb in granted} == {"get", "list", "watch"}
+    assert "nonResourceURLs" not in str(role.inputs["rules"])
+    # Every job that discovers through the API names the lab's namespaces; the node and API-server jobs are off.
+    jobs = values["scrapeConfigs"]
+    for job in ("kubernetes-pods", "kubernetes-pods-slow", "kubernetes-service-endpoints",
+                "kubernetes-service-endpoints-slow", "kubernetes-services", "prometheus-pushgateway"):
+        [discovery] = jobs[job]["kubernetes_sd_configs"]
+        assert discovery["namespaces"] == {"names": LAB_NAMESPACES}, job
+    for job in ("kubernetes-api-servers", "kubernetes-nodes", "kubernetes-nodes-cadvisor"):
+        assert jobs[job] == {"enabled": False}, job
+    # The namespaces, the role and the policy are in place when the chart installs and Prometheus starts.
+    for name in ("istio-ambient-lab", "mesh-outside"):
+        assert existing_run.depends_on(prometheus, existing_run.named("kubernetes:core/v1:Namespace", name)), name
+    assert existing_run.depends_on(prometheus, role)
+    assert existing_run.depends_on(prometheus, existing_run.named(NETWORK_POLICY, "prometheus"))
+
+
+def test_on_an_existing_cluster_only_kiali_reaches_prometheus_over_the_pod_network(existing_run):
+    policy = existing_run.named(NETWORK_POLICY, "prometheus")
+    assert policy.inputs["metadata"] == {"name": "prometheus", "namespace": "istio-system"}
+    spec = policy.inputs["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus",
+                                                   "app.kubernetes.io/instance": "prometheus",
+                                                   "app.kubernetes.io/component": "server"}}
+    assert spec["policyTypes"] == ["Ingress"], "its own scraping (egress) is left alone"
+    [rule] = spec["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "kiali",
+                                                             "app.kubernetes.io/instance": "kiali"}}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 9090}]
+
+
+def test_the_scoped_scrape_jobs_cover_every_job_of_the_chart_that_lists_through_the_api():
+    """Against the pinned chart's own defaults, when this machine has it: a job left unscoped would list the whole
+    cluster, which the namespaced role refuses."""
+    chart = Path("/work/shared/upstream/charts/prometheus-28.13.0.tgz")
+    if not chart.exists():
+        pytest.skip("the upstream chart is not on this machine")
+    with tarfile.open(chart) as archive:
+        defaults = yaml.safe_load(archive.extractfile("prometheus/values.yaml").read())
+    scoped = prometheus_values(["lab"])["scrapeConfigs"]
+    for job, config in defaults["scrapeConfigs"].items():
+        if "kubernetes_sd_configs" not in config:
+            continue
+        assert scoped[job] == {"enabled": False} or all(
+            discovery["namespaces"] == {"names": ["lab"]} and discovery["role"] == default["role"]
+            for discovery, default in zip(scoped[job]["kubernetes_sd_configs"], config["kubernetes_sd_configs"],
+                                          strict=True)), job

@@ -604,3 +604,110 @@ def test_an_existing_cluster_stack_knows_its_context_from_the_state_after_a_fail
     machine.outputs.write_text("{}")
     recorded = cli.stack_record(context(project, machine), "gke")
     assert recorded == {"target": "existing", "kube_context": "gke_lab"}
+
+
+def existing_state(context: str = "minikube", files: str = "/home/me/.kube/config", uid: str = "uid-lab",
+                   server: str = "https://lab:6443") -> str:
+    """A state brought up on an existing cluster: its provider, and the identity recorded at the first up."""
+    prefix = "urn:pulumi:gke::istio-ambient-lab::istio-ambient-lab:index:ExistingCluster$"
+    return json.dumps({"version": 3, "deployment": {"resources": [
+        {"urn": prefix + "pulumi:providers:kubernetes::existing", "type": "pulumi:providers:kubernetes",
+         "inputs": {"context": context, "kubeconfig": files}},
+        {"urn": prefix + "command:local:Command::cluster-identity", "type": "command:local:Command",
+         "inputs": {"create": f"venv/bin/python -m lab.cluster_identity --context {context}",
+                    "environment": {"KUBECONFIG": files}},
+         "outputs": {"stdout": json.dumps({"kubeSystemUid": uid, "server": server})}},
+    ]}})
+
+
+def fake_cluster_kubectl(machine: Machine, uid: str | None, server: str = "https://lab:6443") -> Path:
+    """kubectl answering for one cluster (None: it does not answer); it logs the KUBECONFIG and context it got."""
+    seen = machine.log.parent / "kubectl.log"
+    answer = f"echo {uid}" if uid else "echo 'Unable to connect to the server: dial tcp: i/o timeout' >&2; exit 1"
+    machine.bin.add("kubectl", f"""
+echo "KUBECONFIG=$KUBECONFIG $*" >> {seen}
+case "$*" in
+  *"get namespace kube-system"*) {answer} ;;
+  *"config view"*) echo {server} ;;
+  *"config get-contexts"*) echo minikube ;;
+  *"--request-timeout"*) echo '{{"serverVersion": {{"major": "1", "minor": "34", "gitVersion": "v1.34.1"}}}}' ;;
+  *) echo '{KUBECTL_JSON}' ;;
+esac""")
+    return seen
+
+
+def existing_stack_file(project: Path, context: str) -> None:
+    (project / "stacks" / "Pulumi.gke.yaml").write_text(
+        f"config:\n  istio-ambient-lab:target: existing\n  istio-ambient-lab:kubeContext: {context}\n")
+
+
+def test_destroy_asks_the_states_cluster_through_the_states_kubeconfig_and_names_its_context(project, machine):
+    """The shell's KUBECONFIG and the stack file's current context play no part: the state's do."""
+    existing_stack_file(project, "renamed-since")
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.state.write_text(existing_state(context="minikube", files="/home/me/lab.yaml"))
+    machine.outputs.write_text(json.dumps({"target": "existing", "kube_context": "minikube"}))
+    seen = fake_cluster_kubectl(machine, "uid-lab")
+    ctx = context(project, machine, KUBECONFIG="prod.yaml")
+    assert cli.main(["destroy", "gke"], ctx) == 0
+    assert "destroy --yes --stack gke" in machine.calls()
+    asked = [line for line in seen.read_text().splitlines() if "kube-system" in line][0]
+    assert asked.startswith("KUBECONFIG=/home/me/lab.yaml --context minikube get namespace kube-system")
+    last = ctx.out.getvalue().splitlines()[-1]
+    assert last.startswith("The lab removed what it added to context minikube except")
+    assert "(`KUBECONFIG=/home/me/lab.yaml kubectl --context minikube get crd -o name" in last
+    assert "renamed-since" not in last
+
+
+def test_destroy_refuses_another_cluster_behind_the_same_context_name(project, machine, capsys):
+    existing_stack_file(project, "minikube")
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.state.write_text(existing_state())
+    machine.outputs.write_text(json.dumps({"target": "existing", "kube_context": "minikube"}))
+    fake_cluster_kubectl(machine, "uid-prod", server="https://prod:443")
+    assert cli.main(["destroy", "gke"], context(project, machine)) == 1
+    assert not [call for call in machine.calls() if call.startswith("destroy")]
+    assert capsys.readouterr().err == (
+        "Context minikube (/home/me/.kube/config) now reaches another cluster (kube-system UID uid-prod, server "
+        "https://prod:443) than the one stack gke was brought up on (kube-system UID uid-lab, server "
+        "https://lab:6443), so destroy would remove the lab's objects from the wrong cluster: make that context reach "
+        "the lab's cluster again, then run `./lab.sh destroy gke`.\n")
+
+
+def test_destroy_of_an_unreachable_cluster_says_how_to_proceed(project, machine, capsys):
+    existing_stack_file(project, "minikube")
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.state.write_text(existing_state())
+    machine.outputs.write_text("{}")
+    fake_cluster_kubectl(machine, None)
+    assert cli.main(["destroy", "gke"], context(project, machine)) == 1
+    assert not [call for call in machine.calls() if call.startswith("destroy")]
+    assert capsys.readouterr().err == (
+        "The cluster of context minikube (/home/me/.kube/config) does not answer (Unable to connect to the server: "
+        "dial tcp: i/o timeout), so the lab cannot tell whether it is the one stack gke was brought up on "
+        "(kube-system UID uid-lab, server https://lab:6443): make it reachable (VPN, credentials) and run "
+        "`./lab.sh destroy gke` again, or, if that cluster is gone for good, forget the stack's state with "
+        "`./lab.sh pulumi stack rm gke --force --preserve-config --yes`, which touches no cluster.\n")
+
+
+def test_the_state_records_which_cluster_an_existing_stack_was_brought_up_on(project, machine):
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.state.write_text(existing_state())
+    machine.outputs.write_text("{}")
+    assert cli.stack_record(context(project, machine), "gke") == {
+        "target": "existing", "kube_context": "minikube", "kubeconfig_files": "/home/me/.kube/config",
+        "cluster_identity": {"kubeSystemUid": "uid-lab", "server": "https://lab:6443"}}
+
+
+def test_up_refuses_another_cluster_behind_the_recorded_context(project, machine, capsys):
+    existing_stack_file(project, "minikube")
+    (project / ".lab" / "state").mkdir(parents=True)
+    machine.state.write_text(existing_state())
+    machine.outputs.write_text(json.dumps({"target": "existing", "kube_context": "minikube"}))
+    fake_cluster_kubectl(machine, "uid-prod", server="https://prod:443")
+    ctx = context(project, machine, KUBECONFIG="prod.yaml")
+    assert cli.main(["up", "gke"], ctx) == 1
+    assert not [call for call in machine.calls() if call.startswith("up")]
+    assert ("FAIL  cluster identity  Context minikube reaches another cluster (kube-system UID uid-prod, server "
+            "https://prod:443) than the one stack gke was brought up on through context minikube (kube-system UID "
+            "uid-lab, server https://lab:6443)") in ctx.out.getvalue()

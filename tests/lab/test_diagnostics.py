@@ -106,6 +106,26 @@ def test_existing_cluster_uses_its_context_and_no_kind(tmp_path):
     assert all(call[1:4] == ["--request-timeout=60s", "--context", "gke_lab"] for call in run.calls)
 
 
+def test_on_an_existing_cluster_only_the_labs_namespaces_are_collected(tmp_path):
+    """The folder is meant to be shared: other teams' pods, events and policies stay out of it."""
+    run = FakeRun()
+    folder = collect(tmp_path, run, target="existing", cluster_name=None, context="gke_lab", kubeconfig=None,
+                     apps_namespace="istio-ambient-lab")
+    assert not [call for call in run.calls if "-A" in call or "--all-namespaces" in call]
+    namespaces = {call[call.index("-n") + 1] for call in run.calls}
+    assert namespaces == {"istio-system", "istio-ambient-lab", "mesh-outside"}
+    for namespace in namespaces:
+        assert {f"pods-{namespace}.txt", f"events-{namespace}.txt", f"peerauthentications-{namespace}.yaml",
+                f"authorizationpolicies-{namespace}.yaml"} <= {path.name for path in folder.iterdir()}
+    assert "ok      events in mesh-outside" in (folder / "summary.txt").read_text()
+
+
+def test_on_the_labs_own_kind_cluster_every_namespace_is_collected(tmp_path):
+    run = FakeRun()
+    collect(tmp_path, run)
+    assert len([call for call in run.calls if "-A" in call]) == 4, "policies, pods and events of every namespace"
+
+
 def test_two_collections_in_the_same_second_get_their_own_folders(tmp_path):
     first, second = collect(tmp_path, FakeRun()), collect(tmp_path, FakeRun())
     assert first != second and second.name == "20261125T173005Z-2"

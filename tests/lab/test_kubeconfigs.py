@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from lab.kubeconfigs import KubeconfigError, ProviderKubeconfig, for_provider, kubectl_command
+from lab.kubeconfigs import KubeconfigError, ProviderKubeconfig, absolute_files, for_provider, kubectl_command
 
 CONTEXT = "prod-lab"
 
@@ -28,7 +28,17 @@ USER = {"name": "me", "user": {"client-key": "keys/me.key", "token": "s3cr3t"}}
 def test_a_chosen_file_or_a_single_kubeconfig_goes_as_its_path():
     assert for_provider(CONTEXT, "/abs/prod.yaml", {"KUBECONFIG": "/a:/b"}) == ProviderKubeconfig(path="/abs/prod.yaml")
     assert for_provider(CONTEXT, None, {"KUBECONFIG": "/only.yaml"}) == ProviderKubeconfig(path="/only.yaml")
-    assert for_provider(CONTEXT, None, {}) == ProviderKubeconfig()  # the provider's own ~/.kube/config
+    # No KUBECONFIG: kubectl's default file, by its absolute name. An empty input would make the provider read the
+    # KUBECONFIG of whichever shell runs a later destroy.
+    assert for_provider(CONTEXT, None, {}) == ProviderKubeconfig(path=os.path.expanduser("~/.kube/config"))
+
+
+def test_the_files_recorded_for_the_cluster_are_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute_files(None, {"KUBECONFIG": f"a.yaml{os.pathsep}{os.pathsep}/b.yaml"}) == [
+        str(tmp_path / "a.yaml"), "/b.yaml"]
+    assert absolute_files("/abs/prod.yaml", {"KUBECONFIG": "a.yaml"}) == ["/abs/prod.yaml"]
+    assert absolute_files(None, {}) == [os.path.expanduser("~/.kube/config")]
 
 
 def test_several_files_one_of_which_holds_everything_gives_that_file(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -342,8 +343,10 @@ class FakeCluster:
     """What `kubectl --context gke_proj_lab ...` answers; every other command goes to the fake tools on PATH."""
 
     def __init__(self, minor="34", namespaces=("default", "kube-system"), objects=(), nodes=None, pods=(),
-                 contexts=(CTX, "other"), answers=True, labels=None, forbidden=()):
+                 contexts=(CTX, "other"), answers=True, labels=None, forbidden=(), uid="uid-lab",
+                 server="https://lab:443"):
         self.minor, self.answers, self.contexts = minor, answers, contexts
+        self.uid, self.server = uid, server  # who the cluster is (lab.cluster_identity)
         self.forbidden = forbidden  # lists this context may not read
         self.lists = {
             "namespaces": [{"metadata": {"name": ns, "labels": (labels or {}).get(ns, {})}} for ns in namespaces],
@@ -358,6 +361,8 @@ class FakeCluster:
         argv = list(argv)
         def answer(out="", err="", code=0):
             return subprocess.CompletedProcess(argv, code, out, err)
+        if argv[:1] == ["kubectl"] and "view" in argv:
+            return answer(self.server + "\n")
         if argv[:1] == ["kubectl"] and "config" in argv:
             return answer("\n".join(self.contexts) + "\n")
         if argv[:1] != ["kubectl"] or "--context" not in argv:
@@ -369,6 +374,8 @@ class FakeCluster:
         if "version" in argv:
             return answer(json.dumps({"serverVersion": {"major": "1", "minor": self.minor,
                                                         "gitVersion": f"v1.{self.minor.rstrip('+')}.2-gke.100"}}))
+        if argv[argv.index("get") + 1:][:2] == ["namespace", "kube-system"]:
+            return answer(self.uid + "\n")
         listed = argv[argv.index("get") + 1]
         if listed in self.forbidden:
             return answer(err=f'Error from server (Forbidden): {listed} is forbidden: User "dev" cannot list resource '
@@ -388,7 +395,7 @@ def test_existing_cluster_that_fits_passes_with_the_gateway_api_warning(machine)
     cluster = FakeCluster()
     results = existing(machine, cluster)
     assert [r.name for r in results] == ["architecture", "kubectl", "pulumi", "cluster access", "kubernetes version",
-                                         "collisions", "gateway api", "pod security", "capacity"]
+                                         "collisions", "mesh labels", "gateway api", "pod security", "capacity"]
     assert all(r.ok for r in results), results
     assert by_name(results)["kubernetes version"].message == (
         "v1.34.2-gke.100: Istio 1.31 supports Kubernetes 1.32 to 1.36")
@@ -528,3 +535,65 @@ def test_a_cluster_whose_contents_cannot_be_read_fails_instead_of_passing_unseen
         f"The lab could not read what context {CTX} already holds: `kubectl get {lists}` failed (Error from server "
         f'(Forbidden): {lists} is forbidden: User "dev" cannot list resource "{lists}" at the cluster scope); the lab '
         "installs cluster-wide objects and needs cluster-admin there, so use a context with that right, or ask for it.")
+
+
+IDENTITY = {"kubeSystemUid": "uid-lab", "server": "https://lab:443"}
+
+
+def test_the_cluster_this_stack_was_brought_up_on_is_its_own_install(machine):
+    cluster = FakeCluster(namespaces=("default", "kube-system", "istio-system"))
+    recorded = {"target": "existing", "kube_context": CTX, "cluster_identity": IDENTITY}
+    results = by_name(existing(machine, cluster, recorded=recorded))
+    assert results["cluster identity"].ok and not results["cluster identity"].warning
+    assert results["collisions"].message == "this stack's own install from its last up"
+
+
+def test_another_cluster_behind_the_recorded_context_name_is_refused_before_anything_else(machine):
+    """`export KUBECONFIG=prod.yaml` with a context of the same name: its Istio is not the lab's to upgrade."""
+    cluster = FakeCluster(namespaces=("default", "kube-system", "istio-system"), uid="uid-prod",
+                          server="https://prod:443")
+    recorded = {"target": "existing", "kube_context": CTX, "cluster_identity": IDENTITY}
+    results = existing(machine, cluster, recorded=recorded)
+    assert [r.name for r in results][-2:] == ["cluster access", "cluster identity"]
+    assert not results[-1].ok
+    assert results[-1].message == (
+        f"Context {CTX} reaches another cluster (kube-system UID uid-prod, server https://prod:443) than the one stack "
+        f"l4-only was brought up on through context {CTX} (kube-system UID uid-lab, server https://lab:443): point the "
+        "stack's kubeContext and kubeconfig (or your KUBECONFIG) back at that cluster, or remove the lab from it with "
+        "`./lab.sh destroy l4-only` before bringing it up elsewhere.")
+
+
+def test_the_same_cluster_at_a_new_address_is_a_warning(machine):
+    cluster = FakeCluster(server="https://new:443")
+    recorded = {"target": "existing", "kube_context": CTX, "cluster_identity": IDENTITY}
+    identity = by_name(existing(machine, cluster, recorded=recorded))["cluster identity"]
+    assert identity.ok and identity.warning and "now at https://new:443" in identity.message
+
+
+def test_namespaces_left_in_a_mesh_by_an_earlier_istio_are_refused(machine):
+    """`istioctl uninstall --purge` keeps namespace labels: the lab's istio-cni would capture those running pods."""
+    labels = {
+        "shop": {"istio.io/dataplane-mode": "ambient"},
+        "legacy": {"istio-injection": "enabled"},
+        "canary": {"istio.io/rev": "1-24"},
+        "opted-out": {"istio-injection": "disabled", "istio.io/dataplane-mode": "none"},
+        "istio-ambient-lab": {"istio.io/dataplane-mode": "ambient"},  # the lab's own
+    }
+    cluster = FakeCluster(namespaces=("default", "kube-system", *labels), labels=labels)
+    mesh = by_name(existing(machine, cluster, target=replace(TARGET, apps_namespace="istio-ambient-lab")))
+    assert not mesh["mesh labels"].ok
+    assert mesh["mesh labels"].message == (
+        "Namespaces outside the lab's carry labels that would put their running pods into the lab's mesh: shop "
+        "(istio.io/dataplane-mode=ambient), legacy (istio-injection=enabled), canary (istio.io/rev=1-24): if they are "
+        "left from an earlier Istio, remove them (`kubectl label namespace NAME istio.io/dataplane-mode- "
+        "istio-injection- istio.io/rev-`), or use another cluster, then run `./lab.sh preflight l4-only` again.")
+
+    ours = by_name(existing(machine, cluster, recorded={"target": "existing", "kube_context": CTX}))["mesh labels"]
+    assert ours.ok and ours.warning, "once the lab's mesh runs, those pods are in it already: said, not refused"
+
+
+def test_the_default_namespace_for_the_apps_is_a_warning_on_an_existing_cluster(machine):
+    results = by_name(existing(machine, FakeCluster(), target=replace(TARGET, apps_namespace="default")))
+    assert results["default namespace"].warning and results["default namespace"].ok
+    assert "every pod already running there joins the lab's mesh" in results["default namespace"].message
+    assert "default namespace" not in by_name(existing(machine, FakeCluster()))
