@@ -265,9 +265,9 @@ def cluster_nodes(cluster: str) -> list[str]:
 # lab could check a pin against. So every preloaded image, istiod (`pilot`, the mesh's CA), `proxyv2`, the
 # privileged istio-cni (`install-cni`) and `ztunnel` included, is trust on first use: the registry digest of each tag
 # is recorded the first time the lab holds it, and a later pull or local image whose digest differs for the same tag
-# is refused; the verification's image check holds those four to the same record on any cluster. A catalog image that carries a
-# digest is pulled by it and checked by Docker itself, so the record skips it. Relative to the project root, where
-# `pulumi up` runs the pull and preload steps.
+# is refused; the verification's image check holds those four to the same record on any cluster. A catalog image
+# that carries a digest is pulled by it and checked by Docker itself, so the record skips it. Relative to the project
+# root, where `pulumi up` runs the pull and preload steps.
 DIGESTS_FILE = os.path.join(".lab", "image-digests.json")
 
 

@@ -78,8 +78,8 @@ def check_image_digests(ctx: CheckContext) -> CheckResult:
                    for ref, found in sorted(digests.items()) for digest in sorted(found)
                    if recorded.get(ref) not in (None, digest)]
         # Never recorded, and two digests for one tag at once: neither can be the one first seen.
-        changed += [f"{ref} runs {running[ref]} at once, so neither was recorded" for ref, found in sorted(digests.items())
-                    if ref not in recorded and len(found) > 1]
+        changed += [f"{ref} runs {running[ref]} at once, so neither was recorded"
+                    for ref, found in sorted(digests.items()) if ref not in recorded and len(found) > 1]
         if changed:
             return Observation(
                 False, "; ".join(changed) + ": if the tag was re-published on purpose, accept it with "
