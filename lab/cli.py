@@ -22,7 +22,7 @@ from typing import TextIO
 import yaml
 
 from lab import access, bootstrap, catalog, diagnostics, kind_cluster, kubeconfigs, outputs, preflight, private
-from lab import leaks, stack_files, tour
+from lab import leaks, local_secrets, stack_files, tour
 from lab import config as lab_config
 from lab.bootstrap import LabError, last_line
 from lab.images import DIGESTS_FILE as IMAGE_RECORD
@@ -71,7 +71,7 @@ class Context:
 
     def say(self, text: str) -> None:
         # Everything the lab prints goes through the leak rule: a tool's message may quote a proxy URL or a token.
-        print(leaks.redact(text), file=self.out, flush=True)
+        print(leaks.redact(text, local_secrets.known_secrets(self.paths.root)), file=self.out, flush=True)
 
     def step(self, number: int, total: int, text: str) -> None:
         self.say(f"[{number}/{total}] {text}")

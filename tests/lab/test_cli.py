@@ -276,6 +276,18 @@ def test_everything_a_command_says_goes_through_the_leak_rule(project, machine):
     assert "REDACTED" in ctx.out.getvalue()
 
 
+def test_kiali_signing_keys_are_known_secrets_that_are_never_printed(project, machine, monkeypatch):
+    """32 hex characters have no shape the leak rule could know: the lab hands it the keys it keeps."""
+    from lab import local_secrets
+
+    monkeypatch.delenv(local_secrets.SECRETS_ENV, raising=False)
+    key = local_secrets.kiali_signing_key("l7", project)
+    assert local_secrets.known_secrets(project) == [key]
+    ctx = context(project, machine)
+    ctx.detail(f"helm get values kiali: {{'login_token': {{'signing_key': '{key}'}}}}")
+    assert key not in ctx.out.getvalue() and "'signing_key': 'REDACTED'" in ctx.out.getvalue()
+
+
 def test_destroy_checks_that_no_cluster_is_left(project, machine):
     (project / ".lab" / "state").mkdir(parents=True)
     ctx = context(project, machine)
