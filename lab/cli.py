@@ -751,7 +751,7 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     try:
         with stack_files.salt_kept_out(ctx.paths.root / STACK_DIR):
             return handlers[args.command]()
-    except LabError as error:  # its sentence may quote a tool's stderr: redacted like everything printed
+    except (LabError, private.NotPrivate) as error:  # its sentence may quote a tool's stderr: redacted like all
         print(leaks.redact(str(error)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -288,6 +288,18 @@ def test_kiali_signing_keys_are_known_secrets_that_are_never_printed(project, ma
     assert key not in ctx.out.getvalue() and "'signing_key': 'REDACTED'" in ctx.out.getvalue()
 
 
+def test_a_lab_folder_of_another_user_stops_every_command_in_one_sentence(project, machine, capsys, monkeypatch):
+    from lab import private
+
+    (project / ".lab").mkdir(exist_ok=True)
+    me = os.getuid()
+    monkeypatch.setattr(private.os, "getuid", lambda: me + 1)
+    assert cli.main(["up"], context(project, machine)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{project / '.lab'} belongs to another user (uid {me})") and err.count("\n") == 1, err
+    assert "Unexpected error" not in err and "Traceback" not in err
+
+
 def test_destroy_checks_that_no_cluster_is_left(project, machine):
     (project / ".lab" / "state").mkdir(parents=True)
     ctx = context(project, machine)
