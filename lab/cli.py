@@ -396,8 +396,9 @@ def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int
                    f"{preflight.ADOPT_CONFIG_KEY} --stack {stack}` once you no longer need it")
     # --adopt is for this up alone: a marker the cluster's create consumes, withdrawn when no create ran. Nothing
     # is stored in the stack, so the next up neither shows a diff nor adopts another cluster of that name.
+    env.pop(kind_cluster.ADOPT_NONCE_ENV, None)  # only the nonce of this run's own marker counts
     if adopt and config.target == "kind":
-        kind_cluster.request_adoption(ctx.paths.root, config.cluster_name)
+        env[kind_cluster.ADOPT_NONCE_ENV] = kind_cluster.request_adoption(ctx.paths.root, config.cluster_name)
         ctx.detail(f"adopting kind cluster {config.cluster_name} if it exists, for this up only")
 
     ctx.step(6, total, "pulumi up")

@@ -208,11 +208,15 @@ def test_adopt_is_a_choice_for_one_up_that_stores_nothing(project, machine, tmp_
     machine.clusters.write_text("ambient-l4-only\n")
     seen = tmp_path / "seen"
     marker = ".lab/adopt-once/ambient-l4-only"
-    machine.pulumi(on_up=f"{{ /usr/bin/stat -c %a {marker} && /bin/cat {marker}; }} >> {seen} 2>/dev/null || echo no >> {seen}")
-    ctx = context(project, machine)
+    machine.pulumi(on_up=f"{{ /usr/bin/stat -c %a {marker} && /bin/cat {marker} && echo \"env $LAB_ADOPT_NONCE\"; "
+                         f"}} >> {seen} 2>/dev/null || echo no >> {seen}")
+    ctx = context(project, machine, LAB_ADOPT_NONCE="left-in-the-shell")
     assert cli.main(["up", "--adopt"], ctx) == 0
     assert machine.calls() == ["stack select --create l4-only --secrets-provider passphrase", "up --yes --stack l4-only"]
-    assert seen.read_text() == f"600\nambient-l4-only {os.getpid()}\n", "the marker names the ./lab.sh up that asked"
+    mode, content, env = seen.read_text().splitlines()
+    name, nonce = content.split()
+    assert mode == "600" and name == "ambient-l4-only" and env == f"env {nonce}", "pulumi up carries the marker's nonce"
+    assert len(nonce) == 32 and nonce != str(os.getpid()), "a random nonce, not a process id that can be reused"
     assert not (project / marker).exists()
     assert "adopting kind cluster ambient-l4-only if it exists, for this up only" in ctx.out.getvalue()
     machine.clusters.write_text("")  # say the cluster went: the next up creates one, with no adoption pending
