@@ -119,6 +119,8 @@ def pulumi_env(paths: Paths, env: Mapping[str, str]) -> dict[str, str]:
         PULUMI_BACKEND_URL=paths.state.as_uri(),
         PULUMI_CONFIG_PASSPHRASE_FILE=str(paths.passphrase),
         PULUMI_SKIP_UPDATE_CHECK="true",
+        # A missing plugin stops pulumi instead of being downloaded unchecked: ./lab.sh installs them checked.
+        PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
     )
     result[stack_files.FALLBACK_ENV] = "true"  # the salt lives in the state, not in the tracked stack file
     return result
@@ -247,9 +249,12 @@ def _tools_for(config: lab_config.LabConfig) -> tuple[str, ...]:
 
 
 def _ensure_tools(ctx: Context, names: Sequence[str]) -> None:
-    bootstrap.ensure_tools(
+    found = bootstrap.ensure_tools(
         ctx.paths.tools, names, env=ctx.env, run=ctx.host.run, platform_=ctx.platform, progress=ctx.detail
     )
+    if "pulumi" in found:  # its plugins too, checked like the tools, before pulumi would fetch them unchecked
+        bootstrap.ensure_plugins(ctx.paths.tools, found["pulumi"], env=tool_env(ctx.paths, ctx.env), run=ctx.host.run,
+                                 platform_=ctx.platform, progress=ctx.detail)
 
 
 def _preflight(ctx: Context, stack: str, config: lab_config.LabConfig, adopt: bool,
