@@ -106,7 +106,8 @@ def test_pinned_plugins_are_checked_then_handed_to_pulumi_before_it_could_fetch_
     asked = len(server.requests)
     ensure(tmp_path, pulumi, env, lines)
     assert len(server.requests) == asked and len(calls(tmp_path)) == 2
-    assert lines[-1] == f"command plugin v1.2.1: using {tmp_path / 'pulumi-home' / 'plugins' / 'resource-command-v1.2.1'}"
+    folder = tmp_path / "pulumi-home" / "plugins" / "resource-command-v1.2.1"
+    assert lines[-1] == f"command plugin v1.2.1: using {folder}"
 
 
 def test_a_plugin_that_differs_from_its_pin_never_reaches_pulumi(server, tmp_path, fake_bin, pulumi, monkeypatch):
