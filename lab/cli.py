@@ -248,11 +248,11 @@ def _tools_for(config: lab_config.LabConfig) -> tuple[str, ...]:
     return ("kind", "kubectl", "pulumi") if config.target == "kind" else ("kubectl", "pulumi")
 
 
-def _ensure_tools(ctx: Context, names: Sequence[str]) -> None:
+def _ensure_tools(ctx: Context, names: Sequence[str], plugins: bool = True) -> None:
     found = bootstrap.ensure_tools(
         ctx.paths.tools, names, env=ctx.env, run=ctx.host.run, platform_=ctx.platform, progress=ctx.detail
     )
-    if "pulumi" in found:  # its plugins too, checked like the tools, before pulumi would fetch them unchecked
+    if plugins and "pulumi" in found:  # its plugins too, checked like the tools, before pulumi would fetch them unchecked
         bootstrap.ensure_plugins(ctx.paths.tools, found["pulumi"], env=tool_env(ctx.paths, ctx.env), run=ctx.host.run,
                                  platform_=ctx.platform, progress=ctx.detail)
 
@@ -588,7 +588,8 @@ def cmd_diagnose(ctx: Context, stack: str) -> int:
 
 def cmd_pulumi(ctx: Context, pulumi_args: Sequence[str]) -> int:
     """Run pulumi itself with the lab's backend and passphrase, e.g. ``./lab.sh pulumi config set KEY VALUE``."""
-    _ensure_tools(ctx, ["pulumi"])
+    # No plugins asked for: this is how a user installs one by hand, and pulumi itself fetches none (pulumi_env).
+    _ensure_tools(ctx, ["pulumi"], plugins=False)
     return _stream(["pulumi", *pulumi_args], pulumi_env(ctx.paths, ctx.env), ctx.paths.root)
 
 

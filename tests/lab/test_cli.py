@@ -324,6 +324,10 @@ def test_up_installs_the_plugins_before_pulumi_runs_and_refuses_an_unchecked_one
     assert cli.main(["up"], context(project, machine)) == 1
     assert machine.calls() == []
     assert capsys.readouterr().err.startswith("No SHA-256 of the command plugin v1.2.1 for linux/amd64 is pinned")
+    # The way out that sentence names is not refused for the same reason.
+    assert cli.main(["pulumi", "plugin", "install", "resource", "command", "1.2.1", "--exact"],
+                    context(project, machine)) == 0
+    assert machine.calls() == ["plugin install resource command 1.2.1 --exact"]
 
 
 def test_destroy_checks_that_no_cluster_is_left(project, machine):
