@@ -4,7 +4,8 @@ A tool already on PATH (or in ``.lab/tools``) at or above its minimum version is
 release for this machine is downloaded into ``.lab/tools``, and installed only when its SHA-256 matches both the
 digest pinned in ``lab/tools.py`` and the checksum file published with the release. Downloads go to a temporary
 file in the same folder and are renamed into place after verification, so an interrupted download leaves nothing
-half-installed.
+half-installed. pulumi's kubernetes and command plugins are downloaded and checked the same way, then handed to
+``pulumi plugin install --file`` (``ensure_plugins``).
 """
 
 from __future__ import annotations
