@@ -26,7 +26,7 @@ fi
 # The stamp is a copy of the requirements.txt last installed: any change to the file installs again.
 stamp=venv/.lab-requirements.txt
 if ! cmp -s requirements.txt "$stamp"; then
-  venv/bin/pip install --disable-pip-version-check --quiet --require-hashes -r requirements.txt || {
+  venv/bin/pip install --disable-pip-version-check --quiet --require-hashes --only-binary :all: -r requirements.txt || {
     echo "Could not install requirements.txt into venv/: check your network connection, then run ./lab.sh again." >&2
     exit 1
   }

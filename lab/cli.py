@@ -21,8 +21,8 @@ from typing import TextIO
 
 import yaml
 
-from lab import access, bootstrap, catalog, cluster_identity, diagnostics, kind_cluster, kubeconfigs, outputs, preflight, private
-from lab import leaks, stack_files, tour
+from lab import access, bootstrap, catalog, cluster_identity, diagnostics, kind_cluster, kubeconfigs, outputs, preflight
+from lab import leaks, local_secrets, private, stack_files, tour
 from lab import config as lab_config
 from lab.bootstrap import LabError, last_line
 from lab.images import DIGESTS_FILE as IMAGE_RECORD
@@ -71,7 +71,7 @@ class Context:
 
     def say(self, text: str) -> None:
         # Everything the lab prints goes through the leak rule: a tool's message may quote a proxy URL or a token.
-        print(leaks.redact(text), file=self.out, flush=True)
+        print(leaks.redact(text, local_secrets.known_secrets(self.paths.root)), file=self.out, flush=True)
 
     def step(self, number: int, total: int, text: str) -> None:
         self.say(f"[{number}/{total}] {text}")
@@ -119,6 +119,8 @@ def pulumi_env(paths: Paths, env: Mapping[str, str]) -> dict[str, str]:
         PULUMI_BACKEND_URL=paths.state.as_uri(),
         PULUMI_CONFIG_PASSPHRASE_FILE=str(paths.passphrase),
         PULUMI_SKIP_UPDATE_CHECK="true",
+        # A missing plugin stops pulumi instead of being downloaded unchecked: ./lab.sh installs them checked.
+        PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
     )
     result[stack_files.FALLBACK_ENV] = "true"  # the salt lives in the state, not in the tracked stack file
     return result
@@ -264,10 +266,13 @@ def _tools_for(config: lab_config.LabConfig) -> tuple[str, ...]:
     return ("kind", "kubectl", "pulumi") if config.target == "kind" else ("kubectl", "pulumi")
 
 
-def _ensure_tools(ctx: Context, names: Sequence[str]) -> None:
-    bootstrap.ensure_tools(
+def _ensure_tools(ctx: Context, names: Sequence[str], plugins: bool = True) -> None:
+    found = bootstrap.ensure_tools(
         ctx.paths.tools, names, env=ctx.env, run=ctx.host.run, platform_=ctx.platform, progress=ctx.detail
     )
+    if plugins and "pulumi" in found:  # its plugins too, checked like the tools, before pulumi would fetch them unchecked
+        bootstrap.ensure_plugins(ctx.paths.tools, found["pulumi"], env=tool_env(ctx.paths, ctx.env), run=ctx.host.run,
+                                 platform_=ctx.platform, progress=ctx.detail)
 
 
 def _preflight(ctx: Context, stack: str, config: lab_config.LabConfig, adopt: bool,
@@ -414,8 +419,9 @@ def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int
                    f"{preflight.ADOPT_CONFIG_KEY} --stack {stack}` once you no longer need it")
     # --adopt is for this up alone: a marker the cluster's create consumes, withdrawn when no create ran. Nothing
     # is stored in the stack, so the next up neither shows a diff nor adopts another cluster of that name.
+    env.pop(kind_cluster.ADOPT_NONCE_ENV, None)  # only the nonce of this run's own marker counts
     if adopt and config.target == "kind":
-        kind_cluster.request_adoption(ctx.paths.root, config.cluster_name)
+        env[kind_cluster.ADOPT_NONCE_ENV] = kind_cluster.request_adoption(ctx.paths.root, config.cluster_name)
         ctx.detail(f"adopting kind cluster {config.cluster_name} if it exists, for this up only")
 
     ctx.step(6, total, "pulumi up")
@@ -647,7 +653,8 @@ def cmd_diagnose(ctx: Context, stack: str) -> int:
 
 def cmd_pulumi(ctx: Context, pulumi_args: Sequence[str]) -> int:
     """Run pulumi itself with the lab's backend and passphrase, e.g. ``./lab.sh pulumi config set KEY VALUE``."""
-    _ensure_tools(ctx, ["pulumi"])
+    # No plugins asked for: this is how a user installs one by hand, and pulumi itself fetches none (pulumi_env).
+    _ensure_tools(ctx, ["pulumi"], plugins=False)
     return _stream(["pulumi", *pulumi_args], pulumi_env(ctx.paths, ctx.env), ctx.paths.root)
 
 
@@ -816,7 +823,7 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     try:
         with stack_files.salt_kept_out(ctx.paths.root / STACK_DIR):
             return handlers[args.command]()
-    except LabError as error:  # its sentence may quote a tool's stderr: redacted like everything printed
+    except (LabError, private.NotPrivate) as error:  # its sentence may quote a tool's stderr: redacted like all
         print(leaks.redact(str(error)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -262,11 +262,12 @@ def cluster_nodes(cluster: str) -> list[str]:
 # --- Digests: trust on first use ----------------------------------------------------------------------------------
 
 # No image the lab runs is pinned by digest in the catalog: no public source lists digests for these tags that the
-# lab could check a pin against. So every preloaded image, the privileged istio-cni (`install-cni`) and `ztunnel`
-# included, is trust on first use: the registry digest of each tag is recorded the first time the lab holds it, and
-# a later pull or local image whose digest differs for the same tag is refused. A catalog image that carries a
-# digest is pulled by it and checked by Docker itself, so the record skips it. Relative to the project root, where
-# `pulumi up` runs the pull and preload steps.
+# lab could check a pin against. So every preloaded image, istiod (`pilot`, the mesh's CA), `proxyv2`, the
+# privileged istio-cni (`install-cni`) and `ztunnel` included, is trust on first use: the registry digest of each tag
+# is recorded the first time the lab holds it, and a later pull or local image whose digest differs for the same tag
+# is refused; the verification's image check holds those four to the same record on any cluster. A catalog image
+# that carries a digest is pulled by it and checked by Docker itself, so the record skips it. Relative to the project
+# root, where `pulumi up` runs the pull and preload steps.
 DIGESTS_FILE = os.path.join(".lab", "image-digests.json")
 
 
@@ -607,14 +608,18 @@ def containerd_mirror_files(
     """The ``hosts.toml`` files that send pulls of each registry through the mirror, by path inside a node.
 
     Format from containerd ``docs/hosts.md``: ``server`` is the upstream tried after every ``[host]`` has failed, so
-    a mirror that is down or lacks an image costs a retry, not a broken lab. The mirror gets ``pull`` and
+    a mirror that is down or lacks an image costs a retry, not a broken lab. An https mirror gets ``pull`` and
     ``resolve`` (the "private mirror" row of that doc's table): resolving tags through it is what lets a lab come up
-    with no route to the internet. containerd appends ``/v2`` to the mirror's path unless it already ends in it.
+    with no route to the internet. A plain-http mirror gets ``pull`` only (that doc's "public mirror" row): anyone
+    on the path could answer a tag with another image's digest, so tags resolve at the https upstream and the mirror
+    serves only content fetched by those digests, which containerd checks. containerd appends ``/v2`` to the
+    mirror's path unless it already ends in it.
 
     Raises:
         ImagesError: When the URL or a registry name is malformed.
     """
     mirror = validate_mirror_url(mirror_url)
+    capabilities = '"pull", "resolve"' if mirror.startswith("https://") else '"pull"'
     files = {}
     for registry in registries:
         if not _REGISTRY.match(registry):
@@ -625,7 +630,7 @@ def containerd_mirror_files(
             f'server = "{upstream}"\n'
             f"\n"
             f'[host."{mirror}"]\n'
-            f'  capabilities = ["pull", "resolve"]\n'
+            f"  capabilities = [{capabilities}]\n"
         )
     return files
 

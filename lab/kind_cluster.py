@@ -42,33 +42,31 @@ class KindError(RuntimeError):
 # (relative to the project root, where the create runs), the create consumes it, and the up removes it when done. A
 # stored `adoptExistingCluster: true` would stay in the stack file and silently adopt the next cluster of that name.
 ADOPT_ONCE_DIR = os.path.join(".lab", "adopt-once")
+# The marker holds a random nonce that only the `pulumi up` of the run that asked carries, in this variable
+# (pulumi-command hands the provider's environment to the create). A process id would not do: a marker left by a
+# killed run would name a pid the system may since have given to another process, which would make it count again.
+ADOPT_NONCE_ENV = "LAB_ADOPT_NONCE"
 
 
-def request_adoption(root: str | os.PathLike, name: str, requester: int | None = None) -> str:
-    """Marks kind cluster `name` for adoption by the next create run from the project at `root`; returns the path.
-
-    The marker names the `./lab.sh up` process that asked (`requester`, default this one): a marker left by a run
-    that was killed before it could withdraw it names a process that is gone, and adopts nothing.
-    """
-    pid = os.getpid() if requester is None else requester
-    return str(private.write_private(Path(root) / ADOPT_ONCE_DIR / name, f"{name} {pid}\n"))
+def request_adoption(root: str | os.PathLike, name: str) -> str:
+    """Marks kind cluster `name` for adoption by the create of this run alone; returns the nonce that run's
+    `pulumi up` must carry in `ADOPT_NONCE_ENV`."""
+    nonce = secrets.token_hex(16)
+    private.write_private(Path(root) / ADOPT_ONCE_DIR / name, f"{name} {nonce}\n")
+    return nonce
 
 
-def consume_adoption(root: str | os.PathLike, name: str) -> bool:
-    """Takes the marker for `name` away; whether it was asked for by a `./lab.sh up` that is still running."""
+def consume_adoption(root: str | os.PathLike, name: str, nonce: str | None = None) -> bool:
+    """Takes the marker for `name` away; whether it was left by the run this create belongs to, whose nonce
+    (default: `ADOPT_NONCE_ENV` of this process) it holds."""
+    nonce = os.environ.get(ADOPT_NONCE_ENV, "") if nonce is None else nonce
     path = os.path.join(root, ADOPT_ONCE_DIR, name)
     try:
         words = Path(path).read_text().split()
     except (FileNotFoundError, IsADirectoryError):
         return False
     os.remove(path)
-    try:
-        os.kill(int(words[1]), 0)  # signal 0: only asks whether the process exists
-    except (IndexError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # exists, another user's: not the run that asked
-        return False
-    return True
+    return len(words) == 2 and bool(nonce) and secrets.compare_digest(words[1], nonce)
 
 
 def withdraw_adoption(root: str | os.PathLike, name: str) -> bool:

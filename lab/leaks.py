@@ -4,9 +4,12 @@ writes (CLI output and errors, verify reports, diagnostics).
 `find_leaks` says whether text holds something that looks like a credential; `redact` replaces just the secret part
 with `REDACTED`, so output shown to the user keeps its shape (`http://user:REDACTED@proxy:3128`) and stays useful.
 The shapes are those real credentials take on a lab machine: PEM private keys (plain, base64-encoded as kubeconfig's
-`client-key-data`, or JSON-escaped inside a GCP service-account key), JSON key fields, bearer and basic
-`Authorization` headers, Kubernetes service-account JWTs, kubeconfig `token:` and `password:` fields, and passwords
-in URLs (`HTTP_PROXY=http://user:pass@proxy` in `docker inspect` or an environment dump).
+`client-key-data`, wrapped at 76 columns as `base64` prints it, or JSON-escaped inside a GCP service-account key),
+JSON key fields (`"refresh-token"` as kubectl spells them too), bearer and basic `Authorization` headers and token
+headers such as `X-Auth-Token`, Kubernetes service-account JWTs, kubeconfig `token:` and `password:` fields, a pod's
+environment entry (`name: DB_PASSWORD` then `value: ...`), `curl -u user:password`, and passwords in URLs
+(`HTTP_PROXY=http://user:pass@proxy` in `docker inspect` or an environment dump). A secret with no shape of its own
+(the passphrase, Kiali's signing key) is found only when the caller passes it as a known secret.
 
 Used by the unit tests on what the program registers, by the end-to-end and engine tests on the exported state and
 the captured `pulumi up` output, and by the lab itself before it prints or writes.
@@ -25,8 +28,11 @@ REDACTED = "REDACTED"  # itself matches no rule, so redacted text is clean
 
 def _is_base64_private_key(encoded: str) -> bool:
     """Certificates are base64 PEM too (`certificate-authority-data`) and public: only a key counts."""
+    # The armour is in the first line: decode whole quanta of it, whatever follows (line breaks, a cut-off tail).
+    head = re.split(r"\s|\\n", encoded, maxsplit=1)[0]
+    head = head[: len(head.rstrip("=")) // 4 * 4]
     try:
-        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+        decoded = base64.b64decode(head)
     except (binascii.Error, ValueError):
         return False
     return b"PRIVATE KEY-----" in decoded
@@ -49,7 +55,11 @@ class _Rule:
 # `client_secret`, ...), Docker's config.json (`auth`).
 _YAML_FIELDS = r"token|password|client-key-data|client-secret|id-token|refresh-token|access-token"
 _JSON_FIELDS = (r"private_key|private_key_id|client_secret|refresh_token|access_token|id_token|token|password|"
-                r"client-key-data|auth|identitytoken|IdentityToken|registrytoken")
+                r"client-key-data|client-secret|id-token|refresh-token|access-token|auth|identitytoken|"
+                r"IdentityToken|registrytoken")
+# Environment variable names whose value is a credential (a pod's `env`, an environment dump).
+_SECRET_NAME = r"[A-Za-z0-9_]*(?:SECRET_ACCESS_KEY|_SECRET|PASSWORD|_PASSPHRASE|_TOKEN|_API_KEY)"
+_LINE_BREAK = r"(?:\r?\n|\\n)"  # a real line break, or one JSON-escaped inside a state file
 
 _PEM_BODY = r"[A-Za-z0-9+/=\s\\:,-]"  # base64, line breaks (real or \n), and headers like DEK-Info: AES-128-CBC,...
 
@@ -60,7 +70,9 @@ _RULES = (
         rf"-----BEGIN (?P<kind>[A-Z0-9 ]*)PRIVATE KEY-----(?P<secret>{_PEM_BODY}*?)"
         rf"(?:-----END (?P=kind)PRIVATE KEY-----|(?!{_PEM_BODY}))")),
     # base64 of "-----BEGIN ": kubeconfig's client-key-data, a Secret's data, wherever it was copied.
-    _Rule("a base64-encoded PEM private key", re.compile(r"(?P<secret>LS0tLS1CRUdJTi[A-Za-z0-9+/]*={0,2})"),
+    # `base64` wraps at 76 columns (openssl at 64): the lines after the first go too, each a whole line of base64.
+    _Rule("a base64-encoded PEM private key", re.compile(
+        rf"(?P<secret>LS0tLS1CRUdJTi[A-Za-z0-9+/]*={{0,2}}(?:{_LINE_BREAK}[A-Za-z0-9+/]+={{0,2}}(?![^\s\\\"']))*)"),
           confirm=_is_base64_private_key),
     _Rule("a JSON credential field", re.compile(
         rf'"(?:{_JSON_FIELDS})"\s*:\s*"(?P<secret>(?:[^"\\]|\\.)+)"')),
@@ -69,12 +81,26 @@ _RULES = (
     # below" is not a credential.
     _Rule("a kubeconfig credential field", re.compile(
         rf"(?m)(?:^|\\n)[ \t-]*(?:{_YAML_FIELDS})[ \t]*:[ \t]*(?:\\?[\"'])?(?P<secret>[^\s\"',}}\\]+)")),
+    # A container's environment entry, in YAML (`kubectl get -o yaml`) or JSON: the name says what the value is.
+    _Rule("a credential in a pod's environment", re.compile(
+        rf"(?mi)(?:^|\\n)[ \t-]*name[ \t]*:[ \t]*(?:\\?[\"'])?{_SECRET_NAME}(?:\\?[\"'])?[ \t]*{_LINE_BREAK}"
+        rf"[ \t]*value[ \t]*:[ \t]*(?:\\?[\"'])?(?P<secret>[^\s\"',}}\\]+)")),
+    _Rule("a credential in a pod's environment (JSON)", re.compile(
+        rf'(?i)"name"\s*:\s*"{_SECRET_NAME}"\s*,\s*"value"\s*:\s*"(?P<secret>(?:[^"\\]|\\.)+)"')),
     # On a command line: `--token=...`, `--password ...` (kubectl, docker login).
     _Rule("a credential option", re.compile(r"(?<![\w-])--(?:token|password)(?:=|[ \t]+)(?P<secret>[^\s\"']+)")),
     # In an environment dump (`docker inspect`, `env`): AWS_SECRET_ACCESS_KEY=..., *_TOKEN=..., *_PASSWORD=...
     _Rule("a credential in an environment variable", re.compile(
         r"(?i)\b[A-Z0-9_]*(?:SECRET_ACCESS_KEY|_SECRET|_PASSWORD|_PASSPHRASE|_TOKEN)[\"']?[ \t]*[=:][ \t]*[\"']?"
         r"(?P<secret>[^\s\"',]+)")),
+    # curl's `-u user:password` (also `--user`, `-U`/`--proxy-user`, and short options run together: `-su`).
+    _Rule("a password in a curl option", re.compile(
+        r"\bcurl\b[^\n]*?(?<![\w-])(?:-[A-Za-z]*[uU][ \t]*|--(?:proxy-)?user(?:=|[ \t]+))[\"']?[^\s:\"'-][^\s:\"']*:"
+        r"(?P<secret>[^\s\"']+)")),
+    # Token headers: X-Auth-Token (OpenStack, registries), X-Vault-Token, GitLab's Private-Token, X-API-Key.
+    _Rule("a token header", re.compile(
+        r"(?i)(?<![\w-])(?:x-[a-z0-9-]*-token|private-token|x-api-key)[\"']?[ \t]*[:=][ \t]*[\"']?"
+        r"(?P<secret>[^\s\"',;]+)")),
     _Rule("an Authorization header", re.compile(
         r"(?i)\bauthorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:bearer|basic)[ \t]+(?P<secret>[A-Za-z0-9._~+/-]+=*)")),
     # A bearer token on its own (curl -H, a log line): long, so the English word "bearer" is not one.

@@ -15,6 +15,11 @@ from pathlib import Path
 LAB_DIR = ".lab"
 
 
+class NotPrivate(OSError):
+    """A folder under `.lab/` the lab cannot make its own: a symlink, or another user's. The message is one
+    sentence saying what to do."""
+
+
 def private_dir(path: Path) -> Path:
     """Makes `path` and every missing folder above it up to `.lab/` with mode 0700, and tightens `.lab/` itself.
 
@@ -22,7 +27,9 @@ def private_dir(path: Path) -> Path:
     it may be a symlink.
 
     Raises:
-        OSError: a folder at or below `.lab/` is a symlink (someone pointed it elsewhere) or cannot be made.
+        NotPrivate: a folder at or below `.lab/` is a symlink (someone pointed it elsewhere) or another user's (who
+            could replace a tool or read a secret there).
+        OSError: a folder cannot be made.
     """
     path = Path(path)
     chain = [path, *path.parents]
@@ -33,13 +40,17 @@ def private_dir(path: Path) -> Path:
     chain[top].parent.mkdir(parents=True, exist_ok=True)  # the checkout itself: the user's, left as it is
     for folder in reversed(chain[: top + 1]):
         if folder.is_symlink():
-            raise OSError(f"{folder} is a symlink; remove it so the lab can make its own private folder there")
+            raise NotPrivate(f"{folder} is a symlink; remove it so the lab can make its own private folder there")
         try:
             folder.mkdir(mode=0o700)
         except FileExistsError:
             pass
-        if folder.stat().st_uid == os.getuid():
-            folder.chmod(0o700)  # mkdir's mode goes through the umask only one way; chmod is exact
+        owner = folder.stat().st_uid
+        if owner != os.getuid():
+            raise NotPrivate(f"{folder} belongs to another user (uid {owner}), who could replace the lab's tools or "
+                             f"read its secrets there; run the lab from a checkout of your own, or have that user "
+                             f"remove {chain[top]}.")
+        folder.chmod(0o700)  # mkdir's mode goes through the umask only one way; chmod is exact
     return path
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import textwrap
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -63,6 +64,16 @@ users:
     password: "{PASSWORD}"
 """
 
+# `base64 client.key` as coreutils prints it, wrapped at 76 columns; its later lines are key material too.
+WRAPPED_KEY_DATA = "\n".join(textwrap.wrap(KEY_DATA, 76))
+WRAPPED_KEY_TAIL = WRAPPED_KEY_DATA.splitlines()[-2]
+DB_PASSWORD = "pg-Hunter2-9f1c"
+# `kubectl config view --raw -o json` of an OIDC user: kubectl keeps the kubeconfig's hyphenated keys.
+OIDC_REFRESH_TOKEN = "1//0gXk9-oidc-refresh-7Hq2"
+OIDC_CLIENT_SECRET = "oidc-client-s3cret-4b2d"
+CURL_PASSWORD = "cUrl-pa55-word"
+AUTH_TOKEN = "gAAAAABm-x-auth-token-3e9c1a"
+
 SAMPLES = {
     "a PEM key": PEM_KEY,
     "a kubeconfig": KUBECONFIG,
@@ -74,8 +85,21 @@ SAMPLES = {
     "docker inspect with a proxy": json.dumps([{"Config": {"Env": [
         f"HTTP_PROXY=http://lab:{PROXY_PASSWORD}@proxy.corp:3128",
         f"https_proxy=http://lab:{PROXY_PASSWORD}@proxy.corp:3128", "NO_PROXY=localhost"]}}], indent=2),
+    "a key as base64 prints it": f"$ base64 client.key\n{WRAPPED_KEY_DATA}\n$ ",
+    "a pod's environment in YAML": (
+        "    env:\n    - name: POSTGRES_USER\n      value: bookinfo\n    - name: POSTGRES_PASSWORD\n"
+        f"      value: {DB_PASSWORD}\n    - name: PGDATA\n      value: /var/lib/postgresql/data\n"),
+    "a pod's environment in JSON": json.dumps({"env": [{"name": "POSTGRES_USER", "value": "bookinfo"},
+                                                       {"name": "POSTGRES_PASSWORD", "value": DB_PASSWORD}]}),
+    "an OIDC user in kubectl's JSON": json.dumps({"users": [{"name": "oidc", "user": {"auth-provider": {
+        "name": "oidc", "config": {"client-id": "lab", "client-secret": OIDC_CLIENT_SECRET, "id-token": JWT,
+                                   "idp-issuer-url": "https://dex.corp", "refresh-token": OIDC_REFRESH_TOKEN}}}}]},
+        indent=2),
+    "curl with a user and password": f"+ curl -sSf -u admin:{CURL_PASSWORD} https://registry.corp/v2/_catalog",
+    "an X-Auth-Token header": f"curl -H 'X-Auth-Token: {AUTH_TOKEN}' https://swift.corp/v1/AUTH_lab",
 }
-SECRETS = [PEM_BODY, KEY_DATA, GCP_KEY_BODY, JWT, STATIC_TOKEN, PASSWORD, PROXY_PASSWORD, BASIC]
+SECRETS = [PEM_BODY, KEY_DATA, GCP_KEY_BODY, JWT, STATIC_TOKEN, PASSWORD, PROXY_PASSWORD, BASIC, WRAPPED_KEY_TAIL,
+           DB_PASSWORD, OIDC_REFRESH_TOKEN, OIDC_CLIENT_SECRET, CURL_PASSWORD, AUTH_TOKEN]
 ALL = "\n".join(SAMPLES.values())  # every shape at once, for the channel tests
 
 

@@ -203,7 +203,7 @@ def test_a_one_time_adoption_marker_is_consumed_by_the_create(fake_tools, tmp_pa
     set_state, get_state, calls = fake_tools
     monkeypatch.chdir(tmp_path)
     set_state(["lab", "other"], {})
-    kind_cluster.request_adoption(tmp_path, "lab")
+    monkeypatch.setenv(kind_cluster.ADOPT_NONCE_ENV, kind_cluster.request_adoption(tmp_path, "lab"))
     marker = tmp_path / ".lab" / "adopt-once" / "lab"
     assert stat.S_IMODE(marker.stat().st_mode) == 0o600
     with pytest.raises(kind_cluster.KindError, match="'other' already exists and was not created by this stack"):
@@ -217,18 +217,34 @@ def test_a_one_time_adoption_marker_is_consumed_by_the_create(fake_tools, tmp_pa
 
 def test_a_marker_left_by_a_killed_run_adopts_nothing(fake_tools, tmp_path, monkeypatch):
     """`./lab.sh up --adopt` killed before it could withdraw its marker: the next create, without --adopt, must not
-    take the cluster over silently. The marker names the process that asked, which is gone."""
-    import subprocess
-
+    take the cluster over silently. The marker holds the nonce of the run that asked, which no later run carries."""
     set_state, get_state, calls = fake_tools
     monkeypatch.chdir(tmp_path)
     set_state(["lab"], {})
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    kind_cluster.request_adoption(tmp_path, "lab", requester=gone.pid)
+    kind_cluster.request_adoption(tmp_path, "lab")
+    monkeypatch.delenv(kind_cluster.ADOPT_NONCE_ENV, raising=False)
     with pytest.raises(kind_cluster.KindError, match="already exists and was not created by this stack"):
         kind_cluster.create("lab", OWNER, config_yaml())
     assert not (tmp_path / ".lab" / "adopt-once" / "lab").exists(), "the stale marker is cleared"
+
+
+def test_a_marker_counts_only_for_the_run_whose_nonce_it_holds_never_for_a_reused_pid(fake_tools, tmp_path,
+                                                                                      monkeypatch):
+    """A process id is reused: a marker naming the pid of a killed run would count for whichever process now has it
+    (this one, say). A nonce is never drawn twice."""
+    set_state, get_state, calls = fake_tools
+    monkeypatch.chdir(tmp_path)
+    set_state(["lab"], {})
+    marker = tmp_path / ".lab" / "adopt-once" / "lab"
+    kind_cluster.request_adoption(tmp_path, "lab")  # the killed run's marker
+    monkeypatch.setenv(kind_cluster.ADOPT_NONCE_ENV, kind_cluster.request_adoption(tmp_path / "other", "lab"))
+    with pytest.raises(kind_cluster.KindError, match="already exists and was not created by this stack"):
+        kind_cluster.create("lab", OWNER, config_yaml())
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"lab {os.getpid()}\n")  # the old format: a live pid, this very process's
+    with pytest.raises(kind_cluster.KindError, match="already exists and was not created by this stack"):
+        kind_cluster.create("lab", OWNER, config_yaml())
+    assert not kind_cluster.consume_adoption(tmp_path, "lab", nonce=""), "no marker, no nonce: nothing"
 
 
 def test_a_failed_command_is_quoted_from_its_stderr_never_its_stdout(tmp_path):

@@ -84,3 +84,51 @@ def test_prose_about_tokens_is_not_a_credential():
     for text in ("Kiali asks for a token: run the command below", "PULUMI_CONFIG_PASSPHRASE_FILE=/home/me/.lab/p",
                  "tokenFile: /var/run/secrets/token", "istio-token projected volume"):
         assert find_leaks(text) == [] and redact(text) == text, text
+
+
+def test_the_rule_knows_pod_environments_wrapped_base64_kubectl_json_curl_users_and_token_headers():
+    cases = {
+        "    - name: DB_PASSWORD\n      value: hunter2-x\n": "    - name: DB_PASSWORD\n      value: REDACTED\n",
+        '{"name": "API_TOKEN", "value": "t0k-en"}': '{"name": "API_TOKEN", "value": "REDACTED"}',
+        # The same env entry JSON-escaped inside a state file.
+        '"env:\\n- name: REDIS_PASSWORD\\n  value: \'r3dis\'\\n"':
+            '"env:\\n- name: REDIS_PASSWORD\\n  value: \'REDACTED\'\\n"',
+        '{"refresh-token": "1//abc"}': '{"refresh-token": "REDACTED"}',
+        "curl -u admin:pa55 https://x.corp": "curl -u admin:REDACTED https://x.corp",
+        "curl -sSfu admin:pa55 https://x.corp": "curl -sSfu admin:REDACTED https://x.corp",
+        "curl --user=admin:pa55 https://x.corp": "curl --user=admin:REDACTED https://x.corp",
+        "curl --proxy-user lab:pa55 -x http://proxy:3128 https://x.corp":
+            "curl --proxy-user lab:REDACTED -x http://proxy:3128 https://x.corp",
+        "X-Auth-Token: gAAAAAB-abc": "X-Auth-Token: REDACTED",
+        "curl -H 'x-vault-token: hvs.CAES' https://vault": "curl -H 'x-vault-token: REDACTED' https://vault",
+    }
+    for text, redacted in cases.items():
+        assert find_leaks(text), text
+        assert redact(text) == redacted
+
+
+def test_a_wrapped_base64_key_goes_whole_and_what_follows_it_stays():
+    wrapped = realistic_secrets.WRAPPED_KEY_DATA
+    assert len(wrapped.splitlines()) > 2 and all(len(line) == 76 for line in wrapped.splitlines()[:-1])
+    text = f"client.key.b64:\n{wrapped}\nkind: Secret\n    token: abc123xyz\n"
+    assert redact(text) == "client.key.b64:\nREDACTED\nkind: Secret\n    token: REDACTED\n"
+    escaped = json.dumps({"data": f"{wrapped}\n", "next": "done"})
+    assert json.loads(redact(escaped)) == {"data": "REDACTED\n", "next": "done"}
+    # A certificate wrapped the same way is public.
+    certificate = "\n".join(realistic_secrets.CERT_DATA[i:i + 76] for i in range(0, 200, 76))
+    assert find_leaks(certificate) == []
+
+
+def test_the_lab_own_outputs_with_these_words_are_not_credentials():
+    """Istio's and Kiali's environments, the probes' curl lines and Envoy's headers carry no secret."""
+    for text in ("    - name: JWT_POLICY\n      value: third-party-jwt\n",
+                 "    - name: PILOT_ENABLE_AMBIENT\n      value: \"true\"\n",
+                 "    - name: ISTIO_META_CLUSTER_ID\n      value: Kubernetes\n",
+                 '{"name": "CA_TRUSTED_NODE_ACCOUNTS", "value": "istio-system/ztunnel"}',
+                 "- name: TOKEN_AUDIENCE\n  value: istio-ca\n",
+                 "curl -sS --local-port 41001 -H 'x-lab-probe: 41001' http://productpage:9080/productpage",
+                 "curl -s -o /dev/null -w '%{http_code}' http://details:9080/details/0",
+                 "docker run -u 1000:1000 busybox", "x-envoy-upstream-service-time: 12",
+                 "kubectl get pods -l gateway.networking.k8s.io/gateway-name=bookinfo-gateway",
+                 "serviceAccountToken:\n  audience: istio-ca\n"):
+        assert find_leaks(text) == [] and redact(text) == text, text

@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                         "10-minute token of its own read-only service account, through a port-forward")
     parser.add_argument("--image-record", type=Path, metavar="FILE",
                         help="trust-on-first-use record of image digests (./lab.sh passes .lab/image-digests.json): "
-                        "also check that istio-cni and ztunnel run the digests first recorded there")
+                        "also check that istiod, istio-cni, ztunnel and proxyv2 run the digests first recorded there")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     parser.add_argument("--report-file", type=Path, metavar="PATH", help="also write the JSON report to PATH")
     parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",

@@ -18,6 +18,7 @@ import sys
 
 import pytest
 
+from lab import local_secrets
 from tests.harness import warm_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -115,6 +116,7 @@ class EngineLab:
             "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
             "LAB_FAKE_TOOLS_DIR": self.fakes,
             "LAB_CACHE_DIR": self.cache,
+            local_secrets.SECRETS_ENV: os.path.join(work, "secrets"),  # Kiali's signing key, where the test finds it
             "LAB_FAKE_API_PORT": str(self.api_port),
             "PULUMI_BACKEND_URL": "",
             "KUBECONFIG": os.path.join(work, "no-kubeconfig"),  # nothing may fall back to the user's cluster

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from lab import config as lab_config
-from lab import kind_cluster
+from lab import kind_cluster, local_secrets
 from lab.leaks import find_leaks
 from tests.engine.engine import EngineLab, build_engine, preview_steps
 from tests.engine.fake_tool import issued_client_keys
@@ -115,7 +115,9 @@ def test_state_after_up_holds_no_kubeconfig_key_or_passphrase(up_lab):
     assert COMMAND in types and PROVIDER in types, types  # the state is the one `up` wrote
     keys = issued_client_keys(lab.fakes)
     assert keys, "the program never read the kubeconfig"
-    assert find_leaks(exported, [lab.passphrase, *keys]) == []
+    kiali_keys = local_secrets.known_secrets(lab.project, lab.env)
+    assert kiali_keys, "the program drew no Kiali signing key"
+    assert find_leaks(exported, [lab.passphrase, *keys, *kiali_keys]) == []
 
 
 def test_switching_the_mesh_mode_keeps_the_cluster(up_lab):
@@ -253,7 +255,8 @@ def test_the_e2e_suites_automation_api_calls_run_against_the_real_cli(lab, monke
     assert "configured Kubernetes cluster is unreachable" in str(stopped.value)
     stored = e2e.state_as_stored()
     assert json.loads(stored)["deployment"]["resources"], "the state the update wrote"
-    assert find_leaks(stored, [e2e.passphrase, *issued_client_keys(lab.fakes)]) == []
+    assert find_leaks(stored, [e2e.passphrase, *issued_client_keys(lab.fakes),
+                               *local_secrets.known_secrets(lab.project, lab.env)]) == []
     # What the e2e suite used to check, and why it no longer does: the Automation API's export decrypts.
     decrypted = json.dumps(e2e.stack.export_stack().deployment)
     assert find_leaks(decrypted, issued_client_keys(lab.fakes)), "export_stack() is --show-secrets"

@@ -29,7 +29,18 @@ def project(tmp_path) -> Path:
     (root / "stacks" / "Pulumi.l7.yaml").write_text(
         "config:\n  istio-ambient-lab:meshMode: l7\n  istio-ambient-lab:ingressHostPort: 8081\n"
     )
+    install_plugins(tmp_path)  # HOME of every context(): pulumi holds the pinned plugins already
     return root
+
+
+def install_plugins(home: Path) -> None:
+    """The pinned plugins as pulumi keeps them in ~/.pulumi/plugins."""
+    from lab.tools import PLUGINS
+
+    for release in PLUGINS.values():
+        folder = home / ".pulumi" / "plugins" / f"resource-{release.name}-v{release.version}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"pulumi-resource-{release.name}").write_text("#!/bin/sh\n")
 
 
 class Machine:
@@ -208,11 +219,15 @@ def test_adopt_is_a_choice_for_one_up_that_stores_nothing(project, machine, tmp_
     machine.clusters.write_text("ambient-l4-only\n")
     seen = tmp_path / "seen"
     marker = ".lab/adopt-once/ambient-l4-only"
-    machine.pulumi(on_up=f"{{ /usr/bin/stat -c %a {marker} && /bin/cat {marker}; }} >> {seen} 2>/dev/null || echo no >> {seen}")
-    ctx = context(project, machine)
+    machine.pulumi(on_up=f"{{ /usr/bin/stat -c %a {marker} && /bin/cat {marker} && echo \"env $LAB_ADOPT_NONCE\"; "
+                         f"}} >> {seen} 2>/dev/null || echo no >> {seen}")
+    ctx = context(project, machine, LAB_ADOPT_NONCE="left-in-the-shell")
     assert cli.main(["up", "--adopt"], ctx) == 0
     assert machine.calls() == ["stack select --create l4-only --secrets-provider passphrase", "up --yes --stack l4-only"]
-    assert seen.read_text() == f"600\nambient-l4-only {os.getpid()}\n", "the marker names the ./lab.sh up that asked"
+    mode, content, env = seen.read_text().splitlines()
+    name, nonce = content.split()
+    assert mode == "600" and name == "ambient-l4-only" and env == f"env {nonce}", "pulumi up carries the marker's nonce"
+    assert len(nonce) == 32 and nonce != str(os.getpid()), "a random nonce, not a process id that can be reused"
     assert not (project / marker).exists()
     assert "adopting kind cluster ambient-l4-only if it exists, for this up only" in ctx.out.getvalue()
     machine.clusters.write_text("")  # say the cluster went: the next up creates one, with no adoption pending
@@ -274,6 +289,45 @@ def test_everything_a_command_says_goes_through_the_leak_rule(project, machine):
     ctx.detail(realistic_secrets.ALL)
     realistic_secrets.assert_clean(ctx.out.getvalue())
     assert "REDACTED" in ctx.out.getvalue()
+
+
+def test_kiali_signing_keys_are_known_secrets_that_are_never_printed(project, machine, monkeypatch):
+    """32 hex characters have no shape the leak rule could know: the lab hands it the keys it keeps."""
+    from lab import local_secrets
+
+    monkeypatch.delenv(local_secrets.SECRETS_ENV, raising=False)
+    key = local_secrets.kiali_signing_key("l7", project)
+    assert local_secrets.known_secrets(project) == [key]
+    ctx = context(project, machine)
+    ctx.detail(f"helm get values kiali: {{'login_token': {{'signing_key': '{key}'}}}}")
+    assert key not in ctx.out.getvalue() and "'signing_key': 'REDACTED'" in ctx.out.getvalue()
+
+
+def test_a_lab_folder_of_another_user_stops_every_command_in_one_sentence(project, machine, capsys, monkeypatch):
+    from lab import private
+
+    (project / ".lab").mkdir(exist_ok=True)
+    me = os.getuid()
+    monkeypatch.setattr(private.os, "getuid", lambda: me + 1)
+    assert cli.main(["up"], context(project, machine)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{project / '.lab'} belongs to another user (uid {me})") and err.count("\n") == 1, err
+    assert "Unexpected error" not in err and "Traceback" not in err
+
+
+def test_up_installs_the_plugins_before_pulumi_runs_and_refuses_an_unchecked_one(project, machine, capsys):
+    """Without a pinned digest and without the trust switch, nothing reaches pulumi, which would fetch the plugin
+    unchecked (and is told not to: PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION)."""
+    import shutil
+
+    shutil.rmtree(project.parent / ".pulumi" / "plugins" / "resource-command-v1.2.1")
+    assert cli.main(["up"], context(project, machine)) == 1
+    assert machine.calls() == []
+    assert capsys.readouterr().err.startswith("No SHA-256 of the command plugin v1.2.1 for linux/amd64 is pinned")
+    # The way out that sentence names is not refused for the same reason.
+    assert cli.main(["pulumi", "plugin", "install", "resource", "command", "1.2.1", "--exact"],
+                    context(project, machine)) == 0
+    assert machine.calls() == ["plugin install resource command 1.2.1 --exact"]
 
 
 def test_destroy_checks_that_no_cluster_is_left(project, machine):

@@ -45,6 +45,11 @@ def lab_sh(project: Path, fake_bin, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+# Wheels only: a source distribution would fetch its build dependencies (setuptools, a Rust toolchain's crates...)
+# with no hash to hold them to, whatever --require-hashes says about the packages themselves.
+PIP_INSTALL = "pip install --disable-pip-version-check --quiet --require-hashes --only-binary :all: -r requirements.txt"
+
+
 def calls(project: Path) -> list[str]:
     log = project.parent / "calls.log"
     return log.read_text().splitlines() if log.exists() else []
@@ -56,7 +61,7 @@ def test_first_run_makes_the_venv_and_a_run_without_tests_fails(project, fake_bi
     assert "pytest collected no tests, which counts as a failure" in result.stdout
     assert calls(project) == [
         "python3 -m venv venv",
-        "pip install --disable-pip-version-check --quiet --require-hashes -r requirements.txt",
+        PIP_INSTALL,
     ]
     assert (project / "venv" / ".lab-requirements.txt").read_text() == "pytest\n"
 
@@ -73,7 +78,7 @@ def test_changed_requirements_are_installed_again(project, fake_bin):
     lab_sh(project, fake_bin, "test")
     (project / "requirements.txt").write_text("pytest\nPyYAML\n")
     lab_sh(project, fake_bin, "test")
-    assert calls(project)[1:] == ["pip install --disable-pip-version-check --quiet --require-hashes -r requirements.txt"] * 2
+    assert calls(project)[1:] == [PIP_INSTALL] * 2
     assert (project / "venv" / ".lab-requirements.txt").read_text() == "pytest\nPyYAML\n"
 
 

@@ -97,3 +97,18 @@ def test_a_folder_outside_lab_is_the_users_and_left_as_it_is(tmp_path):
     path = private.write_private(tmp_path / "link" / "report.json", "{}")
     assert path.read_text() == "{}" and mode(path) == 0o600
     assert mode(mine) == 0o755
+
+
+def test_a_lab_folder_of_another_user_is_refused_in_one_sentence(tmp_path, monkeypatch):
+    """Another user who owns `.lab/` could replace a tool first on the lab's PATH, or read the passphrase."""
+    (tmp_path / ".lab").mkdir()
+    me = os.getuid()
+    monkeypatch.setattr(private.os, "getuid", lambda: me + 1)  # so `.lab/` is someone else's
+    with pytest.raises(private.NotPrivate) as refused:
+        private.write_private(tmp_path / ".lab" / "passphrase", "secret")
+    assert str(refused.value) == (
+        f"{tmp_path / '.lab'} belongs to another user (uid {me}), who could replace the lab's tools or read its "
+        f"secrets there; run the lab from a checkout of your own, or have that user remove {tmp_path / '.lab'}.")
+    assert not (tmp_path / ".lab" / "passphrase").exists()
+    monkeypatch.setattr(private.os, "getuid", lambda: me)
+    assert private.private_dir(tmp_path / ".lab" / "tools").is_dir(), "the owner's own .lab/ is fine"

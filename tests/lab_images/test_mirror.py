@@ -16,7 +16,7 @@ def test_mirror_files_for_docker_hub_only_by_default():
             'server = "https://registry-1.docker.io"\n'
             "\n"
             '[host."http://kind-registry:5000"]\n'
-            '  capabilities = ["pull", "resolve"]\n'
+            '  capabilities = ["pull"]\n'
         )
     }
 
@@ -35,6 +35,16 @@ def test_mirror_files_for_more_registries_keep_each_upstream():
         '[host."https://mirror.example.com/cache"]\n'
         '  capabilities = ["pull", "resolve"]\n'
     )
+
+
+def test_a_plain_http_mirror_may_pull_but_never_resolve_a_tag():
+    """Over plain http anyone on the path could answer a tag with another image's digest: tags resolve at the https
+    upstream, and the mirror serves only content by digest, which containerd checks (containerd docs/hosts.md)."""
+    for url, capabilities in (("http://mirror.example.com:5000", '["pull"]'),
+                              ("HTTP://mirror.example.com:5000", '["pull"]'),
+                              ("https://mirror.example.com", '["pull", "resolve"]')):
+        for content in images.containerd_mirror_files(url, ["docker.io", "quay.io"]).values():
+            assert f"  capabilities = {capabilities}\n" in content, url
 
 
 @pytest.mark.parametrize("registry", ["../etc", "..", "docker.io/x", "a b"])

@@ -862,40 +862,54 @@ def test_log_check_in_l7_reads_again_for_the_same_probe_while_the_waypoints_conn
     assert len(probes) == 1 and len(reads) == 3
 
 
-def _with_image_ids(cluster, digests: dict[str, str]) -> None:
-    """The istio-cni and ztunnel pods report their images as a container runtime does: the tag, and the digest."""
+HELD_IMAGES = {"istiod": "docker.io/istio/pilot:1.31.1-distroless",
+               "istio-cni": "docker.io/istio/install-cni:1.31.1-distroless",
+               "ztunnel": "docker.io/istio/ztunnel:1.31.1",
+               "ingress gateway": "docker.io/istio/proxyv2:1.31.1-distroless",
+               "waypoint": "docker.io/istio/proxyv2:1.31.1-distroless"}
+
+
+def _with_image_ids(fx, cluster, digests: dict[str, str], mode: str = "l4-only") -> None:
+    """The held pods report their images as a container runtime does: the tag, and the digest."""
     from verify.checks import images
 
-    for name, selector in images.PRIVILEGED:
+    ctx, _ = fx.make_context(cluster, mode)
+    for name, namespace, selector in images.held_pods(ctx):
         key, _, value = selector.partition("=")
-        pods = cluster.pods_by_namespace.setdefault(catalog.ISTIO_NAMESPACE, [])
+        pods = cluster.pods_by_namespace.setdefault(namespace, [])
         pods[:] = [pod for pod in pods if pod["metadata"].get("labels", {}).get(key) != value]
         pods.append({
-            "metadata": {"name": f"{name}-abcde", "labels": {key: value}},
+            "metadata": {"name": f"{name.replace(' ', '-')}-abcde", "labels": {key: value}},
             "spec": {"nodeName": "lab-worker"},
             "status": {"phase": "Running", "containerStatuses": [{
-                "name": name, "image": f"docker.io/istio/{'install-cni' if name == 'istio-cni' else name}:1.31.1",
-                "imageID": digests[name]}]}})
+                "name": name, "image": HELD_IMAGES[name], "imageID": digests[name]}]}})
 
 
-def test_the_privileged_images_are_held_to_the_digests_first_seen(fx, healthy, tmp_path):
+def _digests(**changed: str) -> dict[str, str]:
+    """Registry image IDs for every held pod: one digest per image, proxyv2's shared by both gateways."""
+    letters = {"istiod": "1", "istio-cni": "a", "ztunnel": "b", "ingress gateway": "e", "waypoint": "e"}
+    first = {name: HELD_IMAGES[name].split(":")[0] + "@sha256:" + letter * 64 for name, letter in letters.items()}
+    return {**first, **changed}
+
+
+def test_the_mesh_images_are_held_to_the_digests_first_seen(fx, healthy, tmp_path):
     from verify.checks import images
 
     record = tmp_path / "image-digests.json"
-    first = {"istio-cni": "docker.io/istio/install-cni@sha256:" + "a" * 64,
-             "ztunnel": "docker.io/istio/ztunnel@sha256:" + "b" * 64}
     cluster = healthy("l4-only")
-    _with_image_ids(cluster, first)
+    _with_image_ids(fx, cluster, _digests())
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=5)
     ctx = dataclasses.replace(ctx, image_record=str(record))
     seen = images.check_image_digests(ctx)
-    assert seen.passed and "recorded at first use" in seen.observed
-    assert json.loads(record.read_text()) == {"docker.io/istio/install-cni:1.31.1": "sha256:" + "a" * 64,
+    assert seen.passed and "4 image(s) checked; recorded at first use" in seen.observed, seen.observed
+    assert json.loads(record.read_text()) == {"docker.io/istio/install-cni:1.31.1-distroless": "sha256:" + "a" * 64,
+                                             "docker.io/istio/pilot:1.31.1-distroless": "sha256:" + "1" * 64,
+                                             "docker.io/istio/proxyv2:1.31.1-distroless": "sha256:" + "e" * 64,
                                              "docker.io/istio/ztunnel:1.31.1": "sha256:" + "b" * 64}
     assert images.check_image_digests(ctx).passed, "the same digests again"
 
     swapped = healthy("l4-only")
-    _with_image_ids(swapped, {**first, "ztunnel": "docker.io/istio/ztunnel@sha256:" + "c" * 64})
+    _with_image_ids(fx, swapped, _digests(ztunnel="docker.io/istio/ztunnel@sha256:" + "c" * 64))
     ctx, _ = fx.make_context(swapped, "l4-only", timeout_s=60)
     result = images.check_image_digests(dataclasses.replace(ctx, image_record=str(record)))
     assert not result.passed and result.evidence["attempts"] == 1, "settled: waiting cannot fix a swapped image"
@@ -903,9 +917,53 @@ def test_the_privileged_images_are_held_to_the_digests_first_seen(fx, healthy, t
                                       f"saw sha256:{'b' * 64}: if the tag was re-published on purpose")
 
 
+@pytest.mark.parametrize("what, image", [("istiod", "pilot"), ("ingress gateway", "proxyv2")])
+def test_istiod_which_holds_the_mesh_ca_and_proxyv2_are_held_like_the_data_plane(fx, healthy, tmp_path, what, image):
+    from verify.checks import images
+
+    record = tmp_path / "image-digests.json"
+    cluster = healthy("l4-only")
+    _with_image_ids(fx, cluster, _digests())
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=5)
+    assert images.check_image_digests(dataclasses.replace(ctx, image_record=str(record))).passed
+
+    swapped = healthy("l4-only")
+    _with_image_ids(fx, swapped, _digests(**{what: f"docker.io/istio/{image}@sha256:" + "f" * 64}))
+    ctx, _ = fx.make_context(swapped, "l4-only", timeout_s=60)
+    result = images.check_image_digests(dataclasses.replace(ctx, image_record=str(record)))
+    assert not result.passed and result.observed.startswith(
+        f"docker.io/istio/{image}:1.31.1-distroless runs sha256:{'f' * 64}, but this lab first saw"), result.observed
+
+
+def test_in_l7_the_waypoint_runs_the_recorded_proxyv2_too(fx, healthy, tmp_path):
+    from verify.checks import images
+
+    record = tmp_path / "image-digests.json"
+    cluster = healthy("l7")
+    _with_image_ids(fx, cluster, _digests(waypoint="docker.io/istio/proxyv2@sha256:" + "9" * 64), mode="l7")
+    ctx, _ = fx.make_context(cluster, "l7", timeout_s=60)
+    result = images.check_image_digests(dataclasses.replace(ctx, image_record=str(record)))
+    assert not result.passed, "the waypoint runs another proxyv2 than the ingress gateway, whose digest came first"
+    assert "docker.io/istio/proxyv2:1.31.1-distroless runs sha256:" in result.observed
+    l4, _ = fx.make_context(healthy("l4-only"), "l4-only")
+    assert [what for what, _, _ in images.held_pods(l4)] == ["istiod", "istio-cni", "ztunnel", "ingress gateway"]
+
+
+def test_a_missing_istiod_is_waited_for_not_passed(fx, healthy, tmp_path):
+    from verify.checks import images
+
+    cluster = healthy("l4-only")
+    _with_image_ids(fx, cluster, _digests())
+    pods = cluster.pods_by_namespace[catalog.ISTIO_NAMESPACE]
+    pods[:] = [pod for pod in pods if pod["metadata"]["labels"].get("app") != "istiod"]
+    ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=5)
+    result = images.check_image_digests(dataclasses.replace(ctx, image_record=str(tmp_path / "record.json")))
+    assert not result.passed and "no pod labelled app=istiod in istio-system" in result.observed
+
+
 def test_the_image_check_runs_only_with_a_record():
     assert images_check_names(False) == [] and images_check_names(True) == [
-        "images: istio-cni and ztunnel run the digests this lab first saw"]
+        "images: istiod, istio-cni, ztunnel and proxyv2 run the digests this lab first saw"]
 
 
 def images_check_names(with_record: bool) -> list[str]:
@@ -918,7 +976,7 @@ def test_preloaded_images_have_no_registry_digest_in_the_runtime_and_are_not_wai
     from verify.checks import images
 
     cluster = healthy("l4-only")
-    _with_image_ids(cluster, {"istio-cni": "sha256:" + "d" * 64, "ztunnel": "docker.io/istio/ztunnel@sha256:" + "b" * 64})
+    _with_image_ids(fx, cluster, _digests(**{"istio-cni": "sha256:" + "d" * 64}))
     ctx, _ = fx.make_context(cluster, "l4-only", timeout_s=5)
     result = images.check_image_digests(dataclasses.replace(ctx, image_record=str(tmp_path / "record.json")))
-    assert result.passed and result.evidence["preloaded"] == ["docker.io/istio/install-cni:1.31.1"]
+    assert result.passed and result.evidence["preloaded"] == ["docker.io/istio/install-cni:1.31.1-distroless"]
