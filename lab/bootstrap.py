@@ -4,8 +4,7 @@ A tool already on PATH (or in ``.lab/tools``) at or above its minimum version is
 release for this machine is downloaded into ``.lab/tools``, and installed only when its SHA-256 matches both the
 digest pinned in ``lab/tools.py`` and the checksum file published with the release. Downloads go to a temporary
 file in the same folder and are renamed into place after verification, so an interrupted download leaves nothing
-half-installed. pulumi's kubernetes and command plugins are downloaded and checked the same way, then handed to
-``pulumi plugin install --file`` (``ensure_plugins``).
+half-installed.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from lab import https, private
-from lab.tools import PLUGINS, RELEASES, TRUST_PUBLISHED_VARIABLE, Release
+from lab.tools import RELEASES, TRUST_PUBLISHED_VARIABLE, Release
 
 
 class LabError(Exception):
@@ -255,49 +254,6 @@ def _install_archive(archive: Path, folder: Path, release: Release) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _verified_download(release: Release, folder: Path, os_name: str, arch: str, env: Mapping[str, str],
-                       unpinned: str) -> Path:
-    """Download one platform's asset of a release into ``folder`` and return it, once its SHA-256 matches both the
-    digest pinned in ``lab/tools.py`` and the checksum file published with the release; the caller removes it.
-
-    Args:
-        unpinned: The sentence that refuses an asset with no pinned digest (unless the trust switch is set).
-
-    Raises:
-        LabError: The asset is unpinned, a download failed, or a digest did not match.
-    """
-    platform_name = f"{os_name}/{arch}"
-    pinned = release.sha256.get(platform_name)
-    if pinned is None and env.get(TRUST_PUBLISHED_VARIABLE) != "1":
-        raise LabError(unpinned)
-    base = env.get(release.base_url_variable, release.base_url).rstrip("/")
-    # Plain http would let anyone on the path swap the download and its checksum file together.
-    if not base.startswith("https://"):
-        raise LabError(f"{release.base_url_variable} is {base}, which is not an https:// address: point it at an "
-                       "https:// mirror or unset it.")
-    asset_url = f"{base}/{release.asset_path(os_name, arch)}"
-    checksums_url = f"{base}/{release.checksums_path(os_name, arch)}"
-    asset_name = PurePosixPath(release.asset_path(os_name, arch)).name
-
-    published = published_digest(_fetch_text(checksums_url, release), asset_name)
-    if published is None:
-        raise LabError(
-            f"The checksum file {checksums_url} lists no SHA-256 for {asset_name}: install {release.name} "
-            f"{release.accepted} yourself and put it on your PATH."
-        )
-    private.private_dir(folder)  # first on every lab command's PATH: nobody else may write here
-    download, actual = _download(asset_url, folder, release)
-    for expected, source in ((pinned, "pinned in lab/tools.py"), (published, f"from {checksums_url}")):
-        if expected is not None and actual != expected:
-            download.unlink(missing_ok=True)
-            raise LabError(
-                f"Refusing to install {release.name} v{release.version} ({platform_name}): expected SHA-256 "
-                f"{expected} ({source}) but the download has {actual}; try again, and report it if it "
-                "happens again."
-            )
-    return download
-
-
 def install(release: Release, tools_dir: Path, os_name: str, arch: str, env: Mapping[str, str]) -> Path:
     """Download, verify and install one tool's pinned release into ``tools_dir``.
 
@@ -314,12 +270,39 @@ def install(release: Release, tools_dir: Path, os_name: str, arch: str, env: Map
     Raises:
         LabError: The asset is unpinned, a download failed, or a digest did not match.
     """
-    download = _verified_download(release, tools_dir, os_name, arch, env, unpinned=(
-        f"No SHA-256 of {release.name} v{release.version} for {os_name}/{arch} is pinned in lab/tools.py: "
-        f"install {release.name} {release.accepted} yourself and put it on your PATH, or set "
-        f"{TRUST_PUBLISHED_VARIABLE}=1 to trust the checksum file published with the release alone."
-    ))
+    platform_name = f"{os_name}/{arch}"
+    pinned = release.sha256.get(platform_name)
+    if pinned is None and env.get(TRUST_PUBLISHED_VARIABLE) != "1":
+        raise LabError(
+            f"No SHA-256 of {release.name} v{release.version} for {platform_name} is pinned in lab/tools.py: "
+            f"install {release.name} {release.accepted} yourself and put it on your PATH, or set "
+            f"{TRUST_PUBLISHED_VARIABLE}=1 to trust the checksum file published with the release alone."
+        )
+    base = env.get(release.base_url_variable, release.base_url).rstrip("/")
+    # Plain http would let anyone on the path swap the download and its checksum file together.
+    if not base.startswith("https://"):
+        raise LabError(f"{release.base_url_variable} is {base}, which is not an https:// address: point it at an "
+                       "https:// mirror or unset it.")
+    asset_url = f"{base}/{release.asset_path(os_name, arch)}"
+    checksums_url = f"{base}/{release.checksums_path(os_name, arch)}"
+    asset_name = PurePosixPath(release.asset_path(os_name, arch)).name
+
+    published = published_digest(_fetch_text(checksums_url, release), asset_name)
+    if published is None:
+        raise LabError(
+            f"The checksum file {checksums_url} lists no SHA-256 for {asset_name}: install {release.name} "
+            f"{release.accepted} yourself and put it on your PATH."
+        )
+    private.private_dir(tools_dir)  # first on every lab command's PATH: nobody else may write here
+    download, actual = _download(asset_url, tools_dir, release)
     try:
+        for expected, source in ((pinned, "pinned in lab/tools.py"), (published, f"from {checksums_url}")):
+            if expected is not None and actual != expected:
+                raise LabError(
+                    f"Refusing to install {release.name} v{release.version} ({platform_name}): expected SHA-256 "
+                    f"{expected} ({source}) but the download has {actual}; try again, and report it if it "
+                    "happens again."
+                )
         target = tools_dir / release.name
         if release.archive:
             _install_archive(download, tools_dir, release)
@@ -369,66 +352,3 @@ def ensure_tools(
         progress(f"{name}: {reason}, installing v{release.version} for {os_name}/{arch} into {tools_dir}")
         executables[name] = install(release, tools_dir, os_name, arch, env)
     return executables
-
-
-def plugin_folder(release: Release, env: Mapping[str, str]) -> Path:
-    """Where pulumi keeps a resource plugin: ``$PULUMI_HOME/plugins/resource-<name>-v<version>`` (PULUMI_HOME defaults
-    to ``~/.pulumi``; sdk/go/common/workspace ``PluginDescriptor.Dir`` and ``GetPulumiPath``)."""
-    home = env.get("PULUMI_HOME") or str(Path(env.get("HOME") or Path.home()) / ".pulumi")
-    return Path(home) / "plugins" / f"resource-{release.name}-v{release.version}"
-
-
-def plugin_installed(release: Release, env: Mapping[str, str]) -> bool:
-    """Whether pulumi holds this very version of the plugin, whole: its binary there and no ``.partial`` marker,
-    which pulumi leaves while an install is unfinished."""
-    folder = plugin_folder(release, env)
-    return (folder / f"pulumi-resource-{release.name}").is_file() and not Path(f"{folder}.partial").exists()
-
-
-def ensure_plugins(
-    tools_dir: Path,
-    pulumi: Path | str,
-    *,
-    env: Mapping[str, str],
-    run: Runner = run_captured,
-    platform_: tuple[str, str] | None = None,
-    progress: Callable[[str], None] = print,
-) -> None:
-    """Install the pinned kubernetes and command plugins that pulumi lacks, from downloads checked like the tools'.
-
-    pulumi would otherwise download a missing plugin itself with no digest to hold it to. The verified tarball is
-    handed to ``pulumi plugin install resource <name> <version> --file <tarball> --exact``: with ``--file`` pulumi
-    checks no checksum (its ``--checksum`` applies to its own downloads only, pkg/cmd/pulumi/plugin
-    ``plugin_install.go``), so the lab's check is the only one, and it comes first.
-
-    Args:
-        tools_dir: The project-local tools folder: the download waits there, private, until pulumi has it.
-        pulumi: The pulumi executable.
-        env: The environment pulumi runs in (PULUMI_HOME, PATH, base URL overrides, the trust switch).
-        run: The process runner.
-        platform_: (os, arch) to install for; None detects this machine.
-        progress: Receives one line per plugin.
-
-    Raises:
-        LabError: A plugin is unpinned for this machine, its download failed or did not match, or pulumi refused it.
-    """
-    for release in PLUGINS.values():
-        label = f"the {release.name} plugin v{release.version}"
-        if plugin_installed(release, env):
-            progress(f"{release.name} plugin v{release.version}: using {plugin_folder(release, env)}")
-            continue
-        os_name, arch = platform_ or host_platform()
-        progress(f"{release.name} plugin v{release.version}: not installed, installing it for {os_name}/{arch}")
-        download = _verified_download(release, tools_dir, os_name, arch, env, unpinned=(
-            f"No SHA-256 of {label} for {os_name}/{arch} is pinned in lab/tools.py: install it yourself with "
-            f"`./lab.sh pulumi plugin install resource {release.name} {release.version} --exact`, or set "
-            f"{TRUST_PUBLISHED_VARIABLE}=1 to trust the checksum file published with the release alone."
-        ))
-        try:
-            result = run([str(pulumi), "plugin", "install", "resource", release.name, release.version, "--file",
-                          str(download), "--exact"], env=env, timeout=300)
-        finally:
-            download.unlink(missing_ok=True)
-        if result.returncode != 0 or not plugin_installed(release, env):
-            raise LabError(f"pulumi could not install {label} from its checked download "
-                           f"({last_line(result.stderr or result.stdout)}): fix that, then run the command again.")

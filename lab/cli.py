@@ -119,8 +119,6 @@ def pulumi_env(paths: Paths, env: Mapping[str, str]) -> dict[str, str]:
         PULUMI_BACKEND_URL=paths.state.as_uri(),
         PULUMI_CONFIG_PASSPHRASE_FILE=str(paths.passphrase),
         PULUMI_SKIP_UPDATE_CHECK="true",
-        # A missing plugin stops pulumi instead of being downloaded unchecked: ./lab.sh installs them checked.
-        PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
     )
     result[stack_files.FALLBACK_ENV] = "true"  # the salt lives in the state, not in the tracked stack file
     return result
@@ -266,13 +264,10 @@ def _tools_for(config: lab_config.LabConfig) -> tuple[str, ...]:
     return ("kind", "kubectl", "pulumi") if config.target == "kind" else ("kubectl", "pulumi")
 
 
-def _ensure_tools(ctx: Context, names: Sequence[str], plugins: bool = True) -> None:
-    found = bootstrap.ensure_tools(
+def _ensure_tools(ctx: Context, names: Sequence[str]) -> None:
+    bootstrap.ensure_tools(
         ctx.paths.tools, names, env=ctx.env, run=ctx.host.run, platform_=ctx.platform, progress=ctx.detail
     )
-    if plugins and "pulumi" in found:  # its plugins too, checked like the tools, before pulumi would fetch them unchecked
-        bootstrap.ensure_plugins(ctx.paths.tools, found["pulumi"], env=tool_env(ctx.paths, ctx.env), run=ctx.host.run,
-                                 platform_=ctx.platform, progress=ctx.detail)
 
 
 def _preflight(ctx: Context, stack: str, config: lab_config.LabConfig, adopt: bool,
@@ -653,8 +648,7 @@ def cmd_diagnose(ctx: Context, stack: str) -> int:
 
 def cmd_pulumi(ctx: Context, pulumi_args: Sequence[str]) -> int:
     """Run pulumi itself with the lab's backend and passphrase, e.g. ``./lab.sh pulumi config set KEY VALUE``."""
-    # No plugins asked for: this is how a user installs one by hand, and pulumi itself fetches none (pulumi_env).
-    _ensure_tools(ctx, ["pulumi"], plugins=False)
+    _ensure_tools(ctx, ["pulumi"])
     return _stream(["pulumi", *pulumi_args], pulumi_env(ctx.paths, ctx.env), ctx.paths.root)
 
 

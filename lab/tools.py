@@ -174,31 +174,3 @@ def istioctl_release(version: str) -> Release:
 # Set to 1 to install an unpinned asset on the strength of the release's own checksum file alone. That file
 # guards against a corrupt download, not against a tampered release, which is why it is opt-in.
 TRUST_PUBLISHED_VARIABLE = "LAB_TRUST_PUBLISHED_CHECKSUMS"
-
-# The Pulumi resource plugins of the pulumi-kubernetes and pulumi-command packages pinned in requirements.txt, at the
-# versions their pulumi-plugin.json names (tests hold the two to each other). `./lab.sh` installs them before any
-# pulumi command that could need them (lab.bootstrap.ensure_plugins) and runs pulumi with automatic plugin
-# acquisition off, so pulumi never fetches one unchecked. Each release publishes
-# pulumi-resource-<name>-v<version>-<os>-<arch>.tar.gz (goreleaser archive names, pulumi-kubernetes .goreleaser.yml)
-# on GitHub and on get.pulumi.com, and goreleaser's default checksum file <project>_<version>_checksums.txt on GitHub.
-# No digest is pinned yet: the search index holds no public copy of any digest of pulumi-resource-kubernetes
-# v4.34.2 or pulumi-resource-command v1.2.1 (the Nix data files that pin plugin tarballs list other versions), so
-# none has the two agreeing sources this file asks for. Until one does, they install only with
-# LAB_TRUST_PUBLISHED_CHECKSUMS=1 (the release's checksum file alone), or the user installs them with pulumi.
-def _plugin(name: str, version: str) -> Release:
-    return Release(
-        name=name,
-        version=version,
-        minimum=version,
-        base_url=f"https://github.com/pulumi/pulumi-{name}/releases/download",
-        asset="v{version}/pulumi-resource-" + name + "-v{version}-{os}-{arch}.tar.gz",
-        checksums="v{version}/pulumi-" + name + "_{version}_checksums.txt",
-        sha256={platform: None for platform in PLATFORMS},
-        archive=True,
-        archive_dir="",
-        exact=True,
-    )
-
-
-PLUGINS: dict[str, Release] = {release.name: release for release in (_plugin("kubernetes", "4.34.2"),
-                                                                     _plugin("command", "1.2.1"))}

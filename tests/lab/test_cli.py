@@ -29,18 +29,7 @@ def project(tmp_path) -> Path:
     (root / "stacks" / "Pulumi.l7.yaml").write_text(
         "config:\n  istio-ambient-lab:meshMode: l7\n  istio-ambient-lab:ingressHostPort: 8081\n"
     )
-    install_plugins(tmp_path)  # HOME of every context(): pulumi holds the pinned plugins already
     return root
-
-
-def install_plugins(home: Path) -> None:
-    """The pinned plugins as pulumi keeps them in ~/.pulumi/plugins."""
-    from lab.tools import PLUGINS
-
-    for release in PLUGINS.values():
-        folder = home / ".pulumi" / "plugins" / f"resource-{release.name}-v{release.version}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"pulumi-resource-{release.name}").write_text("#!/bin/sh\n")
 
 
 class Machine:
@@ -313,21 +302,6 @@ def test_a_lab_folder_of_another_user_stops_every_command_in_one_sentence(projec
     err = capsys.readouterr().err
     assert err.startswith(f"{project / '.lab'} belongs to another user (uid {me})") and err.count("\n") == 1, err
     assert "Unexpected error" not in err and "Traceback" not in err
-
-
-def test_up_installs_the_plugins_before_pulumi_runs_and_refuses_an_unchecked_one(project, machine, capsys):
-    """Without a pinned digest and without the trust switch, nothing reaches pulumi, which would fetch the plugin
-    unchecked (and is told not to: PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION)."""
-    import shutil
-
-    shutil.rmtree(project.parent / ".pulumi" / "plugins" / "resource-command-v1.2.1")
-    assert cli.main(["up"], context(project, machine)) == 1
-    assert machine.calls() == []
-    assert capsys.readouterr().err.startswith("No SHA-256 of the command plugin v1.2.1 for linux/amd64 is pinned")
-    # The way out that sentence names is not refused for the same reason.
-    assert cli.main(["pulumi", "plugin", "install", "resource", "command", "1.2.1", "--exact"],
-                    context(project, machine)) == 0
-    assert machine.calls() == ["plugin install resource command 1.2.1 --exact"]
 
 
 def test_destroy_checks_that_no_cluster_is_left(project, machine):
