@@ -8,6 +8,7 @@ passphrase generated once into ``.lab/passphrase`` (mode 0600), and finds kind, 
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.util
 import json
 import os
@@ -166,6 +167,36 @@ def stack_config(root: Path, stack: str) -> lab_config.LabConfig:
         return lab_config.load(raw, stack)
     except lab_config.ConfigError as error:
         raise LabError(f"{str(error).rstrip('.')}: fix it in {stack_file}.") from None
+
+
+def _checkpoint_holds_resources(path: Path) -> bool:
+    """Whether a stack's checkpoint file lists resources or operations under way; True when it cannot be read."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        latest = (json.loads(raw).get("checkpoint") or {}).get("latest") or {}
+        return bool(latest.get("resources") or latest.get("pending_operations"))
+    except (OSError, ValueError, AttributeError, EOFError, gzip.BadGzipFile):
+        return True  # a file this cannot read (zstd, a newer format) may hold a lab: let pulumi decide
+
+
+def may_be_up(paths: Paths, stack: str) -> bool:
+    """Whether the lab's backend may hold anything of the stack, read from its files without pulumi or a download.
+
+    The file backend keeps a stack's checkpoint in ``.pulumi/stacks/<project>/<stack>.json`` (``.json.gz`` or
+    ``.json.zst`` when compressed; ``.pulumi/stacks/<stack>.json`` in its older layout) and an update's journal under
+    ``.pulumi/journal/`` until the update ends. No checkpoint, or one with no resources and nothing under way, and no
+    journal: nothing is up, whatever else ``.lab/state`` holds (any ``./lab.sh pulumi`` call creates the folder).
+    """
+    bookkeeping = paths.state / ".pulumi"
+    places = [Path(lab_config.PROJECT, stack), Path(stack)]
+    if any((bookkeeping / "journal" / place).exists() for place in places):
+        return True
+    for place in places:
+        for extension in (".json", ".json.gz", ".json.zst"):
+            checkpoint = bookkeeping / "stacks" / place.parent / (place.name + extension)
+            if checkpoint.is_file() and _checkpoint_holds_resources(checkpoint):
+                return True
+    return False
 
 
 def stack_outputs(ctx: Context, stack: str) -> dict:
@@ -453,9 +484,9 @@ def cmd_destroy(ctx: Context, stack: str) -> int:
     """Destroy a stack's lab, then check that its kind cluster is gone."""
     total = 3
     config = stack_config(ctx.paths.root, stack)
-    # No state folder: nothing was ever brought up here. Say so before installing tools or creating any state.
-    if not ctx.paths.state.is_dir():
-        ctx.say(f"Nothing to destroy: stack {stack} has never been brought up here.")
+    # Nothing of the stack in the backend: say so before installing tools or creating any state.
+    if not may_be_up(ctx.paths, stack):
+        ctx.say(f"Nothing to destroy: nothing of stack {stack} is up here.")
         return 0
     ctx.step(1, total, "tools")
     _ensure_tools(ctx, _tools_for(config))
@@ -515,7 +546,7 @@ def cmd_verify(ctx: Context, stack: str, as_json: bool) -> int:
     if importlib.util.find_spec("verify") is None:
         raise LabError("The verify package is missing from this checkout: update your clone, then run it again.")
     config = stack_config(ctx.paths.root, stack)
-    if not ctx.paths.state.is_dir():
+    if not may_be_up(ctx.paths, stack):
         raise _nothing_up(ctx, stack)
     _ensure_tools(ctx, _tools_for(config))
     values = stack_outputs(ctx, stack)
@@ -542,7 +573,7 @@ def cmd_dashboard(ctx: Context, stack: str, options: Sequence[str] = ()) -> int:
     """Start the dashboard (``lab.dashboard``) for a stack; `options` go to it as they are."""
     import signal
 
-    if not ctx.paths.state.is_dir():
+    if not may_be_up(ctx.paths, stack):
         raise _nothing_up(ctx, stack)
 
     # Ctrl-C reaches this process and the dashboard alike. The dashboard answers it by stopping its port-forwards,
@@ -573,7 +604,7 @@ def dashboard_options(args: argparse.Namespace) -> list[str]:
 def cmd_diagnose(ctx: Context, stack: str) -> int:
     """Collect diagnostics for a stack and print where they are."""
     config = stack_config(ctx.paths.root, stack)
-    if not ctx.paths.state.is_dir():
+    if not may_be_up(ctx.paths, stack):
         raise _nothing_up(ctx, stack)
     _ensure_tools(ctx, [name for name in _tools_for(config) if name != "pulumi"])
     _collect_diagnostics(ctx, config)
@@ -600,6 +631,8 @@ def _access(ctx: Context, stack: str) -> tuple[lab_config.LabConfig, access.Acce
     """The stack's config and a kubeconfig for its cluster, with kubectl (and kind for a kind target) at hand."""
     access.require_known_stack(ctx.paths.root, stack)
     config = stack_config(ctx.paths.root, stack)
+    if not may_be_up(ctx.paths, stack):  # before any download: a fresh clone has nothing to reach
+        raise _nothing_up(ctx, stack)
     bootstrap.ensure_tools(ctx.paths.tools, [name for name in _tools_for(config) if name != "pulumi"], env=ctx.env,
                            run=ctx.host.run, platform_=ctx.platform, progress=_quiet_progress)
     return config, access.write_kubeconfig(ctx.paths.lab, stack, config, tool_env(ctx.paths, ctx.env))

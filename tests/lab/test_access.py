@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from lab import access, cli, tools
-from tests.lab.test_cli import KUBECTL_JSON, context, machine, project  # noqa: F401 (fixtures)
+from tests.lab.test_cli import KUBECTL_JSON, brought_up, context, machine, project  # noqa: F401 (fixtures)
 
 SECRET = "client-key-data: LS0tU0VDUkVULUtFWS0tLQ=="
 KIND_KUBECONFIG = f"""apiVersion: v1
@@ -28,8 +28,11 @@ users:
 
 
 @pytest.fixture
-def lab(machine, tmp_path):  # noqa: F811 (the fixture imported above)
-    """The fake machine, with kind knowing one cluster (ambient-l7) and kubectl/istioctl logging each call."""
+def lab(machine, project, tmp_path):  # noqa: F811 (the fixtures imported above)
+    """The fake machine, with kind knowing one cluster (ambient-l7) and kubectl/istioctl logging each call; every
+    stack has a state here, as an up leaves it."""
+    for stack in ("l4-only", "l7", "gke"):
+        brought_up(project, stack)
     machine.calls_log = tmp_path / "tools.log"
     machine.bin.add("kind", f"""
 case "$1 $2" in

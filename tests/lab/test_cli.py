@@ -141,9 +141,18 @@ def test_up_runs_each_step_in_order_with_the_lab_environment(project, machine, c
     assert passphrase not in printed + capfd.readouterr().out + machine.log.read_text()
 
 
+def brought_up(project: Path, stack: str, resources: int = 1) -> Path:
+    """The stack's checkpoint as pulumi's file backend keeps it in .lab/state, with that many resources."""
+    path = project / ".lab" / "state" / ".pulumi" / "stacks" / "istio-ambient-lab" / f"{stack}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    listed = [{"urn": f"urn:pulumi:{stack}::istio-ambient-lab::pulumi:pulumi:Stack::r{n}"} for n in range(resources)]
+    path.write_text(json.dumps({"version": 3, "checkpoint": {"stack": stack, "latest": {"resources": listed}}}))
+    return path
+
+
 def up_before(project: Path, machine: Machine, stack: str = "l7", **shape) -> dict:
-    """The stack's outputs as its last up left them, with the state folder it made."""
-    (project / ".lab" / "state").mkdir(parents=True, exist_ok=True)
+    """The stack's outputs as its last up left them, with the state it made."""
+    brought_up(project, stack)
     name = f"ambient-{stack}"
     recorded = {"cluster_name": name, "cluster_owner": f"istio-ambient-lab.{stack}.0a1b2c3d", "mesh_mode": stack,
                 "node_shape": {"clusterName": name, "workers": 2, "nodeImage": catalog.KIND_NODE_IMAGE,
@@ -277,7 +286,7 @@ def test_everything_a_command_says_goes_through_the_leak_rule(project, machine):
 
 
 def test_destroy_checks_that_no_cluster_is_left(project, machine):
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "l4-only")
     ctx = context(project, machine)
     assert cli.main(["destroy"], ctx) == 0
     assert machine.calls() == ["stack select l4-only", "stack export --stack l4-only",
@@ -288,7 +297,7 @@ def test_destroy_checks_that_no_cluster_is_left(project, machine):
 def test_destroy_on_an_existing_cluster_ends_saying_what_stays_and_how_to_remove_it(project, machine):
     (project / "stacks" / "Pulumi.gke.yaml").write_text(
         "config:\n  istio-ambient-lab:target: existing\n  istio-ambient-lab:kubeContext: gke_lab\n")
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "gke")
     machine.outputs.write_text(json.dumps({"target": "existing", "kube_context": "gke_lab",
                                            "gateway_api_crds": "v1.6.1"}))
     ctx = context(project, machine)
@@ -304,7 +313,7 @@ def test_destroy_on_an_existing_cluster_ends_saying_what_stays_and_how_to_remove
 
 
 def test_destroy_says_how_to_remove_a_cluster_left_behind(project, machine, capsys):
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "l4-only")
     machine.clusters.write_text("ambient-l4-only\n")
     assert cli.main(["destroy"], context(project, machine)) == 1
     assert capsys.readouterr().err == (
@@ -317,7 +326,11 @@ def test_destroy_of_a_stack_that_never_existed_does_nothing(project, machine):
     ctx = context(project, machine)
     assert cli.main(["destroy"], ctx) == 0
     assert machine.calls() == [] and not (project / ".lab").exists()
-    (project / ".lab" / "state").mkdir(parents=True)
+    # After any `./lab.sh pulumi ...` the state folder exists, and a stack may too, empty: still nothing up.
+    brought_up(project, "l4-only", resources=0)
+    assert cli.main(["destroy"], ctx) == 0
+    assert machine.calls() == [] and not (project / ".lab" / "tools").exists()
+    brought_up(project, "l4-only")
     machine.pulumi(fail="stack select")
     assert cli.main(["destroy"], ctx) == 0
     assert machine.calls() == ["stack select l4-only", "stack ls --json"]
@@ -333,7 +346,7 @@ def streamed(monkeypatch):
 
 
 def test_verify_runs_the_verify_package_with_the_stacks_outputs(project, machine, streamed):
-    (project / ".lab" / "state").mkdir(parents=True)  # as `up` left it
+    brought_up(project, "l7")
     machine.outputs.write_text(json.dumps(
         {"mesh_mode": "l7", "cluster_name": "ambient-l7", "target": "kind", "apps_namespace": "shop"}
     ))
@@ -349,7 +362,7 @@ def test_verify_leaves_the_addon_checks_out_when_observability_is_off(project, m
     (project / "stacks" / "Pulumi.l7.yaml").write_text(
         "config:\n  istio-ambient-lab:meshMode: l7\n  istio-ambient-lab:observability: false\n"
     )
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "l7")
     machine.outputs.write_text(json.dumps({"mesh_mode": "l7", "cluster_name": "ambient-l7", "target": "kind"}))
     assert cli.main(["verify", "l7"], context(project, machine)) == 0
     assert "--addons" not in streamed[0]
@@ -361,7 +374,7 @@ def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project
         "config:\n  istio-ambient-lab:target: existing\n  istio-ambient-lab:kubeContext: gke_lab\n"
         "  istio-ambient-lab:kubeconfigPath: /home/me/.kube/gke\n"
     )
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "gke")
     machine.outputs.write_text(json.dumps({"mesh_mode": "l4-only", "target": "existing", "kube_context": "gke_lab"}))
     assert cli.main(["verify", "gke"], context(project, machine)) == 0
     assert streamed[0][3:] == [
@@ -375,7 +388,11 @@ def test_verify_before_up_says_to_bring_the_lab_up(project, machine, capsys, str
     assert capsys.readouterr().err == (
         "Nothing has been brought up here for stack l4-only: run `./lab.sh up l4-only` first.\n")
     assert streamed == [] and not (project / ".lab").exists(), "no tools downloaded, no state made"
-    (project / ".lab" / "state").mkdir(parents=True)  # a stack that was created but never came up
+    (project / ".lab" / "state").mkdir(parents=True)  # any `./lab.sh pulumi ...` call makes it
+    assert cli.main(["verify"], context(project, machine)) == 1
+    assert capsys.readouterr().err.startswith("Nothing has been brought up here for stack l4-only")
+    assert streamed == [] and not (project / ".lab" / "tools").exists()
+    brought_up(project, "l4-only")  # an up that failed before it saved outputs
     assert cli.main(["verify"], context(project, machine)) == 1
     assert capsys.readouterr().err == "Stack l4-only has no outputs to verify yet: run `./lab.sh up l4-only` first.\n"
 
@@ -479,7 +496,7 @@ def test_preflight_does_not_import_the_cli():
 
 
 def test_failed_destroy_says_what_to_do(project, machine, capsys):
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "l7")
     machine.pulumi(fail="destroy")
     assert cli.main(["destroy", "l7"], context(project, machine)) == 1
     assert capsys.readouterr().err == (
@@ -540,7 +557,7 @@ esac""")
 def test_up_after_a_failed_first_up_knows_its_cluster_from_the_state(project, machine, monkeypatch):
     """A failed up saves no outputs, but the cluster Command's record is in the state: the cluster is ours."""
     monkeypatch.setenv("PATH", machine.bin.path)
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "l7")
     shape = {"clusterName": "ambient-l7", "workers": 2, "nodeImage": catalog.KIND_NODE_IMAGE, "ingressHostPort": 8081}
     machine.state.write_text(json.dumps(state_with_cluster(shape, "istio-ambient-lab.l7.0a1b2c3d")))
     machine.outputs.write_text("{}")
@@ -586,7 +603,7 @@ esac""")
 
 
 def test_a_state_that_cannot_be_read_is_said_not_taken_for_no_stack(project, machine, capsys):
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "l7")
     machine.pulumi(fail="stack export")
     assert cli.main(["up", "l7"], context(project, machine)) == 1
     assert capsys.readouterr().err == (
@@ -596,7 +613,7 @@ def test_a_state_that_cannot_be_read_is_said_not_taken_for_no_stack(project, mac
 def test_an_existing_cluster_stack_knows_its_context_from_the_state_after_a_failed_first_up(project, machine):
     """No outputs were saved, but the provider in the state names the context: what the lab installed there is its
     own, not another install to refuse."""
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "gke")
     machine.state.write_text(json.dumps({"version": 3, "deployment": {"resources": [{
         "urn": "urn:pulumi:gke::istio-ambient-lab::istio-ambient-lab:index:ExistingCluster$pulumi:providers:kubernetes"
                "::existing",
@@ -604,3 +621,41 @@ def test_an_existing_cluster_stack_knows_its_context_from_the_state_after_a_fail
     machine.outputs.write_text("{}")
     recorded = cli.stack_record(context(project, machine), "gke")
     assert recorded == {"target": "existing", "kube_context": "gke_lab"}
+
+
+@pytest.mark.parametrize("argv", [["kubeconfig"], ["kubectl", "l4-only", "get", "pods"], ["istioctl", "l4-only", "version"],
+                                  ["shell"], ["tour"], ["verify"], ["diagnose"], ["dashboard"]])
+def test_a_command_on_a_stack_that_is_not_up_says_so_before_any_download(project, machine, capsys, argv):
+    """On a fresh clone, and after a `./lab.sh pulumi ...` call made the state folder: one sentence, no download."""
+    for made_before in (None, "state folder", "empty stack"):
+        if made_before == "state folder":
+            (project / ".lab" / "state").mkdir(parents=True)
+        elif made_before == "empty stack":
+            brought_up(project, "l4-only", resources=0)
+        assert cli.main(argv, context(project, machine, LAB_DOWNLOAD_BASE_KIND="https://127.0.0.1:9/no")) == 1
+        assert capsys.readouterr().err == (
+            "Nothing has been brought up here for stack l4-only: run `./lab.sh up l4-only` first.\n"), made_before
+        assert not (project / ".lab" / "tools").exists() and machine.calls() == []
+
+
+def test_a_stack_may_be_up_while_its_checkpoint_is_compressed_unreadable_or_an_update_is_under_way(project):
+    import gzip
+
+    paths = Paths(project)
+    assert not cli.may_be_up(paths, "l7")
+    checkpoint = brought_up(project, "l7")
+    assert cli.may_be_up(paths, "l7") and not cli.may_be_up(paths, "l4-only")
+    compressed = checkpoint.with_name("l7.json.gz")
+    compressed.write_bytes(gzip.compress(checkpoint.read_bytes()))
+    checkpoint.unlink()
+    assert cli.may_be_up(paths, "l7")
+    compressed.write_bytes(gzip.compress(b'{"version": 3, "checkpoint": {"latest": {"resources": []}}}'))
+    assert not cli.may_be_up(paths, "l7")
+    compressed.write_bytes(b"not gzip")
+    assert cli.may_be_up(paths, "l7"), "what cannot be read is left to pulumi"
+    compressed.unlink()
+    (project / ".lab" / "state" / ".pulumi" / "journal" / "istio-ambient-lab" / "l7").mkdir(parents=True)
+    assert cli.may_be_up(paths, "l7")
+    legacy = project / ".lab" / "state" / ".pulumi" / "stacks" / "l4-only.json"
+    legacy.write_text('{"checkpoint": {"latest": {"pending_operations": [{"type": "creating"}]}}}')
+    assert cli.may_be_up(paths, "l4-only")
