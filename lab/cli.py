@@ -379,6 +379,15 @@ def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int
     """Bring a stack's lab up: tools, preflight, state, stack, its cluster, ``pulumi up``; diagnostics on failure."""
     total = 6
     config = stack_config(ctx.paths.root, stack)
+    # Docker, disk and the ingress port before any download: a machine that cannot run the lab fetches nothing.
+    machine = preflight.run_machine_checks(
+        preflight.Situation(stack=stack, project_dir=ctx.paths.root, env=tool_env(ctx.paths, ctx.env),
+                            target=config.target, ingress_port=config.ingress_host_port),
+        ctx.host, port_may_be_ours=may_be_up(ctx.paths, stack))
+    if not all(result.ok for result in machine):
+        ctx.say(preflight.format_results(machine))
+        raise LabError(f"Preflight found the problems marked FAIL above before downloading anything: fix them, then "
+                       f"run `{LAB_SCRIPT} up {stack}` again.")
     ctx.step(1, total, "tools")
     _ensure_tools(ctx, _tools_for(config))
     recorded = stack_record(ctx, stack)

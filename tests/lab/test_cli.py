@@ -186,16 +186,36 @@ def test_up_reads_the_stacks_own_port_and_cluster_name(project, machine, monkeyp
     assert "127.0.0.1:8081 belongs to this stack's cluster" in ctx.out.getvalue()
 
 
-def test_preflight_failure_stops_before_pulumi_or_any_state(project, machine, capsys):
+def test_docker_disk_and_port_are_checked_before_any_download(project, machine, capsys):
+    """With no Docker, `up` ends on the Docker check, not on a failed download of a tool it lacks."""
+    (machine.bin.folder / "kind").unlink()
     machine.bin.add("docker", "exit 1")
-    ctx = context(project, machine)
+    ctx = context(project, machine, LAB_DOWNLOAD_BASE_KIND="https://127.0.0.1:9/unreachable")
+    ctx.host = healthy_host(free_bytes=lambda path: 1 << 30, port_is_free=lambda address, port: False)
     assert cli.main(["up"], ctx) == 1
     assert machine.calls() == []
-    assert not (project / ".lab").exists()
+    assert not (project / ".lab").exists(), "no tool downloaded, no state made"
+    assert capsys.readouterr().err == (
+        "Preflight found the problems marked FAIL above before downloading anything: fix them, then run "
+        "`./lab.sh up l4-only` again.\n"
+    )
+    printed = ctx.out.getvalue()
+    assert [line.split()[:2] for line in printed.splitlines()] == [
+        ["ok", "architecture"], ["FAIL", "docker"], ["FAIL", "disk"], ["FAIL", "ingress"]]
+    assert "[1/6] tools" not in printed
+
+
+def test_preflight_failure_stops_before_pulumi_or_any_state(project, machine, capsys):
+    ctx = context(project, machine)
+    ctx.host = healthy_host(read_text=lambda path: "1048576", cluster_owner=lambda name: "someone.else")
+    machine.clusters.write_text("ambient-l4-only\n")
+    assert cli.main(["up"], ctx) == 1
+    assert machine.calls() == []
+    assert not (project / ".lab" / "state").exists()
     assert capsys.readouterr().err == (
         "Preflight found the problems marked FAIL above: fix them, then run `./lab.sh up l4-only` again.\n"
     )
-    assert "FAIL  docker" in ctx.out.getvalue()
+    assert "FAIL  cluster name" in ctx.out.getvalue()
 
 
 def test_failed_up_collects_diagnostics_and_says_where(project, machine, capsys):
