@@ -151,6 +151,7 @@ def ensure_istioctl(
     if found is not None and found.satisfies(release):
         return found.path
     os_name, arch = platform_ or bootstrap.host_platform()
+    bootstrap.refuse_unpinned(release, os_name, arch, env)  # never "installing" when nothing will be
     reason = "not found" if found is None else f"{found.path} is {bootstrap.version_text(found.version)}"
     progress(f"istioctl: {reason}, installing v{version} (the stack's istioVersion) for {os_name}/{arch} into {folder}")
     return bootstrap.install(release, folder, os_name, arch, env)

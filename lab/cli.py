@@ -706,9 +706,13 @@ def cmd_tour(ctx: Context, stack: str, list_only: bool) -> int:
         tour.list_steps(stack, config, ctx.out)
         return 0
     _, reach = _access(ctx, stack)
-    executables = {"kubectl": "kubectl", "istioctl": str(_istioctl(ctx, config))}
+    executables, unavailable = {"kubectl": "kubectl"}, {}
+    try:
+        executables["istioctl"] = str(_istioctl(ctx, config))
+    except LabError as error:  # no pinned digest yet, or no network: the kubectl steps still run
+        unavailable["istioctl"] = str(error)
     walk = tour.Tour(stack, config, executables, reach.env(tool_env(ctx.paths, ctx.env)), ctx.host.run,
-                     lambda argv, env: _stream(argv, env, ctx.paths.root), ctx.out)
+                     lambda argv, env: _stream(argv, env, ctx.paths.root), ctx.out, unavailable)
     return walk.run_all()
 
 
