@@ -62,17 +62,18 @@ def stack_file(root: Path, stack: str) -> Path:
 
 
 def require_known_stack(root: Path, stack: str) -> None:
-    """Stop with a sentence when no stack file of that name exists (a typo would otherwise read as the defaults).
+    """Stop with a sentence when no stack file of that name exists (a typo would otherwise read as the defaults,
+    and `up` would quietly make a new stack and cluster of it).
 
     Raises:
-        LabError: The stack is unknown; the sentence lists the known ones.
+        LabError: The stack is unknown; the sentence lists the known ones and how to make a new one.
     """
     path = stack_file(root, stack)
     if path.is_file():
         return
     known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in path.parent.glob("Pulumi.*.yaml"))
     raise LabError(f"There is no stack named {stack} (no {path.relative_to(root)}): use one of "
-                   f"{', '.join(known) or 'none yet'}, or create it with `{LAB_SCRIPT} up {stack}`.")
+                   f"{', '.join(known) or 'none yet'}, or create it with `{LAB_SCRIPT} up {stack} --new`.")
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import secrets
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -146,6 +147,48 @@ def _read_yaml(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _lab_settings(stack_file: Path) -> dict[str, object]:
+    """The lab's keys of a stack file, without the project prefix; each misshapen part stops with one sentence.
+
+    Pulumi itself would refuse these files or read them otherwise than the author meant, and the lab reads the file
+    before pulumi runs (the stack may not exist yet): a list for `config:`, a key without its namespace, one of the
+    lab's keys under another namespace (a typo of the project's), and a list or mapping where a value is expected.
+    """
+    try:
+        document = yaml.safe_load(stack_file.read_text())
+    except FileNotFoundError:
+        return {}
+    except yaml.YAMLError:
+        raise LabError(f"{stack_file} is not valid YAML: fix it, then run the command again.") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise LabError(f"{stack_file} holds a {type(document).__name__}, not a mapping with a `config:` section: "
+                       "make it `config:` followed by lines like `  istio-ambient-lab:meshMode: l7`.")
+    config = document.get("config")
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise LabError(f"`config:` in {stack_file} is a {type(config).__name__}, not a mapping of keys to values: "
+                       f"write one `{lab_config.PROJECT}:<key>: <value>` line per setting under it.")
+    settings = {}
+    for key, value in config.items():
+        namespace, colon, name = str(key).partition(":")
+        if not colon:
+            raise LabError(f"{stack_file} sets `{key}` without a namespace, which pulumi refuses: write it as "
+                           f"`{lab_config.PROJECT}:{key}`.")
+        if namespace != lab_config.PROJECT:
+            if name in lab_config.DEFAULTS:
+                raise LabError(f"{stack_file} sets `{key}`, which the lab never reads (its keys start with "
+                               f"`{lab_config.PROJECT}:`): write it as `{lab_config.PROJECT}:{name}`.")
+            continue  # another package's setting (kubernetes:..., pulumi:...): not the lab's to judge
+        if isinstance(value, (dict, list)):
+            raise LabError(f"`{key}` in {stack_file} is a {'list' if isinstance(value, list) else 'mapping'}, but it "
+                           "takes a single value: give it one value, such as the default in Pulumi.yaml.")
+        settings[name] = value
+    return settings
+
+
 def stack_config(root: Path, stack: str) -> lab_config.LabConfig:
     """A stack's validated configuration, read from its stack file as the program reads it.
 
@@ -157,12 +200,8 @@ def stack_config(root: Path, stack: str) -> lab_config.LabConfig:
     """
     stack_dir = root / str(_read_yaml(root / "Pulumi.yaml").get("stackConfigDir", "."))
     stack_file = stack_dir / f"Pulumi.{stack}.yaml"
-    prefix = f"{lab_config.PROJECT}:"
-    raw = {
-        key[len(prefix):]: str(value).lower() if isinstance(value, bool) else str(value)
-        for key, value in (_read_yaml(stack_file).get("config") or {}).items()
-        if key.startswith(prefix) and not isinstance(value, (dict, list))
-    }
+    raw = {key: str(value).lower() if isinstance(value, bool) else str(value)
+           for key, value in _lab_settings(stack_file).items()}
     try:
         return lab_config.load(raw, stack)
     except lab_config.ConfigError as error:
@@ -638,7 +677,6 @@ def _quiet_progress(text: str) -> None:
 
 def _access(ctx: Context, stack: str) -> tuple[lab_config.LabConfig, access.Access]:
     """The stack's config and a kubeconfig for its cluster, with kubectl (and kind for a kind target) at hand."""
-    access.require_known_stack(ctx.paths.root, stack)
     config = stack_config(ctx.paths.root, stack)
     if not may_be_up(ctx.paths, stack):  # before any download: a fresh clone has nothing to reach
         raise _nothing_up(ctx, stack)
@@ -700,7 +738,6 @@ def cmd_istioctl(ctx: Context, stack: str, args: Sequence[str]) -> int:
 
 def cmd_tour(ctx: Context, stack: str, list_only: bool) -> int:
     """Walk the seed tutorial's steps on the stack's cluster (``--list``: print them without a cluster)."""
-    access.require_known_stack(ctx.paths.root, stack)
     config = stack_config(ctx.paths.root, stack)
     if list_only:
         tour.list_steps(stack, config, ctx.out)
@@ -720,11 +757,13 @@ def cmd_tour(ctx: Context, stack: str, list_only: bool) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=LAB_SCRIPT, description="Istio ambient lab on kind, driven by Pulumi.")
+    # No prefix matching anywhere (allow_abbrev=False): `up l7 --r` must not quietly mean --recreate.
+    parser = argparse.ArgumentParser(prog=LAB_SCRIPT, description="Istio ambient lab on kind, driven by Pulumi.",
+                                     allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_stack(name: str, text: str) -> argparse.ArgumentParser:
-        command = commands.add_parser(name, help=text, description=text)
+        command = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
         command.add_argument("stack", nargs="?", default=DEFAULT_STACK, help=f"stack name (default {DEFAULT_STACK})")
         return command
 
@@ -732,6 +771,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--adopt", action="store_true", help="take over an existing kind cluster of the stack's name")
     up.add_argument("--recreate", action="store_true",
                     help="destroy and rebuild the lab when a node-shape setting (workers, nodeImage, ...) changed")
+    up.add_argument("--new", action="store_true",
+                    help="create a stack that has no stacks/Pulumi.STACK.yaml yet (with the defaults)")
     with_stack("destroy", "destroy a lab and check that nothing is left")
     with_stack("preflight", "check this machine before bringing a lab up")
     verify = with_stack("verify", "verify a lab that is up")
@@ -749,13 +790,40 @@ def _parser() -> argparse.ArgumentParser:
     with_stack("shell", "start your shell with kubectl and istioctl on the stack's cluster")
     for tool in ("kubectl", "istioctl"):
         passing = commands.add_parser(tool, help=f"run {tool} against a stack's cluster: {LAB_SCRIPT} {tool} STACK "
-                                      "ARGS...", description=f"Run {tool} against a stack's cluster.")
+                                      "ARGS...", description=f"Run {tool} against a stack's cluster.",
+                                      allow_abbrev=False)
         passing.add_argument("stack", help="stack name; every argument after it goes to " + tool)
     tour_command = with_stack("tour", "walk the tutorial's steps live on a stack's cluster")
     tour_command.add_argument("--list", action="store_true", help="print the steps and commands without running them")
-    commands.add_parser("test", help="run the test suite (further arguments go to pytest)", add_help=False)
-    commands.add_parser("pulumi", help="run pulumi with the lab's state backend and passphrase", add_help=False)
+    commands.add_parser("test", help="run the test suite (further arguments go to pytest)", add_help=False,
+                        allow_abbrev=False)
+    commands.add_parser("pulumi", help="run pulumi with the lab's state backend and passphrase", add_help=False,
+                        allow_abbrev=False)
     return parser
+
+
+def _stack_as_option(argv: Sequence[str]) -> str:
+    """The sentence for `up --stack l7` (the stack is positional), or "" when the stack is not given as an option.
+
+    Only the words the lab itself reads count: after `test`, `pulumi` and `kubectl STACK`, --stack is the tool's.
+    """
+    if not argv or argv[0] in ("test", "pulumi"):
+        return ""
+    words = list(argv[:2] if argv[0] in ("kubectl", "istioctl") and argv[1:2] != ["--stack"] else argv)
+    for index, word in enumerate(words):
+        if word == "--stack" or word.startswith("--stack="):
+            value = word.partition("=")[2] or (argv[index + 1] if index + 1 < len(argv) else "STACK")
+            rest = [w for i, w in enumerate(argv[1:], 1) if i != index and not (word == "--stack" and i == index + 1)]
+            return (f"The stack is positional, not an option: run `{shlex.join([LAB_SCRIPT, argv[0], value, *rest])}`"
+                    ".")
+    return ""
+
+
+def _require_known_stack(ctx: Context, stack: str, new: bool) -> None:
+    """A stack needs its stack file (or a state here, or `up --new`): a typo must not make a new stack and cluster."""
+    if new or may_be_up(ctx.paths, stack):
+        return
+    access.require_known_stack(ctx.paths.root, stack)
 
 
 def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
@@ -773,6 +841,10 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     passes_through = argv[:1] in (["test"], ["pulumi"])
     # kubectl and istioctl take a stack first, then hand the rest over the same way.
     head = 1 if passes_through else 2 if argv[:1] in (["kubectl"], ["istioctl"]) else len(argv)
+    misplaced = _stack_as_option(argv)
+    if misplaced:
+        print(misplaced, file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv[:head])
     passthrough = argv[head:]
     if ctx is None:
@@ -780,7 +852,7 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         # Whatever this process starts (lab.kind_cluster's kind and kubectl included) finds the project's tools.
         os.environ["PATH"] = tool_env(ctx.paths, os.environ)["PATH"]
     handlers: dict[str, Callable[[], int]] = {
-        "up": lambda: cmd_up(ctx, args.stack, args.adopt, args.recreate),
+        "up": lambda: cmd_up(ctx, args.stack, args.adopt, args.recreate),  # args.new: checked above
         "destroy": lambda: cmd_destroy(ctx, args.stack),
         "preflight": lambda: cmd_preflight(ctx, args.stack),
         "test": lambda: cmd_test(ctx, passthrough),
@@ -796,6 +868,8 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     }
     try:
         with stack_files.salt_kept_out(ctx.paths.root / STACK_DIR):
+            if args.command not in ("test", "pulumi"):
+                _require_known_stack(ctx, args.stack, new=getattr(args, "new", False))
             return handlers[args.command]()
     except LabError as error:  # its sentence may quote a tool's stderr: redacted like everything printed
         print(leaks.redact(str(error)), file=sys.stderr)

@@ -183,7 +183,7 @@ def test_an_unknown_stack_is_one_sentence(project, lab, capsys):  # noqa: F811
     assert cli.main(["kubectl", "l8", "get", "pods"], context(project, lab)) == 1
     assert capsys.readouterr().err == (
         "There is no stack named l8 (no stacks/Pulumi.l8.yaml): use one of l4-only, l7, or create it with "
-        "`./lab.sh up l8`.\n")
+        "`./lab.sh up l8 --new`.\n")
     assert tool_calls(lab) == []
 
 
