@@ -12,6 +12,7 @@ import gzip
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shlex
 import subprocess
@@ -819,11 +820,23 @@ def _stack_as_option(argv: Sequence[str]) -> str:
     return ""
 
 
+STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # what pulumi takes as a stack name, less org/project
+
+
 def _require_known_stack(ctx: Context, stack: str, new: bool) -> None:
-    """A stack needs its stack file (or a state here, or `up --new`): a typo must not make a new stack and cluster."""
-    if new or may_be_up(ctx.paths, stack):
+    """A stack needs its stack file (or a state here): a typo must not make a new stack and cluster. `up --new`
+    writes the file first, with the project's defaults, so every later command knows the stack."""
+    path = access.stack_file(ctx.paths.root, stack)
+    if path.is_file() or may_be_up(ctx.paths, stack):
         return
-    access.require_known_stack(ctx.paths.root, stack)
+    if not new:
+        access.require_known_stack(ctx.paths.root, stack)
+    if not STACK_NAME.match(stack):
+        raise LabError(f"{stack!r} cannot name a stack: use letters, digits, '-', '_' and '.', starting with a letter "
+                       "or digit.")
+    path.write_text(f"# Made by `{LAB_SCRIPT} up {stack} --new`: Pulumi.yaml's defaults; add settings under config.\n"
+                    "config: {}\n")
+    ctx.say(f"New stack {stack}: wrote {path.relative_to(ctx.paths.root)} (the defaults).")
 
 
 def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:

@@ -70,6 +70,18 @@ def test_a_stack_without_its_file_needs_new(project, machine, capsys):  # noqa: 
         assert capsys.readouterr().err.startswith("There is no stack named l4 "), command
     assert cli.main(["up", "l4", "--new"], ctx) == 0, ctx.out.getvalue()
     assert machine.calls() == ["stack select --create l4 --secrets-provider passphrase", "up --yes --stack l4"]
+    assert ctx.out.getvalue().startswith("New stack l4: wrote stacks/Pulumi.l4.yaml (the defaults).\n")
+    assert cli.stack_config(project, "l4").cluster_name == "ambient-l4"
+    assert cli.main(["preflight", "l4"], ctx) == 0, "the new stack is known from now on"
+
+
+@pytest.mark.parametrize("name, said", [
+    ("../x", "'../x' cannot name a stack: use letters, digits, '-', '_' and '.', starting with a letter or digit."),
+])
+def test_a_new_stack_needs_a_name_that_can_be_one(project, machine, capsys, name, said):  # noqa: F811
+    assert cli.main(["up", name, "--new"], context(project, machine)) == 1
+    assert capsys.readouterr().err.startswith(said)
+    assert sorted(p.name for p in (project / "stacks").iterdir()) == ["Pulumi.l4-only.yaml", "Pulumi.l7.yaml"]
 
 
 def test_a_stack_that_is_up_here_is_known_without_its_file(project, machine):  # noqa: F811
