@@ -656,7 +656,11 @@ def cmd_diagnose(ctx: Context, stack: str) -> int:
     if not may_be_up(ctx.paths, stack):
         raise _nothing_up(ctx, stack)
     _ensure_tools(ctx, [name for name in _tools_for(config) if name != "pulumi"])
-    _collect_diagnostics(ctx, config)
+    folder = _collect_diagnostics(ctx, config)
+    # A folder of failures only (Docker down, the cluster gone) is not a success to report.
+    if not any(line.startswith("ok ") for line in (folder / "summary.txt").read_text().splitlines()):
+        raise LabError(f"Nothing could be collected for stack {stack}, every step failed (see above): start Docker or "
+                       f"make the cluster reachable, then run `{LAB_SCRIPT} diagnose {stack}` again.")
     return 0
 
 

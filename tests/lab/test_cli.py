@@ -456,6 +456,21 @@ def test_diagnose_prints_the_folder(project, machine):
     assert "ok      kind export logs" in ctx.out.getvalue()
 
 
+def test_diagnose_that_collects_nothing_fails(project, machine, capsys):
+    """Docker down: every step fails, so the command does too, instead of exiting 0 with a folder of failures."""
+    up_before(project, machine)
+    down = 'echo "Cannot connect to the Docker daemon" >&2; exit 1'
+    machine.bin.add("kind", f'[ "$1" = version ] && {{ echo "kind v0.32.0 go1.26.5 linux/amd64"; exit 0; }}; {down}')
+    machine.bin.add("kubectl", f"[ \"$1\" = version ] && {{ echo '{KUBECTL_JSON}'; exit 0; }}; {down}")
+    machine.bin.add("docker", down)
+    ctx = context(project, machine, LAB_DOWNLOAD_BASE_KIND="https://127.0.0.1:9", LAB_DOWNLOAD_BASE_KUBECTL="https://127.0.0.1:9")
+    assert cli.main(["diagnose", "l7"], ctx) == 1
+    assert "FAILED  kind export logs" in ctx.out.getvalue()
+    assert capsys.readouterr().err == (
+        "Nothing could be collected for stack l7, every step failed (see above): start Docker or make the cluster "
+        "reachable, then run `./lab.sh diagnose l7` again.\n")
+
+
 def test_pulumi_and_test_pass_every_argument_through(project, machine, streamed, monkeypatch):
     assert cli.main(["pulumi", "config", "set", "--stack", "l7", "-h"], context(project, machine)) == 0
     assert streamed == [["pulumi", "config", "set", "--stack", "l7", "-h"]]
