@@ -16,6 +16,10 @@ if [[ -e venv ]] && [[ "$(venv/bin/python -c 'import sys; print("%d.%d" % sys.ve
   echo "venv/ was made by another Python than python3 $want: rebuilding it." >&2
   rm -rf venv
 fi
+# pip runs --quiet and the first build takes about a minute: one line says what the wait is.
+if [[ ! -x venv/bin/python ]] || ! cmp -s requirements.txt venv/.lab-requirements.txt; then
+  echo "Installing the lab's Python packages into venv/ (about a minute the first time)..." >&2
+fi
 if [[ ! -x venv/bin/python ]]; then
   python3 -m venv venv || {
     rm -rf venv

@@ -62,17 +62,18 @@ def stack_file(root: Path, stack: str) -> Path:
 
 
 def require_known_stack(root: Path, stack: str) -> None:
-    """Stop with a sentence when no stack file of that name exists (a typo would otherwise read as the defaults).
+    """Stop with a sentence when no stack file of that name exists (a typo would otherwise read as the defaults,
+    and `up` would quietly make a new stack and cluster of it).
 
     Raises:
-        LabError: The stack is unknown; the sentence lists the known ones.
+        LabError: The stack is unknown; the sentence lists the known ones and how to make a new one.
     """
     path = stack_file(root, stack)
     if path.is_file():
         return
     known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in path.parent.glob("Pulumi.*.yaml"))
     raise LabError(f"There is no stack named {stack} (no {path.relative_to(root)}): use one of "
-                   f"{', '.join(known) or 'none yet'}, or create it with `{LAB_SCRIPT} up {stack}`.")
+                   f"{', '.join(known) or 'none yet'}, or create it with `{LAB_SCRIPT} up {stack} --new`.")
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -151,6 +152,7 @@ def ensure_istioctl(
     if found is not None and found.satisfies(release):
         return found.path
     os_name, arch = platform_ or bootstrap.host_platform()
+    bootstrap.refuse_unpinned(release, os_name, arch, env)  # never "installing" when nothing will be
     reason = "not found" if found is None else f"{found.path} is {bootstrap.version_text(found.version)}"
     progress(f"istioctl: {reason}, installing v{version} (the stack's istioVersion) for {os_name}/{arch} into {folder}")
     return bootstrap.install(release, folder, os_name, arch, env)

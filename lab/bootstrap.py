@@ -254,6 +254,21 @@ def _install_archive(archive: Path, folder: Path, release: Release) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def refuse_unpinned(release: Release, os_name: str, arch: str, env: Mapping[str, str]) -> None:
+    """Stop before anything is said to be installing when nothing can be: no pinned digest and no trust switch.
+
+    Raises:
+        LabError: The asset is unpinned and LAB_TRUST_PUBLISHED_CHECKSUMS is not 1; the sentence says both ways out.
+    """
+    platform_name = f"{os_name}/{arch}"
+    if release.sha256.get(platform_name) is None and env.get(TRUST_PUBLISHED_VARIABLE) != "1":
+        raise LabError(
+            f"No SHA-256 of {release.name} v{release.version} for {platform_name} is pinned in lab/tools.py: "
+            f"install {release.name} {release.accepted} yourself and put it on your PATH, or set "
+            f"{TRUST_PUBLISHED_VARIABLE}=1 to trust the checksum file published with the release alone."
+        )
+
+
 def install(release: Release, tools_dir: Path, os_name: str, arch: str, env: Mapping[str, str]) -> Path:
     """Download, verify and install one tool's pinned release into ``tools_dir``.
 
@@ -272,12 +287,7 @@ def install(release: Release, tools_dir: Path, os_name: str, arch: str, env: Map
     """
     platform_name = f"{os_name}/{arch}"
     pinned = release.sha256.get(platform_name)
-    if pinned is None and env.get(TRUST_PUBLISHED_VARIABLE) != "1":
-        raise LabError(
-            f"No SHA-256 of {release.name} v{release.version} for {platform_name} is pinned in lab/tools.py: "
-            f"install {release.name} {release.accepted} yourself and put it on your PATH, or set "
-            f"{TRUST_PUBLISHED_VARIABLE}=1 to trust the checksum file published with the release alone."
-        )
+    refuse_unpinned(release, os_name, arch, env)
     base = env.get(release.base_url_variable, release.base_url).rstrip("/")
     # Plain http would let anyone on the path swap the download and its checksum file together.
     if not base.startswith("https://"):
@@ -348,6 +358,7 @@ def ensure_tools(
             executables[name] = found.path
             continue
         os_name, arch = platform_ or host_platform()
+        refuse_unpinned(release, os_name, arch, env)
         reason = "not found" if found is None else f"{found.path} is {version_text(found.version)}"
         progress(f"{name}: {reason}, installing v{release.version} for {os_name}/{arch} into {tools_dir}")
         executables[name] = install(release, tools_dir, os_name, arch, env)

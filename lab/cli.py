@@ -8,10 +8,13 @@ passphrase generated once into ``.lab/passphrase`` (mode 0600), and finds kind, 
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.util
 import json
 import os
+import re
 import secrets
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -145,6 +148,48 @@ def _read_yaml(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _lab_settings(stack_file: Path) -> dict[str, object]:
+    """The lab's keys of a stack file, without the project prefix; each misshapen part stops with one sentence.
+
+    Pulumi itself would refuse these files or read them otherwise than the author meant, and the lab reads the file
+    before pulumi runs (the stack may not exist yet): a list for `config:`, a key without its namespace, one of the
+    lab's keys under another namespace (a typo of the project's), and a list or mapping where a value is expected.
+    """
+    try:
+        document = yaml.safe_load(stack_file.read_text())
+    except FileNotFoundError:
+        return {}
+    except yaml.YAMLError:
+        raise LabError(f"{stack_file} is not valid YAML: fix it, then run the command again.") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise LabError(f"{stack_file} holds a {type(document).__name__}, not a mapping with a `config:` section: "
+                       "make it `config:` followed by lines like `  istio-ambient-lab:meshMode: l7`.")
+    config = document.get("config")
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise LabError(f"`config:` in {stack_file} is a {type(config).__name__}, not a mapping of keys to values: "
+                       f"write one `{lab_config.PROJECT}:<key>: <value>` line per setting under it.")
+    settings = {}
+    for key, value in config.items():
+        namespace, colon, name = str(key).partition(":")
+        if not colon:
+            raise LabError(f"{stack_file} sets `{key}` without a namespace, which pulumi refuses: write it as "
+                           f"`{lab_config.PROJECT}:{key}`.")
+        if namespace != lab_config.PROJECT:
+            if name in lab_config.DEFAULTS:
+                raise LabError(f"{stack_file} sets `{key}`, which the lab never reads (its keys start with "
+                               f"`{lab_config.PROJECT}:`): write it as `{lab_config.PROJECT}:{name}`.")
+            continue  # another package's setting (kubernetes:..., pulumi:...): not the lab's to judge
+        if isinstance(value, (dict, list)):
+            raise LabError(f"`{key}` in {stack_file} is a {'list' if isinstance(value, list) else 'mapping'}, but it "
+                           "takes a single value: give it one value, such as the default in Pulumi.yaml.")
+        settings[name] = value
+    return settings
+
+
 def stack_config(root: Path, stack: str) -> lab_config.LabConfig:
     """A stack's validated configuration, read from its stack file as the program reads it.
 
@@ -156,16 +201,42 @@ def stack_config(root: Path, stack: str) -> lab_config.LabConfig:
     """
     stack_dir = root / str(_read_yaml(root / "Pulumi.yaml").get("stackConfigDir", "."))
     stack_file = stack_dir / f"Pulumi.{stack}.yaml"
-    prefix = f"{lab_config.PROJECT}:"
-    raw = {
-        key[len(prefix):]: str(value).lower() if isinstance(value, bool) else str(value)
-        for key, value in (_read_yaml(stack_file).get("config") or {}).items()
-        if key.startswith(prefix) and not isinstance(value, (dict, list))
-    }
+    raw = {key: str(value).lower() if isinstance(value, bool) else str(value)
+           for key, value in _lab_settings(stack_file).items()}
     try:
         return lab_config.load(raw, stack)
     except lab_config.ConfigError as error:
         raise LabError(f"{str(error).rstrip('.')}: fix it in {stack_file}.") from None
+
+
+def _checkpoint_holds_resources(path: Path) -> bool:
+    """Whether a stack's checkpoint file lists resources or operations under way; True when it cannot be read."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        latest = (json.loads(raw).get("checkpoint") or {}).get("latest") or {}
+        return bool(latest.get("resources") or latest.get("pending_operations"))
+    except (OSError, ValueError, AttributeError, EOFError, gzip.BadGzipFile):
+        return True  # a file this cannot read (zstd, a newer format) may hold a lab: let pulumi decide
+
+
+def may_be_up(paths: Paths, stack: str) -> bool:
+    """Whether the lab's backend may hold anything of the stack, read from its files without pulumi or a download.
+
+    The file backend keeps a stack's checkpoint in ``.pulumi/stacks/<project>/<stack>.json`` (``.json.gz`` or
+    ``.json.zst`` when compressed; ``.pulumi/stacks/<stack>.json`` in its older layout) and an update's journal under
+    ``.pulumi/journal/`` until the update ends. No checkpoint, or one with no resources and nothing under way, and no
+    journal: nothing is up, whatever else ``.lab/state`` holds (any ``./lab.sh pulumi`` call creates the folder).
+    """
+    bookkeeping = paths.state / ".pulumi"
+    places = [Path(lab_config.PROJECT, stack), Path(stack)]
+    if any((bookkeeping / "journal" / place).exists() for place in places):
+        return True
+    for place in places:
+        for extension in (".json", ".json.gz", ".json.zst"):
+            checkpoint = bookkeeping / "stacks" / place.parent / (place.name + extension)
+            if checkpoint.is_file() and _checkpoint_holds_resources(checkpoint):
+                return True
+    return False
 
 
 def stack_outputs(ctx: Context, stack: str) -> dict:
@@ -366,6 +437,15 @@ def cmd_up(ctx: Context, stack: str, adopt: bool, recreate: bool = False) -> int
     """Bring a stack's lab up: tools, preflight, state, stack, its cluster, ``pulumi up``; diagnostics on failure."""
     total = 6
     config = stack_config(ctx.paths.root, stack)
+    # Docker, disk and the ingress port before any download: a machine that cannot run the lab fetches nothing.
+    machine = preflight.run_machine_checks(
+        preflight.Situation(stack=stack, project_dir=ctx.paths.root, env=tool_env(ctx.paths, ctx.env),
+                            target=config.target, ingress_port=config.ingress_host_port),
+        ctx.host, port_may_be_ours=may_be_up(ctx.paths, stack))
+    if not all(result.ok for result in machine):
+        ctx.say(preflight.format_results(machine))
+        raise LabError(f"Preflight found the problems marked FAIL above before downloading anything: fix them, then "
+                       f"run `{LAB_SCRIPT} up {stack}` again.")
     ctx.step(1, total, "tools")
     _ensure_tools(ctx, _tools_for(config))
     recorded = stack_record(ctx, stack)
@@ -517,9 +597,9 @@ def cmd_destroy(ctx: Context, stack: str) -> int:
     """Destroy a stack's lab, then check that its kind cluster is gone."""
     total = 3
     config = stack_config(ctx.paths.root, stack)
-    # No state folder: nothing was ever brought up here. Say so before installing tools or creating any state.
-    if not ctx.paths.state.is_dir():
-        ctx.say(f"Nothing to destroy: stack {stack} has never been brought up here.")
+    # Nothing of the stack in the backend: say so before installing tools or creating any state.
+    if not may_be_up(ctx.paths, stack):
+        ctx.say(f"Nothing to destroy: nothing of stack {stack} is up here.")
         return 0
     ctx.step(1, total, "tools")
     _ensure_tools(ctx, _tools_for(config))
@@ -581,7 +661,7 @@ def cmd_verify(ctx: Context, stack: str, as_json: bool) -> int:
     if importlib.util.find_spec("verify") is None:
         raise LabError("The verify package is missing from this checkout: update your clone, then run it again.")
     config = stack_config(ctx.paths.root, stack)
-    if not ctx.paths.state.is_dir():
+    if not may_be_up(ctx.paths, stack):
         raise _nothing_up(ctx, stack)
     _ensure_tools(ctx, _tools_for(config))
     values = stack_outputs(ctx, stack)
@@ -608,7 +688,7 @@ def cmd_dashboard(ctx: Context, stack: str, options: Sequence[str] = ()) -> int:
     """Start the dashboard (``lab.dashboard``) for a stack; `options` go to it as they are."""
     import signal
 
-    if not ctx.paths.state.is_dir():
+    if not may_be_up(ctx.paths, stack):
         raise _nothing_up(ctx, stack)
 
     # Ctrl-C reaches this process and the dashboard alike. The dashboard answers it by stopping its port-forwards,
@@ -639,10 +719,14 @@ def dashboard_options(args: argparse.Namespace) -> list[str]:
 def cmd_diagnose(ctx: Context, stack: str) -> int:
     """Collect diagnostics for a stack and print where they are."""
     config = stack_config(ctx.paths.root, stack)
-    if not ctx.paths.state.is_dir():
+    if not may_be_up(ctx.paths, stack):
         raise _nothing_up(ctx, stack)
     _ensure_tools(ctx, [name for name in _tools_for(config) if name != "pulumi"])
-    _collect_diagnostics(ctx, config)
+    folder = _collect_diagnostics(ctx, config)
+    # A folder of failures only (Docker down, the cluster gone) is not a success to report.
+    if not any(line.startswith("ok ") for line in (folder / "summary.txt").read_text().splitlines()):
+        raise LabError(f"Nothing could be collected for stack {stack}, every step failed (see above): start Docker or "
+                       f"make the cluster reachable, then run `{LAB_SCRIPT} diagnose {stack}` again.")
     return 0
 
 
@@ -664,8 +748,9 @@ def _quiet_progress(text: str) -> None:
 
 def _access(ctx: Context, stack: str) -> tuple[lab_config.LabConfig, access.Access]:
     """The stack's config and a kubeconfig for its cluster, with kubectl (and kind for a kind target) at hand."""
-    access.require_known_stack(ctx.paths.root, stack)
     config = stack_config(ctx.paths.root, stack)
+    if not may_be_up(ctx.paths, stack):  # before any download: a fresh clone has nothing to reach
+        raise _nothing_up(ctx, stack)
     bootstrap.ensure_tools(ctx.paths.tools, [name for name in _tools_for(config) if name != "pulumi"], env=ctx.env,
                            run=ctx.host.run, platform_=ctx.platform, progress=_quiet_progress)
     return config, access.write_kubeconfig(ctx.paths.lab, stack, config, tool_env(ctx.paths, ctx.env))
@@ -724,15 +809,18 @@ def cmd_istioctl(ctx: Context, stack: str, args: Sequence[str]) -> int:
 
 def cmd_tour(ctx: Context, stack: str, list_only: bool) -> int:
     """Walk the seed tutorial's steps on the stack's cluster (``--list``: print them without a cluster)."""
-    access.require_known_stack(ctx.paths.root, stack)
     config = stack_config(ctx.paths.root, stack)
     if list_only:
         tour.list_steps(stack, config, ctx.out)
         return 0
     _, reach = _access(ctx, stack)
-    executables = {"kubectl": "kubectl", "istioctl": str(_istioctl(ctx, config))}
+    executables, unavailable = {"kubectl": "kubectl"}, {}
+    try:
+        executables["istioctl"] = str(_istioctl(ctx, config))
+    except LabError as error:  # no pinned digest yet, or no network: the kubectl steps still run
+        unavailable["istioctl"] = str(error)
     walk = tour.Tour(stack, config, executables, reach.env(tool_env(ctx.paths, ctx.env)), ctx.host.run,
-                     lambda argv, env: _stream(argv, env, ctx.paths.root), ctx.out)
+                     lambda argv, env: _stream(argv, env, ctx.paths.root), ctx.out, unavailable)
     return walk.run_all()
 
 
@@ -740,11 +828,13 @@ def cmd_tour(ctx: Context, stack: str, list_only: bool) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=LAB_SCRIPT, description="Istio ambient lab on kind, driven by Pulumi.")
+    # No prefix matching anywhere (allow_abbrev=False): `up l7 --r` must not quietly mean --recreate.
+    parser = argparse.ArgumentParser(prog=LAB_SCRIPT, description="Istio ambient lab on kind, driven by Pulumi.",
+                                     allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_stack(name: str, text: str) -> argparse.ArgumentParser:
-        command = commands.add_parser(name, help=text, description=text)
+        command = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
         command.add_argument("stack", nargs="?", default=DEFAULT_STACK, help=f"stack name (default {DEFAULT_STACK})")
         return command
 
@@ -752,6 +842,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--adopt", action="store_true", help="take over an existing kind cluster of the stack's name")
     up.add_argument("--recreate", action="store_true",
                     help="destroy and rebuild the lab when a node-shape setting (workers, nodeImage, ...) changed")
+    up.add_argument("--new", action="store_true",
+                    help="create a stack that has no stacks/Pulumi.STACK.yaml yet (with the defaults)")
     with_stack("destroy", "destroy a lab and check that nothing is left")
     with_stack("preflight", "check this machine before bringing a lab up")
     verify = with_stack("verify", "verify a lab that is up")
@@ -769,13 +861,52 @@ def _parser() -> argparse.ArgumentParser:
     with_stack("shell", "start your shell with kubectl and istioctl on the stack's cluster")
     for tool in ("kubectl", "istioctl"):
         passing = commands.add_parser(tool, help=f"run {tool} against a stack's cluster: {LAB_SCRIPT} {tool} STACK "
-                                      "ARGS...", description=f"Run {tool} against a stack's cluster.")
+                                      "ARGS...", description=f"Run {tool} against a stack's cluster.",
+                                      allow_abbrev=False)
         passing.add_argument("stack", help="stack name; every argument after it goes to " + tool)
     tour_command = with_stack("tour", "walk the tutorial's steps live on a stack's cluster")
     tour_command.add_argument("--list", action="store_true", help="print the steps and commands without running them")
-    commands.add_parser("test", help="run the test suite (further arguments go to pytest)", add_help=False)
-    commands.add_parser("pulumi", help="run pulumi with the lab's state backend and passphrase", add_help=False)
+    commands.add_parser("test", help="run the test suite (further arguments go to pytest)", add_help=False,
+                        allow_abbrev=False)
+    commands.add_parser("pulumi", help="run pulumi with the lab's state backend and passphrase", add_help=False,
+                        allow_abbrev=False)
     return parser
+
+
+def _stack_as_option(argv: Sequence[str]) -> str:
+    """The sentence for `up --stack l7` (the stack is positional), or "" when the stack is not given as an option.
+
+    Only the words the lab itself reads count: after `test`, `pulumi` and `kubectl STACK`, --stack is the tool's.
+    """
+    if not argv or argv[0] in ("test", "pulumi"):
+        return ""
+    words = list(argv[:2] if argv[0] in ("kubectl", "istioctl") and argv[1:2] != ["--stack"] else argv)
+    for index, word in enumerate(words):
+        if word == "--stack" or word.startswith("--stack="):
+            value = word.partition("=")[2] or (argv[index + 1] if index + 1 < len(argv) else "STACK")
+            rest = [w for i, w in enumerate(argv[1:], 1) if i != index and not (word == "--stack" and i == index + 1)]
+            return (f"The stack is positional, not an option: run `{shlex.join([LAB_SCRIPT, argv[0], value, *rest])}`"
+                    ".")
+    return ""
+
+
+STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # what pulumi takes as a stack name, less org/project
+
+
+def _require_known_stack(ctx: Context, stack: str, new: bool) -> None:
+    """A stack needs its stack file (or a state here): a typo must not make a new stack and cluster. `up --new`
+    writes the file first, with the project's defaults, so every later command knows the stack."""
+    path = access.stack_file(ctx.paths.root, stack)
+    if path.is_file() or may_be_up(ctx.paths, stack):
+        return
+    if not new:
+        access.require_known_stack(ctx.paths.root, stack)
+    if not STACK_NAME.match(stack):
+        raise LabError(f"{stack!r} cannot name a stack: use letters, digits, '-', '_' and '.', starting with a letter "
+                       "or digit.")
+    path.write_text(f"# Made by `{LAB_SCRIPT} up {stack} --new`: Pulumi.yaml's defaults; add settings under config.\n"
+                    "config: {}\n")
+    ctx.say(f"New stack {stack}: wrote {path.relative_to(ctx.paths.root)} (the defaults).")
 
 
 def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
@@ -793,6 +924,10 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     passes_through = argv[:1] in (["test"], ["pulumi"])
     # kubectl and istioctl take a stack first, then hand the rest over the same way.
     head = 1 if passes_through else 2 if argv[:1] in (["kubectl"], ["istioctl"]) else len(argv)
+    misplaced = _stack_as_option(argv)
+    if misplaced:
+        print(misplaced, file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv[:head])
     passthrough = argv[head:]
     if ctx is None:
@@ -800,7 +935,7 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         # Whatever this process starts (lab.kind_cluster's kind and kubectl included) finds the project's tools.
         os.environ["PATH"] = tool_env(ctx.paths, os.environ)["PATH"]
     handlers: dict[str, Callable[[], int]] = {
-        "up": lambda: cmd_up(ctx, args.stack, args.adopt, args.recreate),
+        "up": lambda: cmd_up(ctx, args.stack, args.adopt, args.recreate),  # args.new: checked above
         "destroy": lambda: cmd_destroy(ctx, args.stack),
         "preflight": lambda: cmd_preflight(ctx, args.stack),
         "test": lambda: cmd_test(ctx, passthrough),
@@ -816,6 +951,8 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     }
     try:
         with stack_files.salt_kept_out(ctx.paths.root / STACK_DIR):
+            if args.command not in ("test", "pulumi"):
+                _require_known_stack(ctx, args.stack, new=getattr(args, "new", False))
             return handlers[args.command]()
     except (LabError, private.NotPrivate) as error:  # its sentence may quote a tool's stderr: redacted like all
         print(leaks.redact(str(error)), file=sys.stderr)

@@ -129,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m lab.dashboard",
         description="Open a running lab's Kiali (and Prometheus) on 127.0.0.1 through kubectl port-forward; "
         "Ctrl-C stops it.",
+        allow_abbrev=False,
     )
     parser.add_argument("--stack", default=DEFAULT_STACK, help="the lab's stack (default: %(default)s)")
     parser.add_argument("--prometheus", action="store_true", help="also open Prometheus")

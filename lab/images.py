@@ -687,27 +687,29 @@ def preload_arguments(istio_version: str, observability: bool) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.images", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.images", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    pre = commands.add_parser("preload", help="load every lab image into the kind nodes")
+    pre = commands.add_parser("preload", help="load every lab image into the kind nodes", allow_abbrev=False)
     pre.add_argument("--cluster", required=True)
     pre.add_argument("--platform", choices=PLATFORMS, help="default: the Docker daemon's architecture")
     pre.add_argument("--istio-version", default=catalog.ISTIO_VERSION)
     pre.add_argument("--no-observability", action="store_true", help="skip the Prometheus and Kiali images")
 
-    get = commands.add_parser("pull", help="pull every lab image into the local Docker (no cluster needed)")
+    get = commands.add_parser("pull", help="pull every lab image into the local Docker (no cluster needed)",
+                          allow_abbrev=False)
     get.add_argument("--platform", choices=PLATFORMS, help="default: the Docker daemon's architecture")
     get.add_argument("--istio-version", default=catalog.ISTIO_VERSION)
     get.add_argument("--no-observability", action="store_true", help="skip the Prometheus and Kiali images")
 
     accept = commands.add_parser("accept-digest", help="accept the digest Docker now holds for an image tag whose "
-                                 "recorded digest (trust on first use) changed")
+                                 "recorded digest (trust on first use) changed", allow_abbrev=False)
     accept.add_argument("ref", help="the image reference the refusal named, e.g. docker.io/istio/ztunnel:1.31.1")
 
     for name, text in (("mirror-config", "print the containerd files for a registry mirror"),
                        ("mirror-apply", "write the registry mirror files into the kind nodes")):
-        sub = commands.add_parser(name, help=text)
+        sub = commands.add_parser(name, help=text, allow_abbrev=False)
         if name == "mirror-apply":
             sub.add_argument("--cluster", required=True)
         sub.add_argument("--mirror", required=True, help="http(s)://host[:port][/path]")

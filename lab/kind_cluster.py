@@ -344,7 +344,8 @@ def kubeconfig(name: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.kind_cluster", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.kind_cluster", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
     parser.add_argument("action", choices=("create", "delete", "kubeconfig", "start"))
     parser.add_argument("--name", required=True)
     parser.add_argument("--owner", default="")

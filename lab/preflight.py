@@ -314,6 +314,20 @@ def check_cluster_name(situation: Situation, facts: ClusterFacts) -> CheckResult
     )
 
 
+def run_machine_checks(situation: Situation, host: Host, port_may_be_ours: bool) -> list[CheckResult]:
+    """The checks that need none of the tools the lab downloads (architecture; for kind: Docker, disk, the ingress
+    port), run before anything is fetched. ``port_may_be_ours``: the stack's state may hold a cluster, whose port it
+    would be; `run_checks` decides that for sure once kind is there to ask."""
+    results = [check_architecture(host)]
+    if situation.target == "kind":
+        results += [
+            check_docker(host, situation.env),
+            check_disk(host, situation.env, situation.project_dir),
+            check_ingress_port(host, situation.ingress_port, port_may_be_ours),
+        ]
+    return results
+
+
 def run_checks(situation: Situation, host: Host | None = None) -> list[CheckResult]:
     """Run every check that applies to the target, in the order a person would fix them.
 

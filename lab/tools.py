@@ -57,7 +57,8 @@ class Release:
         return self.checksums.format(version=self.version, os=self.os_names[os_name], arch=self.arch_names[arch])
 
 
-# kind v0.32.0 is the release whose default node image catalog.KIND_NODE_IMAGE pins (REFERENCE.md).
+# kind v0.32.0 ships catalog.KIND_NODE_IMAGE (Kubernetes 1.36.1) as its default node image; the lab names that image
+# in every node of its kind config anyway, so the two are bumped together.
 KIND = Release(
     name="kind",
     version="0.32.0",

@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m verify",
         description="Prove that the lab's ambient mesh works: enrolment, traffic policy, mTLS certificates, "
         "ztunnel logs and the L7 path (and, with --addons, that Prometheus and Kiali saw it).",
+        allow_abbrev=False,
     )
     parser.add_argument("--mode", required=True, choices=MODES, help="the mesh mode the stack built")
     parser.add_argument("--namespace", default=catalog.DEFAULT_APPS_NAMESPACE,

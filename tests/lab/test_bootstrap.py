@@ -290,3 +290,13 @@ def test_a_redirect_to_plain_http_is_refused(server, tmp_path):
     finally:
         plain.shutdown()
         plain.server_close()
+
+
+def test_an_unpinned_tool_is_refused_without_saying_it_is_installing(server, fake_bin, tmp_path, monkeypatch):
+    monkeypatch.setitem(tools.RELEASES, "kind", kind_release(None))
+    lines = []
+    with pytest.raises(LabError, match="^No SHA-256 of kind v0.32.0 for linux/amd64 is pinned"):
+        bootstrap.ensure_tools(tmp_path / "tools", ["kind"], env={"PATH": fake_bin.path,
+                                                                   "LAB_DOWNLOAD_BASE_KIND": server.url},
+                               platform_=("linux", "amd64"), progress=lines.append)
+    assert lines == [] and server.requests == []

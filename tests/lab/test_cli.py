@@ -141,9 +141,18 @@ def test_up_runs_each_step_in_order_with_the_lab_environment(project, machine, c
     assert passphrase not in printed + capfd.readouterr().out + machine.log.read_text()
 
 
+def brought_up(project: Path, stack: str, resources: int = 1) -> Path:
+    """The stack's checkpoint as pulumi's file backend keeps it in .lab/state, with that many resources."""
+    path = project / ".lab" / "state" / ".pulumi" / "stacks" / "istio-ambient-lab" / f"{stack}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    listed = [{"urn": f"urn:pulumi:{stack}::istio-ambient-lab::pulumi:pulumi:Stack::r{n}"} for n in range(resources)]
+    path.write_text(json.dumps({"version": 3, "checkpoint": {"stack": stack, "latest": {"resources": listed}}}))
+    return path
+
+
 def up_before(project: Path, machine: Machine, stack: str = "l7", **shape) -> dict:
-    """The stack's outputs as its last up left them, with the state folder it made."""
-    (project / ".lab" / "state").mkdir(parents=True, exist_ok=True)
+    """The stack's outputs as its last up left them, with the state it made."""
+    brought_up(project, stack)
     name = f"ambient-{stack}"
     recorded = {"cluster_name": name, "cluster_owner": f"istio-ambient-lab.{stack}.0a1b2c3d", "mesh_mode": stack,
                 "node_shape": {"clusterName": name, "workers": 2, "nodeImage": catalog.KIND_NODE_IMAGE,
@@ -177,16 +186,36 @@ def test_up_reads_the_stacks_own_port_and_cluster_name(project, machine, monkeyp
     assert "127.0.0.1:8081 belongs to this stack's cluster" in ctx.out.getvalue()
 
 
-def test_preflight_failure_stops_before_pulumi_or_any_state(project, machine, capsys):
+def test_docker_disk_and_port_are_checked_before_any_download(project, machine, capsys):
+    """With no Docker, `up` ends on the Docker check, not on a failed download of a tool it lacks."""
+    (machine.bin.folder / "kind").unlink()
     machine.bin.add("docker", "exit 1")
-    ctx = context(project, machine)
+    ctx = context(project, machine, LAB_DOWNLOAD_BASE_KIND="https://127.0.0.1:9/unreachable")
+    ctx.host = healthy_host(free_bytes=lambda path: 1 << 30, port_is_free=lambda address, port: False)
     assert cli.main(["up"], ctx) == 1
     assert machine.calls() == []
-    assert not (project / ".lab").exists()
+    assert not (project / ".lab").exists(), "no tool downloaded, no state made"
+    assert capsys.readouterr().err == (
+        "Preflight found the problems marked FAIL above before downloading anything: fix them, then run "
+        "`./lab.sh up l4-only` again.\n"
+    )
+    printed = ctx.out.getvalue()
+    assert [line.split()[:2] for line in printed.splitlines()] == [
+        ["ok", "architecture"], ["FAIL", "docker"], ["FAIL", "disk"], ["FAIL", "ingress"]]
+    assert "[1/6] tools" not in printed
+
+
+def test_preflight_failure_stops_before_pulumi_or_any_state(project, machine, capsys):
+    ctx = context(project, machine)
+    ctx.host = healthy_host(read_text=lambda path: "1048576", cluster_owner=lambda name: "someone.else")
+    machine.clusters.write_text("ambient-l4-only\n")
+    assert cli.main(["up"], ctx) == 1
+    assert machine.calls() == []
+    assert not (project / ".lab" / "state").exists()
     assert capsys.readouterr().err == (
         "Preflight found the problems marked FAIL above: fix them, then run `./lab.sh up l4-only` again.\n"
     )
-    assert "FAIL  docker" in ctx.out.getvalue()
+    assert "FAIL  cluster name" in ctx.out.getvalue()
 
 
 def test_failed_up_collects_diagnostics_and_says_where(project, machine, capsys):
@@ -305,7 +334,7 @@ def test_a_lab_folder_of_another_user_stops_every_command_in_one_sentence(projec
 
 
 def test_destroy_checks_that_no_cluster_is_left(project, machine):
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "l4-only")
     ctx = context(project, machine)
     assert cli.main(["destroy"], ctx) == 0
     assert machine.calls() == ["stack select l4-only", "stack export --stack l4-only",
@@ -316,7 +345,7 @@ def test_destroy_checks_that_no_cluster_is_left(project, machine):
 def test_destroy_on_an_existing_cluster_ends_saying_what_stays_and_how_to_remove_it(project, machine):
     (project / "stacks" / "Pulumi.gke.yaml").write_text(
         "config:\n  istio-ambient-lab:target: existing\n  istio-ambient-lab:kubeContext: gke_lab\n")
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "gke")
     machine.outputs.write_text(json.dumps({"target": "existing", "kube_context": "gke_lab",
                                            "gateway_api_crds": "v1.6.1"}))
     ctx = context(project, machine)
@@ -332,7 +361,7 @@ def test_destroy_on_an_existing_cluster_ends_saying_what_stays_and_how_to_remove
 
 
 def test_destroy_says_how_to_remove_a_cluster_left_behind(project, machine, capsys):
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "l4-only")
     machine.clusters.write_text("ambient-l4-only\n")
     assert cli.main(["destroy"], context(project, machine)) == 1
     assert capsys.readouterr().err == (
@@ -345,7 +374,11 @@ def test_destroy_of_a_stack_that_never_existed_does_nothing(project, machine):
     ctx = context(project, machine)
     assert cli.main(["destroy"], ctx) == 0
     assert machine.calls() == [] and not (project / ".lab").exists()
-    (project / ".lab" / "state").mkdir(parents=True)
+    # After any `./lab.sh pulumi ...` the state folder exists, and a stack may too, empty: still nothing up.
+    brought_up(project, "l4-only", resources=0)
+    assert cli.main(["destroy"], ctx) == 0
+    assert machine.calls() == [] and not (project / ".lab" / "tools").exists()
+    brought_up(project, "l4-only")
     machine.pulumi(fail="stack select")
     assert cli.main(["destroy"], ctx) == 0
     assert machine.calls() == ["stack select l4-only", "stack ls --json"]
@@ -361,7 +394,7 @@ def streamed(monkeypatch):
 
 
 def test_verify_runs_the_verify_package_with_the_stacks_outputs(project, machine, streamed):
-    (project / ".lab" / "state").mkdir(parents=True)  # as `up` left it
+    brought_up(project, "l7")
     machine.outputs.write_text(json.dumps(
         {"mesh_mode": "l7", "cluster_name": "ambient-l7", "target": "kind", "apps_namespace": "shop"}
     ))
@@ -377,7 +410,7 @@ def test_verify_leaves_the_addon_checks_out_when_observability_is_off(project, m
     (project / "stacks" / "Pulumi.l7.yaml").write_text(
         "config:\n  istio-ambient-lab:meshMode: l7\n  istio-ambient-lab:observability: false\n"
     )
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "l7")
     machine.outputs.write_text(json.dumps({"mesh_mode": "l7", "cluster_name": "ambient-l7", "target": "kind"}))
     assert cli.main(["verify", "l7"], context(project, machine)) == 0
     assert "--addons" not in streamed[0]
@@ -389,7 +422,7 @@ def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project
         "config:\n  istio-ambient-lab:target: existing\n  istio-ambient-lab:kubeContext: gke_lab\n"
         "  istio-ambient-lab:kubeconfigPath: /home/me/.kube/gke\n"
     )
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "gke")
     machine.outputs.write_text(json.dumps({"mesh_mode": "l4-only", "target": "existing", "kube_context": "gke_lab"}))
     assert cli.main(["verify", "gke"], context(project, machine)) == 0
     assert streamed[0][3:] == [
@@ -403,7 +436,11 @@ def test_verify_before_up_says_to_bring_the_lab_up(project, machine, capsys, str
     assert capsys.readouterr().err == (
         "Nothing has been brought up here for stack l4-only: run `./lab.sh up l4-only` first.\n")
     assert streamed == [] and not (project / ".lab").exists(), "no tools downloaded, no state made"
-    (project / ".lab" / "state").mkdir(parents=True)  # a stack that was created but never came up
+    (project / ".lab" / "state").mkdir(parents=True)  # any `./lab.sh pulumi ...` call makes it
+    assert cli.main(["verify"], context(project, machine)) == 1
+    assert capsys.readouterr().err.startswith("Nothing has been brought up here for stack l4-only")
+    assert streamed == [] and not (project / ".lab" / "tools").exists()
+    brought_up(project, "l4-only")  # an up that failed before it saved outputs
     assert cli.main(["verify"], context(project, machine)) == 1
     assert capsys.readouterr().err == "Stack l4-only has no outputs to verify yet: run `./lab.sh up l4-only` first.\n"
 
@@ -445,6 +482,21 @@ def test_diagnose_prints_the_folder(project, machine):
     folder = next((project / ".lab" / "diagnostics").iterdir())
     assert ctx.out.getvalue().splitlines()[-1] == f"Diagnostics: {folder}"
     assert "ok      kind export logs" in ctx.out.getvalue()
+
+
+def test_diagnose_that_collects_nothing_fails(project, machine, capsys):
+    """Docker down: every step fails, so the command does too, instead of exiting 0 with a folder of failures."""
+    up_before(project, machine)
+    down = 'echo "Cannot connect to the Docker daemon" >&2; exit 1'
+    machine.bin.add("kind", f'[ "$1" = version ] && {{ echo "kind v0.32.0 go1.26.5 linux/amd64"; exit 0; }}; {down}')
+    machine.bin.add("kubectl", f"[ \"$1\" = version ] && {{ echo '{KUBECTL_JSON}'; exit 0; }}; {down}")
+    machine.bin.add("docker", down)
+    ctx = context(project, machine, LAB_DOWNLOAD_BASE_KIND="https://127.0.0.1:9", LAB_DOWNLOAD_BASE_KUBECTL="https://127.0.0.1:9")
+    assert cli.main(["diagnose", "l7"], ctx) == 1
+    assert "FAILED  kind export logs" in ctx.out.getvalue()
+    assert capsys.readouterr().err == (
+        "Nothing could be collected for stack l7, every step failed (see above): start Docker or make the cluster "
+        "reachable, then run `./lab.sh diagnose l7` again.\n")
 
 
 def test_pulumi_and_test_pass_every_argument_through(project, machine, streamed, monkeypatch):
@@ -507,7 +559,7 @@ def test_preflight_does_not_import_the_cli():
 
 
 def test_failed_destroy_says_what_to_do(project, machine, capsys):
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "l7")
     machine.pulumi(fail="destroy")
     assert cli.main(["destroy", "l7"], context(project, machine)) == 1
     assert capsys.readouterr().err == (
@@ -568,7 +620,7 @@ esac""")
 def test_up_after_a_failed_first_up_knows_its_cluster_from_the_state(project, machine, monkeypatch):
     """A failed up saves no outputs, but the cluster Command's record is in the state: the cluster is ours."""
     monkeypatch.setenv("PATH", machine.bin.path)
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "l7")
     shape = {"clusterName": "ambient-l7", "workers": 2, "nodeImage": catalog.KIND_NODE_IMAGE, "ingressHostPort": 8081}
     machine.state.write_text(json.dumps(state_with_cluster(shape, "istio-ambient-lab.l7.0a1b2c3d")))
     machine.outputs.write_text("{}")
@@ -614,7 +666,7 @@ esac""")
 
 
 def test_a_state_that_cannot_be_read_is_said_not_taken_for_no_stack(project, machine, capsys):
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "l7")
     machine.pulumi(fail="stack export")
     assert cli.main(["up", "l7"], context(project, machine)) == 1
     assert capsys.readouterr().err == (
@@ -624,7 +676,7 @@ def test_a_state_that_cannot_be_read_is_said_not_taken_for_no_stack(project, mac
 def test_an_existing_cluster_stack_knows_its_context_from_the_state_after_a_failed_first_up(project, machine):
     """No outputs were saved, but the provider in the state names the context: what the lab installed there is its
     own, not another install to refuse."""
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "gke")
     machine.state.write_text(json.dumps({"version": 3, "deployment": {"resources": [{
         "urn": "urn:pulumi:gke::istio-ambient-lab::istio-ambient-lab:index:ExistingCluster$pulumi:providers:kubernetes"
                "::existing",
@@ -739,3 +791,41 @@ def test_up_refuses_another_cluster_behind_the_recorded_context(project, machine
     assert ("FAIL  cluster identity  Context minikube reaches another cluster (kube-system UID uid-prod, server "
             "https://prod:443) than the one stack gke was brought up on through context minikube (kube-system UID "
             "uid-lab, server https://lab:6443)") in ctx.out.getvalue()
+
+
+@pytest.mark.parametrize("argv", [["kubeconfig"], ["kubectl", "l4-only", "get", "pods"], ["istioctl", "l4-only", "version"],
+                                  ["shell"], ["tour"], ["verify"], ["diagnose"], ["dashboard"]])
+def test_a_command_on_a_stack_that_is_not_up_says_so_before_any_download(project, machine, capsys, argv):
+    """On a fresh clone, and after a `./lab.sh pulumi ...` call made the state folder: one sentence, no download."""
+    for made_before in (None, "state folder", "empty stack"):
+        if made_before == "state folder":
+            (project / ".lab" / "state").mkdir(parents=True)
+        elif made_before == "empty stack":
+            brought_up(project, "l4-only", resources=0)
+        assert cli.main(argv, context(project, machine, LAB_DOWNLOAD_BASE_KIND="https://127.0.0.1:9/no")) == 1
+        assert capsys.readouterr().err == (
+            "Nothing has been brought up here for stack l4-only: run `./lab.sh up l4-only` first.\n"), made_before
+        assert not (project / ".lab" / "tools").exists() and machine.calls() == []
+
+
+def test_a_stack_may_be_up_while_its_checkpoint_is_compressed_unreadable_or_an_update_is_under_way(project):
+    import gzip
+
+    paths = Paths(project)
+    assert not cli.may_be_up(paths, "l7")
+    checkpoint = brought_up(project, "l7")
+    assert cli.may_be_up(paths, "l7") and not cli.may_be_up(paths, "l4-only")
+    compressed = checkpoint.with_name("l7.json.gz")
+    compressed.write_bytes(gzip.compress(checkpoint.read_bytes()))
+    checkpoint.unlink()
+    assert cli.may_be_up(paths, "l7")
+    compressed.write_bytes(gzip.compress(b'{"version": 3, "checkpoint": {"latest": {"resources": []}}}'))
+    assert not cli.may_be_up(paths, "l7")
+    compressed.write_bytes(b"not gzip")
+    assert cli.may_be_up(paths, "l7"), "what cannot be read is left to pulumi"
+    compressed.unlink()
+    (project / ".lab" / "state" / ".pulumi" / "journal" / "istio-ambient-lab" / "l7").mkdir(parents=True)
+    assert cli.may_be_up(paths, "l7")
+    legacy = project / ".lab" / "state" / ".pulumi" / "stacks" / "l4-only.json"
+    legacy.write_text('{"checkpoint": {"latest": {"pending_operations": [{"type": "creating"}]}}}')
+    assert cli.may_be_up(paths, "l4-only")

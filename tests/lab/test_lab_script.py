@@ -110,3 +110,10 @@ def test_a_healthy_venv_is_kept(project, fake_bin):
     result = lab_sh(project, fake_bin, "test")
     assert "rebuilding" not in result.stderr
     assert calls(project).count("python3 -m venv venv") == 1
+
+
+def test_one_line_says_what_the_first_build_of_the_venv_is_doing(project, fake_bin):
+    first = lab_sh(project, fake_bin, "test")
+    said = "Installing the lab's Python packages into venv/ (about a minute the first time)..."
+    assert first.stderr.splitlines().count(said) == 1
+    assert said not in lab_sh(project, fake_bin, "test").stderr, "a built venv is not announced"
