@@ -81,7 +81,8 @@ def read(run: Runner, env: Mapping[str, str], context: str, kubeconfig: str | No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.cluster_identity", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.cluster_identity", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
     parser.add_argument("--context", required=True)
     args = parser.parse_args(argv)
     try:

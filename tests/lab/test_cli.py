@@ -724,7 +724,7 @@ def existing_stack_file(project: Path, context: str) -> None:
 def test_destroy_asks_the_states_cluster_through_the_states_kubeconfig_and_names_its_context(project, machine):
     """The shell's KUBECONFIG and the stack file's current context play no part: the state's do."""
     existing_stack_file(project, "renamed-since")
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "gke")
     machine.state.write_text(existing_state(context="minikube", files="/home/me/lab.yaml"))
     machine.outputs.write_text(json.dumps({"target": "existing", "kube_context": "minikube"}))
     seen = fake_cluster_kubectl(machine, "uid-lab")
@@ -741,7 +741,7 @@ def test_destroy_asks_the_states_cluster_through_the_states_kubeconfig_and_names
 
 def test_destroy_refuses_another_cluster_behind_the_same_context_name(project, machine, capsys):
     existing_stack_file(project, "minikube")
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "gke")
     machine.state.write_text(existing_state())
     machine.outputs.write_text(json.dumps({"target": "existing", "kube_context": "minikube"}))
     fake_cluster_kubectl(machine, "uid-prod", server="https://prod:443")
@@ -756,7 +756,7 @@ def test_destroy_refuses_another_cluster_behind_the_same_context_name(project, m
 
 def test_destroy_of_an_unreachable_cluster_says_how_to_proceed(project, machine, capsys):
     existing_stack_file(project, "minikube")
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "gke")
     machine.state.write_text(existing_state())
     machine.outputs.write_text("{}")
     fake_cluster_kubectl(machine, None)
@@ -771,7 +771,7 @@ def test_destroy_of_an_unreachable_cluster_says_how_to_proceed(project, machine,
 
 
 def test_the_state_records_which_cluster_an_existing_stack_was_brought_up_on(project, machine):
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "gke")
     machine.state.write_text(existing_state())
     machine.outputs.write_text("{}")
     assert cli.stack_record(context(project, machine), "gke") == {
@@ -781,7 +781,7 @@ def test_the_state_records_which_cluster_an_existing_stack_was_brought_up_on(pro
 
 def test_up_refuses_another_cluster_behind_the_recorded_context(project, machine, capsys):
     existing_stack_file(project, "minikube")
-    (project / ".lab" / "state").mkdir(parents=True)
+    brought_up(project, "gke")
     machine.state.write_text(existing_state())
     machine.outputs.write_text(json.dumps({"target": "existing", "kube_context": "minikube"}))
     fake_cluster_kubectl(machine, "uid-prod", server="https://prod:443")
