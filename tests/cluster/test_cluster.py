@@ -38,7 +38,8 @@ def _output(result) -> str:
 def _state(lab, stack: str = STACK) -> list[dict]:
     exported = lab.lab_sh("pulumi", "stack", "export", "--stack", stack)
     assert exported.returncode == 0, _output(exported)
-    return json.loads(exported.stdout)["deployment"].get("resources") or []
+    # ./lab.sh pulumi says which pulumi it uses first; the export follows.
+    return json.loads(exported.stdout[exported.stdout.index("\n{") + 1:])["deployment"].get("resources") or []
 
 
 def _helm_releases(plane) -> dict[str, str]:
@@ -138,7 +139,7 @@ def test_with_fail_on_verification_error_false_the_up_completes_and_the_report_n
     assert result.returncode == 0, output
     assert f"The {STACK} lab is up" in output, output
     shown = lab.lab_sh("pulumi", "stack", "output", "verification", "--json", "--stack", STACK)
-    report = json.loads(shown.stdout)
+    report = json.loads(shown.stdout[shown.stdout.index("\n{") + 1:])
     assert report["passed"] is False, report
     assert "failed:" in report["summary"], report
     report_file = json.loads(open(f"{lab.project}/.lab/reports/{STACK}.json", encoding="utf-8").read())
