@@ -70,10 +70,11 @@ def fake_fetch(url: str) -> bytes:
     raise AssertionError(f"the program fetched an address no fake answers: {url}")
 
 
-def warm_cache(folder: str, observability: bool = True) -> str:
-    """Fill `folder` as lab.artifacts would after a lab's first fetch (through fake_fetch): a warm cache."""
+def warm_cache(folder: str, observability: bool = True, fetch=fake_fetch) -> str:
+    """Fill `folder` as lab.artifacts would after a lab's first fetch (through `fetch`, by default the stand-in
+    repositories of fake_fetch): a warm cache."""
     previous, previous_env = artifacts._fetch, os.environ.get(artifacts.CACHE_ENV)
-    artifacts._fetch = fake_fetch
+    artifacts._fetch = fetch
     os.environ[artifacts.CACHE_ENV] = folder
     try:
         artifacts.ensure(Path(ROOT), catalog.ISTIO_VERSION, catalog.ISTIO_CHART_REPOSITORY, observability,
