@@ -170,8 +170,9 @@ class ExistingCluster(pulumi.ComponentResource):
             chosen = kubeconfigs.for_provider(args.context, args.kubeconfig_path, args.env)
         except kubeconfigs.KubeconfigError as error:
             raise pulumi.RunError(str(error)) from None
-        # The cluster's identity, recorded once at the first up (the Command never runs again): ./lab.sh compares
-        # it with the cluster the context reaches before every up and destroy (lab.cluster_identity).
+        # The cluster's identity, recorded at the first up: ./lab.sh compares it with the cluster the context
+        # reaches before every up and destroy. A change of kubeconfig or context runs it again, and that run keeps
+        # the record or fails on another cluster, never re-records (lab.cluster_identity).
         self.identity = command.local.Command(
             IDENTITY_RESOURCE,
             create=f"{lab_python()} -m lab.cluster_identity --context {shlex.quote(args.context)}",

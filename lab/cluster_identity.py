@@ -1,10 +1,16 @@
 """Which cluster a context reaches: its ``kube-system`` namespace UID and its API server URL.
 
 A context is only a name: after ``export KUBECONFIG=prod.yaml`` a context called ``minikube`` or k3s' ``default``
-reaches another cluster. The program records the identity of an existing cluster once, at the stack's first up (a
+reaches another cluster. The program records the identity of an existing cluster at the stack's first up (a
 Command whose stored output is the record, in the stack's state, which no shell variable can change); ``./lab.sh``
 measures it again before every ``up`` and ``destroy`` and refuses when the cluster is another one. The UID decides:
 the namespace is created with the cluster and never replaced, while the same cluster may move to a new address.
+
+The Command runs again whenever its inputs change (another kubeconfig file or context name): pulumi-command's update
+runs the create command once more and stores what it prints. So that no such run (``./lab.sh pulumi up`` skips the
+preflight) can overwrite the record with another cluster's, a run that is handed the stored record
+(PULUMI_COMMAND_STDOUT, which pulumi-command sets on update) prints that record unchanged when the cluster is the same
+one, and fails with a sentence when it is not.
 
 Plain Python, no Pulumi import. ``python -m lab.cluster_identity --context NAME`` prints the record as JSON (what the
 program's Command runs; KUBECONFIG in its environment names the files).
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from lab.bootstrap import Runner, run_captured
 
 UID = "kubeSystemUid"
+PREVIOUS_RECORD_ENV = "PULUMI_COMMAND_STDOUT"  # pulumi-command hands a Command's stored stdout to its update
 SERVER = "server"
 
 
@@ -92,7 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"with `kubectl --context {args.context} get namespace kube-system`, then run up again.",
               file=sys.stderr)
         return 1
-    print(json.dumps(identity.as_record(), sort_keys=True))
+    recorded = from_record(os.environ.get(PREVIOUS_RECORD_ENV))
+    if recorded is not None and recorded.uid != identity.uid:
+        print(f"Context {args.context} now reaches another cluster ({identity.describe()}) than the one this stack "
+              f"was brought up on ({recorded.describe()}): point the stack's kubeContext and kubeconfig (or your "
+              f"KUBECONFIG) back at that cluster, or run `./lab.sh destroy` for this stack before bringing it up "
+              f"elsewhere.", file=sys.stderr)
+        return 1
+    print(json.dumps((recorded or identity).as_record(), sort_keys=True))
     return 0
 
 

@@ -8,7 +8,8 @@ was given). The answers mimic the real tools for the calls the lab makes:
   server is 127.0.0.1:$LAB_FAKE_API_PORT, a port that refuses connections, with a client key inside so the tests can
   prove the key never reaches the state;
 - kubectl answers `get node <cluster>-control-plane -o json` with the owner label from the cluster's kind config
-  (what the lab reads before deleting a cluster) and fails everything else as an unreachable API server would;
+  (what the lab reads before deleting a cluster), with LAB_FAKE_KUBE_SYSTEM_UID set answers the existing cluster's
+  identity questions (lab.cluster_identity), and fails everything else as an unreachable API server would;
 - with LAB_FAKE_KIND_CREATE_DUMP=N, `kind create cluster` fails with a last line of N bytes;
 - docker lists the node containers of a "created" cluster as running (`ps -a --filter label=...`), and fails
   anything else like a host without a Docker daemon.
@@ -160,6 +161,14 @@ def kubectl(argv: list[str], state: State, port: str) -> int:
             labels = (yaml.safe_load(config) or {}).get("nodes", [{}])[0].get("labels", {})
             print(json.dumps({"kind": "Node", "metadata": {"name": args[2], "labels": labels}}))
             return 0
+    uid = os.environ.get("LAB_FAKE_KUBE_SYSTEM_UID")  # an existing cluster that answers who it is, and no more
+    asked = args[2:] if args[:1] == ["--context"] else args
+    if uid and asked[:3] == ["get", "namespace", "kube-system"]:
+        print(uid, end="")
+        return 0
+    if uid and asked[:3] == ["config", "view", "--minify"]:
+        print(f"https://127.0.0.1:{port}", end="")
+        return 0
     print(f"The connection to the server 127.0.0.1:{port} was refused - did you specify the right host or port?",
           file=sys.stderr)
     return 1

@@ -59,3 +59,36 @@ def test_the_command_prints_the_record_or_one_sentence(monkeypatch, capsys):
     assert capsys.readouterr().err == (
         "The cluster of context minikube could not be identified (error: You must be logged in to the server): check "
         "that it answers with `kubectl --context minikube get namespace kube-system`, then run up again.\n")
+
+
+def test_a_rerun_on_the_same_cluster_keeps_the_stored_record_even_when_the_server_moved(monkeypatch, capsys):
+    # pulumi-command reruns the create on any change of its inputs (another kubeconfig file, another context name)
+    # and hands it the stored stdout: the record stays the one the first up made.
+    stored = json.dumps({"kubeSystemUid": "3f2a", "server": "https://old:6443"})
+    monkeypatch.setenv("PULUMI_COMMAND_STDOUT", stored)
+    run, _ = runner("3f2a", server="https://new:6443")
+    monkeypatch.setattr(cluster_identity, "run_captured", run)
+    assert cluster_identity.main(["--context", "minikube"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(stored)
+
+
+def test_a_rerun_that_reaches_another_cluster_fails_and_never_overwrites_the_record(monkeypatch, capsys):
+    monkeypatch.setenv("PULUMI_COMMAND_STDOUT", json.dumps({"kubeSystemUid": "3f2a", "server": "https://lab:6443"}))
+    run, _ = runner("9c1d", server="https://prod:6443")
+    monkeypatch.setattr(cluster_identity, "run_captured", run)
+    assert cluster_identity.main(["--context", "minikube"]) == 1
+    printed = capsys.readouterr()
+    assert printed.out == ""  # a failed update keeps the state's old stdout
+    assert printed.err == (
+        "Context minikube now reaches another cluster (kube-system UID 9c1d, server https://prod:6443) than the one "
+        "this stack was brought up on (kube-system UID 3f2a, server https://lab:6443): point the stack's kubeContext "
+        "and kubeconfig (or your KUBECONFIG) back at that cluster, or run `./lab.sh destroy` for this stack before "
+        "bringing it up elsewhere.\n")
+
+
+def test_a_first_run_records_the_cluster_whatever_else_the_environment_holds(monkeypatch, capsys):
+    monkeypatch.setenv("PULUMI_COMMAND_STDOUT", "not a record")
+    run, _ = runner("9c1d")
+    monkeypatch.setattr(cluster_identity, "run_captured", run)
+    assert cluster_identity.main(["--context", "minikube"]) == 0
+    assert json.loads(capsys.readouterr().out)["kubeSystemUid"] == "9c1d"
