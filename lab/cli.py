@@ -640,7 +640,11 @@ def cmd_destroy(ctx: Context, stack: str) -> int:
 
 def cmd_preflight(ctx: Context, stack: str) -> int:
     """Run the preflight checks alone and print each result."""
-    if not _preflight(ctx, stack, stack_config(ctx.paths.root, stack), adopt=False):
+    config = stack_config(ctx.paths.root, stack)
+    # A stack that is up holds its cluster (and on kind that cluster's ingress port): what its state recorded tells
+    # the checks that these are this stack's own, as `up` tells them, instead of someone else's in the way.
+    recorded = stack_record(ctx, stack) if may_be_up(ctx.paths, stack) else {}
+    if not _preflight(ctx, stack, config, adopt=False, recorded=recorded):
         raise LabError("Preflight found the problems marked FAIL above: fix them, then run it again.")
     ctx.say("Preflight passed.")
     return 0

@@ -542,6 +542,25 @@ def test_preflight_command_prints_every_result(project, machine):
     assert lines[-1] == "Preflight passed."
 
 
+def test_preflight_of_a_stack_that_is_up_knows_its_own_cluster_and_port(project, machine):
+    """`./lab.sh preflight` on a stack that is up reads its state as `up` does: the kind cluster there, and the
+    ingress port it holds, are this stack's, not someone else's in the way (found by the cluster tier)."""
+    up_before(project, machine)
+    machine.clusters.write_text("ambient-l7\n")
+    asked = []
+    ctx = context(project, machine)
+    ctx.host = healthy_host(port_is_free=lambda address, port: asked.append(port) or False,
+                            cluster_owner=lambda name: "istio-ambient-lab.l7.0a1b2c3d")
+
+    assert cli.main(["preflight", "l7"], ctx) == 0
+
+    printed = ctx.out.getvalue()
+    assert "kind cluster ambient-l7 belongs to this stack" in printed
+    assert "127.0.0.1:8081 belongs to this stack's cluster" in printed
+    assert asked == []
+    assert printed.splitlines()[-1] == "Preflight passed."
+
+
 def test_the_repositorys_own_stacks_are_read_as_the_program_reads_them():
     repository = Path(cli.__file__).resolve().parents[1]
     l7 = cli.stack_config(repository, "l7")
