@@ -4,10 +4,13 @@ The cluster is the tier's control plane with three nodes registered as a kubeadm
 kubelets); nothing of kind is involved. The stack reaches it through a `KUBECONFIG` of two files, as kubectl merges
 them: the context in one, the cluster and its user (a client certificate) in the other. What this shows:
 preflight refuses what another install would leave (an `istio-system` namespace, a ClusterRole `istio-cni`, Gateway
-API CRDs the lab did not install), each in its own sentence, and a second stack on the same cluster, before anything
-is created; `up` completes with `failOnVerificationError: false` (no data plane runs, so the verification fails);
-`destroy` leaves the cluster as it found it: a dump of every API object before `up` and after `destroy` differs
-only by what destroy's last line names, and running the commands that line prints removes that too.
+API CRDs the lab did not install, another namespace labelled for a mesh), each in its own sentence, and a second
+stack on the same cluster, before anything is created; `up` completes with `failOnVerificationError: false` (no data
+plane runs, so the verification fails), with STRICT mTLS in the lab's namespaces alone, no cluster-wide grant to
+the addons and the client key nowhere in the state; `./lab.sh kubectl` and `diagnose` reach the cluster through
+both files, and the bundle holds nothing of another team's namespace; `destroy` leaves the cluster as it found it
+(another team's workload included): a dump of every API object before `up` and after `destroy` differs only by what
+destroy's last line names, and running the commands that line prints removes that too.
 
 The tests of this module run in order on one stack.
 """
@@ -29,7 +32,8 @@ pytestmark = pytest.mark.cluster
 STACK = "onprem"
 SECOND_STACK = "onprem-again"
 CONTEXT = "onprem"
-OTHER_CONTEXT = "onprem-ops"  # another name for the same cluster, as a second team would have it
+OTHER_CONTEXT = "onprem-ops"
+OTHER_TEAM = "other-team"  # another name for the same cluster, as a second team would have it
 PREFLIGHT_REFUSED = "Preflight found the problems marked FAIL above"
 SEEN: dict[str, object] = {}  # what the earlier tests of the module found, for the later ones
 
@@ -52,6 +56,11 @@ def _write_stack(lab, stack: str, context: str) -> None:
 def cluster(lab, plane):
     """The cluster as a user has it before the lab: nodes, and a KUBECONFIG of two files; the stack file set."""
     SEEN["nodes"] = register_nodes(plane, "onprem")
+    # Another team's workload, which the lab must leave alone (and its diagnostics must not collect).
+    plane.kubectl("create", "namespace", OTHER_TEAM)
+    plane.kubectl("create", "deployment", "their-app", "-n", OTHER_TEAM, "--image=registry.invalid/their-app:1",
+                  "--replicas=2")
+    plane.kubectl("rollout", "status", "deployment/their-app", "-n", OTHER_TEAM, "--timeout=120s")
     kubeconfig, key = split_kubeconfig(plane, plane.scratch, CONTEXT, others=(OTHER_CONTEXT,))
     lab.env["KUBECONFIG"] = kubeconfig
     SEEN["key"] = key
@@ -79,7 +88,8 @@ def _gateway_api_crds(charts) -> str:
     return yaml.safe_dump_all(documents)
 
 
-# (what another install left, how to make it, how to remove it, the check that refuses it, its sentence's start)
+# (what another install left, how to make it, how to remove it, the check that refuses it, its sentence's start);
+# the last is issue #18's: a namespace an earlier Istio left labelled would have its running pods captured.
 LEFT_BEHIND = {
     "istio-system namespace": (
         lambda plane, charts: plane.kubectl("create", "namespace", catalog.ISTIO_NAMESPACE),
@@ -102,6 +112,12 @@ LEFT_BEHIND = {
         f"The cluster already has the Gateway API CRDs ({catalog.GATEWAY_API_VERSION}), which the lab must not "
         f"install over: use them with `./lab.sh pulumi config set istio-ambient-lab:installGatewayApiCrds false "
         f"--stack {STACK}`."),
+    "mesh label on another namespace": (
+        lambda plane, charts: plane.kubectl("label", "namespace", OTHER_TEAM, "istio-injection=enabled"),
+        lambda plane, charts: plane.kubectl("label", "namespace", OTHER_TEAM, "istio-injection-"),
+        "mesh labels",
+        f"Namespaces outside the lab's carry labels that would put their running pods into the lab's mesh: "
+        f"{OTHER_TEAM} (istio-injection=enabled): if they are left from an earlier Istio, remove them"),
 }
 
 
@@ -176,6 +192,24 @@ def test_a_second_stack_on_the_same_cluster_is_refused_before_anything_is_create
     assert (set(before) ^ set(after)) == set(), dump_difference(before, after)
     listed = lab.lab_sh("pulumi", "stack", "ls", "--json")
     assert SECOND_STACK not in listed.stdout, listed.stdout
+
+
+def test_kubectl_and_diagnose_reach_the_cluster_through_both_files_and_collect_only_the_lab_s_namespaces(lab, cluster):
+    from lab.leaks import find_leaks
+
+    listed = lab.lab_sh("kubectl", STACK, "get", "namespaces", "-o", "name")
+    assert listed.returncode == 0, _output(listed)
+    assert f"namespace/{OTHER_TEAM}" in listed.stdout.split() and "namespace/istio-system" in listed.stdout.split()
+
+    diagnosed = lab.lab_sh("diagnose", STACK)
+
+    assert diagnosed.returncode == 0, _output(diagnosed)
+    folder = diagnosed.stdout.strip().splitlines()[-1].removeprefix("Diagnostics: ")
+    files = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
+    bundle = "".join(open(f, encoding="utf-8", errors="replace").read() for f in files)
+    assert "istio-system" in bundle and catalog.EXISTING_APPS_NAMESPACE in bundle  # it read the real cluster
+    assert OTHER_TEAM not in bundle and "their-app" not in bundle and "kube-system" not in bundle
+    assert find_leaks(bundle, [SEEN["key"]]) == []
 
 
 def _named_leftover(key: str, item: dict, line: str) -> bool:
