@@ -176,6 +176,16 @@ def test_up_completes_on_the_existing_cluster_through_a_kubeconfig_of_two_files(
     assert bound == [], bound
 
 
+def test_a_second_look_at_the_existing_stack_finds_no_changes(lab, cluster):
+    """What the existing target adds to test 2 (the merged kubeconfig, the identity record, the per-namespace
+    policies): no perpetual diff, in the preview or against the cluster's own objects."""
+    preview = lab.lab_sh("pulumi", "preview", "--expect-no-changes", "--diff", "--stack", STACK)
+    assert preview.returncode == 0, _output(preview)
+
+    refresh = lab.lab_sh("pulumi", "refresh", "--expect-no-changes", "--yes", "--diff", "--stack", STACK)
+    assert refresh.returncode == 0, _output(refresh)
+
+
 def test_a_second_stack_on_the_same_cluster_is_refused_before_anything_is_created(lab, cluster):
     _write_stack(lab, SECOND_STACK, OTHER_CONTEXT)
     before = dump_api_objects(cluster)
