@@ -545,9 +545,11 @@ def existing_leftovers(config: lab_config.LabConfig, recorded: Mapping[str, obje
     """The last line of destroy on an existing cluster: what stays on purpose and how to remove it, on the cluster
     the state used (its context and kubeconfig, not the stack file's current ones)."""
     context, kubectl = _recorded_kubectl(config, recorded)
+    # xargs runs its first word as the program: a leading `KUBECONFIG=...` assignment needs `env` in front of it.
+    xargs_kubectl = kubectl if kubectl.startswith("kubectl ") else f"env {kubectl}"
     stays = [
         f"Istio's CRDs, which Istio keeps on uninstall (`{kubectl} get crd -o name | grep '\\.istio\\.io$' | xargs "
-        f"{kubectl} delete`)",
+        f"{xargs_kubectl} delete`)",
         f"the istio-ca-root-cert ConfigMaps istiod wrote into namespaces the lab did not create (`{kubectl} delete "
         "configmap --all-namespaces --field-selector metadata.name=istio-ca-root-cert`)",
     ]

@@ -156,3 +156,119 @@ class ClusterLab(EngineLab):
 
 
 __all__ = ["ClusterLab", "build_cluster", "network_namespaces_work", "upstream_charts", "refused_port"]
+
+
+# --- Issue 17's tests 5 and 7: an existing cluster, a dump of its objects, a control plane per stack ---------------
+
+# Left out of the dump, each for a reason: these change by themselves whatever the lab does, or are not objects
+# the API server stores, so a difference in them says nothing of what the lab left behind.
+UNDUMPED_TYPES = {
+    "events": "controllers' reports of what happened (history, not state), written at any time, expiring after 1 h",
+    "events.events.k8s.io": "the same events through their own API group",
+    "leases.coordination.k8s.io": "renewed every few seconds: kwok's node heartbeats, the API server's identity",
+    "leasecandidates.coordination.k8s.io": "renewed by the components that take part in leader election",
+    "componentstatuses": "not stored: computed on each request by probing etcd, the scheduler and controller-manager",
+}
+
+
+def _normalized(item: dict) -> dict:
+    """An object as the dump compares it: without what any writer changes (resourceVersion, managedFields' times,
+    also on a controller's status write), and for a Node without its status, which kwok rewrites on every heartbeat
+    (its conditions' times); what the lab writes (labels, annotations, spec, data) is all kept."""
+    item = json.loads(json.dumps(item))
+    metadata = item.get("metadata") or {}
+    metadata.pop("resourceVersion", None)
+    metadata.pop("managedFields", None)
+    if item.get("kind") == "Node":
+        item.pop("status", None)
+    return item
+
+
+def dump_api_objects(plane: ControlPlane) -> dict[str, dict]:
+    """Every object of every type the API server can list, namespaced and cluster-scoped (CRDs' types included),
+    but UNDUMPED_TYPES, keyed `group/Kind namespace/name`."""
+    listed = plane.kubectl("api-resources", "--verbs=list", "-o", "name").stdout.split()
+    types = [name for name in listed if name not in UNDUMPED_TYPES]
+    assert "customresourcedefinitions.apiextensions.k8s.io" in types and "namespaces" in types, listed
+    items = json.loads(plane.kubectl("get", ",".join(types), "--all-namespaces", "-o", "json").stdout)["items"]
+    dump = {}
+    for item in items:
+        group = item["apiVersion"].rpartition("/")[0] or "core"
+        metadata = item["metadata"]
+        dump[f"{group}/{item['kind']} {metadata.get('namespace', '')}/{metadata['name']}"] = _normalized(item)
+    return dump
+
+
+def dump_difference(before: dict[str, dict], after: dict[str, dict]) -> dict[str, list[str]]:
+    """What `after` added, removed and changed against `before`, by key."""
+    return {
+        "added": sorted(set(after) - set(before)),
+        "removed": sorted(set(before) - set(after)),
+        "changed": sorted(key for key in set(before) & set(after) if before[key] != after[key]),
+    }
+
+
+def register_nodes(plane: ControlPlane, name: str, workers: int = 2) -> list[str]:
+    """Nodes for a cluster the lab did not make (kubeadm's names and labels, as fake_machine's kind registers them),
+    played by kwok; returns their names once all are Ready."""
+    from tests.cluster.fake_machine import node_objects
+
+    config = {"nodes": [{"role": "control-plane"}, *[{"role": "worker"}] * workers]}
+    nodes = node_objects(name, config)
+    plane.kubectl("create", "-f", "-", input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+    names = [node["metadata"]["name"] for node in nodes]
+    plane.kubectl("wait", "--for=condition=Ready", "--timeout=120s", *[f"node/{n}" for n in names])
+    return names
+
+
+def split_kubeconfig(plane: ControlPlane, folder: str, context: str, others: tuple[str, ...] = ()) -> tuple[str, str]:
+    """Two kubeconfig files as `KUBECONFIG=a:b` merges them, the way many people keep theirs: `a` holds the contexts
+    (`context`, then `others`, all on the same cluster and user) and the current context, `b` the cluster and the
+    user with a client certificate of this run's CA (system:masters, a cluster admin). Returns (KUBECONFIG, the
+    key's base64) so the tests can look for the key where it must not be."""
+    cert, key = plane.admin_credentials(f"{context}-admin", "system:masters")
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    contexts = "".join(f"- name: {name}\n  context:\n    cluster: {context}-cluster\n    user: {context}-admin\n"
+                       for name in (context, *others))
+    first = os.path.join(folder, "contexts.yaml")
+    second = os.path.join(folder, "credentials.yaml")
+    for path, text in (
+        (first, f"apiVersion: v1\nkind: Config\ncurrent-context: {context}\ncontexts:\n{contexts}"),
+        (second, f"apiVersion: v1\nkind: Config\nclusters:\n- name: {context}-cluster\n  cluster:\n"
+                 f"    certificate-authority-data: {b64(plane.ca_pem)}\n    server: {plane.server}\n"
+                 f"users:\n- name: {context}-admin\n  user:\n    client-certificate-data: {b64(cert)}\n"
+                 f"    client-key-data: {b64(key)}\n"),
+    ):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    return os.pathsep.join([first, second]), b64(key)
+
+
+def started_plane(cluster_dir: str):
+    """A control plane with the Gateway stand-in, as the `plane` fixture makes one, for a test that needs one per
+    parameter (the benchmark: one per stack, since both stacks' Istio would share one API server otherwise)."""
+    import contextlib
+    import tempfile
+
+    from tests.cluster.standins import GatewayProgrammer
+
+    @contextlib.contextmanager
+    def running():
+        network_namespaces_work()
+        work = tempfile.mkdtemp(prefix="lab-cluster-")
+        control = ControlPlane(os.path.join(cluster_dir, "bin"), os.path.join(work, "plane"))
+        control.scratch = work
+        programmer = None
+        try:
+            control.start()
+            programmer = GatewayProgrammer(control.kubectl).start()
+            control.programmer = programmer
+            yield control
+        finally:
+            if programmer is not None:
+                programmer.stop()
+            control.stop()
+            shutil.rmtree(work, ignore_errors=True)
+
+    return running()
