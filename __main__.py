@@ -115,6 +115,7 @@ if cfg.verify:
         mode=cfg.mesh_mode, namespace=cfg.apps_namespace,
         cluster_arguments=cluster_arguments(cfg.target, cfg.cluster_name, cfg.kube_context, cfg.kubeconfig_path),
         report_file=f".lab/reports/{pulumi.get_stack()}.json", fail_on_error=cfg.fail_on_verification_error,
+        timeout_s=cfg.verification_timeout,
         depends_on=[resource for part in tested if part for resource in part.resources], addons=cfg.observability,
         kiali_login=cfg.observability and cfg.target != "kind",
     ))

@@ -28,6 +28,7 @@ class VerificationArgs:
     report_file: str
     fail_on_error: bool
     depends_on: list[pulumi.Resource]
+    timeout_s: int  # how long each check may retry before it fails (istio-ambient-lab:verificationTimeout)
     addons: bool = False  # Prometheus and Kiali are installed: check that they saw the mesh traffic too
     kiali_login: bool = False  # Kiali asks for a token (not the lab's kind cluster): the check signs in
 
@@ -45,7 +46,7 @@ def verify_command(args: VerificationArgs) -> str:
     words = [
         "-m", "verify", "--mode", args.mode, "--namespace", args.namespace, *args.cluster_arguments,
         *(["--addons"] if args.addons else []), *(["--kiali-login"] if args.kiali_login else []),
-        "--image-record", IMAGE_RECORD,
+        "--image-record", IMAGE_RECORD, "--timeout", str(args.timeout_s),
         "--json", "--report-file", args.report_file,
     ]
     return f"{lab_python()} {shlex.join(words)} || [ $? -eq 1 ]"

@@ -117,6 +117,11 @@ TRAFFIC_CRONJOB = "bookinfo-traffic"
 
 TRUST_DOMAIN = "cluster.local"
 
+# How long each verification check may keep retrying before it fails: the verify CLI's default, and the default of
+# the stack setting verificationTimeout.
+VERIFICATION_TIMEOUT_S = 120
+VERIFICATION_TIMEOUT_RANGE = (10, 3600)
+
 
 def spiffe_id(namespace: str, service_account: str) -> str:
     """The SPIFFE identity Istio's CA writes into a workload's certificate."""

@@ -686,6 +686,7 @@ def cmd_verify(ctx: Context, stack: str, as_json: bool) -> int:
     # Off the lab's kind cluster Kiali asks for a login (components/observability.py): the check signs in.
     argv += ["--kiali-login"] if config.observability and values.get(outputs.TARGET, "kind") != "kind" else []
     argv += ["--image-record", IMAGE_RECORD]  # as `up` does: lab.images' record, relative to the project
+    argv += ["--timeout", str(config.verification_timeout)]  # the stack's retry limit, as `up` uses it
     argv += ["--json"] if as_json else []
     return _stream(argv, tool_env(ctx.paths, ctx.env), ctx.paths.root)
 

@@ -62,6 +62,7 @@ class LabConfig:
     observability: bool
     verify: bool
     fail_on_verification_error: bool
+    verification_timeout: int  # seconds each check may retry before it fails (verify --timeout)
     preload_images: bool
     registry_mirror: str | None
 
@@ -97,6 +98,7 @@ DEFAULTS: dict[str, str] = {
     "observability": "true",
     "verify": "true",
     "failOnVerificationError": "true",
+    "verificationTimeout": str(catalog.VERIFICATION_TIMEOUT_S),
     "preloadImages": "false",
     "registryMirror": "",
 }
@@ -272,6 +274,7 @@ def load(raw_config: Mapping[str, str], stack: str) -> LabConfig:
         observability=_bool(raw, "observability"),
         verify=_bool(raw, "verify"),
         fail_on_verification_error=_bool(raw, "failOnVerificationError"),
+        verification_timeout=_int(raw, "verificationTimeout", *catalog.VERIFICATION_TIMEOUT_RANGE),
         preload_images=preload_images,
         registry_mirror=registry_mirror,
     )

@@ -20,6 +20,7 @@ def test_defaults_give_the_tutorial_lab():
     assert cfg.istio_version == "1.31.1"
     assert cfg.apps_namespace == "default"
     assert cfg.observability and cfg.verify and cfg.fail_on_verification_error
+    assert cfg.verification_timeout == catalog.VERIFICATION_TIMEOUT_S == 120
 
 
 def test_l7_and_existing_target():
@@ -76,6 +77,8 @@ BAD = [
     ({"gatewayApiVersion": "v0.8.1"}, f"{P}:gatewayApiVersion is 'v0.8.1', but it must be v1.0.0 or newer, because "
      "the lab's Gateway and HTTPRoute objects use gateway.networking.k8s.io/v1, which older bundles do not serve."),
     ({"installGatewayApiCrds": "yes"}, f"{P}:installGatewayApiCrds is 'yes', but it must be true or false."),
+    ({"verificationTimeout": "5"}, f"{P}:verificationTimeout is '5', but it must be a whole number from 10 to 3600."),
+    ({"verificationTimeout": "2m"}, f"{P}:verificationTimeout is '2m', but it must be a whole number from 10 to 3600."),
     ({"appsNamespace": "istio-system"}, f"{P}:appsNamespace is 'istio-system', but the apps need a namespace of "
      "their own, such as default."),
     ({"ingressHostPort": "80"}, f"{P}:ingressHostPort is '80', but it must be a whole number from 1024 to 65535."),

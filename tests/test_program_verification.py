@@ -16,7 +16,7 @@ def test_runs_the_verify_cli_once_after_everything_it_tests(runs, stack):
     [invoke] = verify_invokes(run)
     assert invoke.args["command"] == (
         f"venv/bin/python -m verify --mode {stack} --namespace default --kind-cluster ambient-{stack} --addons "
-        f"--image-record .lab/image-digests.json --json "
+        f"--image-record .lab/image-digests.json --timeout 120 --json "
         f"--report-file .lab/reports/{stack}.json || [ $? -eq 1 ]"
     )
     assert invoke.args["logging"] == "stderr", "progress shows, the JSON report is not logged"
@@ -62,6 +62,13 @@ def test_a_failed_check_can_be_kept_as_evidence_only():
     assert run.outputs[outputs.VERIFICATION]["passed"] is False
 
 
+def test_each_check_retries_as_long_as_the_stack_says():
+    """verificationTimeout reaches the verify CLI, which gives every check that long before it fails."""
+    run = run_program("l4-only", {"verificationTimeout": "20"})
+    [invoke] = verify_invokes(run)
+    assert " --timeout 20 --json " in invoke.args["command"]
+
+
 def test_addon_checks_only_with_the_addons():
     run = run_program("l4-only", {"observability": "false"})
     [invoke] = verify_invokes(run)
@@ -78,5 +85,5 @@ def test_existing_cluster_is_reached_by_context(existing_run):
     [invoke] = verify_invokes(existing_run)
     # Off the lab's kind cluster Kiali asks for a login: the checks sign in.
     assert (" --context gke_proj_europe-west1_lab --addons --kiali-login --image-record .lab/image-digests.json "
-            "--json") in invoke.args["command"]
+            "--timeout 120 --json") in invoke.args["command"]
     assert "--kind-cluster" not in invoke.args["command"]

@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                         "also check that istiod, istio-cni, ztunnel and proxyv2 run the digests first recorded there")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     parser.add_argument("--report-file", type=Path, metavar="PATH", help="also write the JSON report to PATH")
-    parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=float, default=float(catalog.VERIFICATION_TIMEOUT_S), metavar="SECONDS",
                         help="how long each check may retry before it fails (default: %(default)s)")
     return parser
 

@@ -401,7 +401,7 @@ def test_verify_runs_the_verify_package_with_the_stacks_outputs(project, machine
     assert cli.main(["verify", "l7", "--json"], context(project, machine)) == 0
     assert streamed == [[
         cli.sys.executable, "-m", "verify", "--mode", "l7", "--namespace", "shop", "--kind-cluster", "ambient-l7",
-        "--addons", "--image-record", ".lab/image-digests.json", "--json",
+        "--addons", "--image-record", ".lab/image-digests.json", "--timeout", "120", "--json",
     ]]
     assert machine.calls() == ["stack output --json --stack l7"]
 
@@ -414,7 +414,8 @@ def test_verify_leaves_the_addon_checks_out_when_observability_is_off(project, m
     machine.outputs.write_text(json.dumps({"mesh_mode": "l7", "cluster_name": "ambient-l7", "target": "kind"}))
     assert cli.main(["verify", "l7"], context(project, machine)) == 0
     assert "--addons" not in streamed[0]
-    assert streamed[0][-4:] == ["--kind-cluster", "ambient-l7", "--image-record", ".lab/image-digests.json"]
+    assert streamed[0][-6:] == ["--kind-cluster", "ambient-l7", "--image-record", ".lab/image-digests.json",
+                                "--timeout", "120"]
 
 
 def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project, machine, streamed):
@@ -427,8 +428,18 @@ def test_verify_on_an_existing_cluster_passes_its_kubeconfig_and_context(project
     assert cli.main(["verify", "gke"], context(project, machine)) == 0
     assert streamed[0][3:] == [
         "--mode", "l4-only", "--namespace", "istio-ambient-lab", "--kubeconfig", "/home/me/.kube/gke", "--context", "gke_lab",
-        "--addons", "--kiali-login", "--image-record", ".lab/image-digests.json",
+        "--addons", "--kiali-login", "--image-record", ".lab/image-digests.json", "--timeout", "120",
     ]
+
+
+def test_verify_retries_each_check_as_long_as_the_stack_says(project, machine, streamed):
+    (project / "stacks" / "Pulumi.l7.yaml").write_text(
+        "config:\n  istio-ambient-lab:meshMode: l7\n  istio-ambient-lab:verificationTimeout: 15\n"
+    )
+    brought_up(project, "l7")
+    machine.outputs.write_text(json.dumps({"mesh_mode": "l7", "cluster_name": "ambient-l7", "target": "kind"}))
+    assert cli.main(["verify", "l7"], context(project, machine)) == 0
+    assert streamed[0][-2:] == ["--timeout", "15"]
 
 
 def test_verify_before_up_says_to_bring_the_lab_up(project, machine, capsys, streamed):

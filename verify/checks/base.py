@@ -139,7 +139,7 @@ class CheckContext:
     cluster: Cluster
     mode: str
     namespace: str = catalog.DEFAULT_APPS_NAMESPACE
-    timeout_s: float = 120.0
+    timeout_s: float = float(catalog.VERIFICATION_TIMEOUT_S)
     interval_s: float = 2.0
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
