@@ -44,10 +44,11 @@ def build_cluster() -> str:
     if shutil.which("go") is None:
         skip_or_fail("the cluster tests need Go on PATH to build the control plane (tools/cluster/build.sh)")
     out = os.environ.get("LAB_CLUSTER_DIR") or os.path.join(ROOT, ".lab", "cluster")
-    # Opt-in, in CI too, until the tier passes end to end (issue 17: test 1 has not yet run to its end).
+    # Outside CI the tier waits until it is built (a long build nobody asked for is not run from the tests); in CI,
+    # where .ci/run builds it first, a missing build fails.
     if not (os.path.exists(os.path.join(out, "stamp")) or os.environ.get(BUILD_ENV) == "1"):
-        pytest.skip("the Kubernetes control plane is not built yet: run tools/cluster/build.sh once (many CPU "
-                    f"minutes; Go needed), or {BUILD_ENV}=1 ./lab.sh test -m cluster")
+        skip_or_fail("the Kubernetes control plane is not built yet: run tools/cluster/build.sh once (many CPU "
+                     f"minutes; Go needed), or {BUILD_ENV}=1 ./lab.sh test -m cluster")
     result = subprocess.run([BUILD_SCRIPT], capture_output=True, text=True)
     if result.returncode != 0:
         pytest.fail(result.stderr.strip() or f"{BUILD_SCRIPT} failed with exit code {result.returncode}")
@@ -128,6 +129,8 @@ class ClusterLab(EngineLab):
         self.env["LAB_CLUSTER_ADMIN"] = plane.admin_kubeconfig
         self.env["HOME"] = os.path.join(work, "home")  # kubectl's cache and anything else a tool keeps there
         os.makedirs(self.env["HOME"])
+        for stack in ("l4-only", "l7"):
+            self.quick_checks(stack)
 
     def pulumi(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         argv = ["pulumi", *args, "--non-interactive"] if args[0] != "login" else ["pulumi", *args]
@@ -143,6 +146,11 @@ class ClusterLab(EngineLab):
                if name not in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE")}
         return subprocess.run(self.plane.inside(["bash", "lab.sh", *args]), cwd=self.project, env=env,
                               capture_output=True, text=True, timeout=LAB_TIMEOUT_S, stdin=subprocess.DEVNULL)
+
+    def quick_checks(self, stack: str) -> None:
+        """No data plane runs here, so every check fails however long it retries: the lab's shortest retry limit
+        (10 s a check instead of 120) keeps each up's failed verification to seconds, not minutes."""
+        self.set_config(stack, "verificationTimeout", catalog.VERIFICATION_TIMEOUT_RANGE[0])
 
     def set_config(self, stack: str, key: str, value: str) -> None:
         """Writes one of the project's settings into the stack file, as a user edits it."""

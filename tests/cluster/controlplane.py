@@ -145,8 +145,10 @@ class ControlPlane:
         return subprocess.run(self.inside(argv), **kwargs)
 
     def kubectl(self, *args: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
-        result = self.run([os.path.join(self.bin_dir, "kubectl"), "--kubeconfig", self.admin_kubeconfig, *args],
-                          input=input_text)
+        # A discovery cache of this plane's own: every plane answers at the same address (127.0.0.1:6443 in its
+        # namespace), so kubectl's default one under ~/.kube/cache would hand one plane another's API groups.
+        result = self.run([os.path.join(self.bin_dir, "kubectl"), "--kubeconfig", self.admin_kubeconfig,
+                           "--cache-dir", os.path.join(self.work, "kube-cache"), *args], input=input_text)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result

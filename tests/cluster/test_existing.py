@@ -50,6 +50,7 @@ def _write_stack(lab, stack: str, context: str) -> None:
     lab.set_config(stack, "kubeContext", context)
     # No data plane runs here, so the verification fails: let the up complete and keep the stack (issue #17, test 1).
     lab.set_config(stack, "failOnVerificationError", False)
+    lab.quick_checks(stack)
 
 
 @pytest.fixture(scope="module")
