@@ -162,7 +162,7 @@ def gateway_api_bundle(version: str, project_root: Path) -> Path:
 
 
 # The Gateway API bundle is over 1 MB of YAML, parsed by the program on every preview and update: PyYAML's C parser
-# (in its wheels) reads it in well under 0.1 s, the pure-Python one takes about a second on the critical path.
+# (in its wheels) reads it in about 0.1 s, the pure-Python one takes about a second on the critical path.
 BUNDLE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 

@@ -11,14 +11,16 @@ What it cannot say: how long an up takes on a real cluster. kwok readies pods at
 for no image pull or container start and is shorter than on kind; the ratio is the stricter for it.
 
 The budget is not met here, and the test says so as an expected failure with the measured ratio rather than
-passing or hiding it: a first up takes about 45 s on this tier, a no-change one about 20 s (45-55%), because pulumi
-runs the program twice (the preview, then the update) and each time the kubernetes provider checks and diffs the
-1.2 MB Gateway API bundle, one CRD after another, on the way to istiod (about 5 of the 10 s a pass takes, measured
-with `pulumi preview -v=9`). The one large cut gives something up and still misses: `--skip-preview` halves the
-pulumi part (about 27% with the lab's own steps), and would let an upgrade that fails half-way leave a mixed mesh
-that the preview would have stopped first. (Parsing the bundle with PyYAML's C parser took 3-4 s off; parallel
-diffs, PULUMI_PARALLEL_DIFF, took nothing.) A no-change up slower than REGRESSION of the first fails outright: that
-is a regression, not the known gap.
+passing or hiding it: a first up takes about 45 s on this tier, a no-change one about 20 s (45-57%), because pulumi
+runs the program twice (the preview, then the update) and each time the kubernetes provider checks (against the
+cluster's OpenAPI schema) and diffs the 1.2 MB Gateway API bundle, one CRD after another, since the engine calls
+Check on its one event loop, on the way to istiod (about 5 of the 10 s a pass takes, measured with
+`pulumi preview -v=9`). The one large cut gives something up and still misses: `--skip-preview` halves the pulumi
+part (about 27% with the lab's own steps) and loses the preview, which runs every Check (the Helm charts' loads) and
+a server-side dry run of every changed object before anything changes (it does not dry-run Helm upgrades, which fail
+half-way either way). Parsing the bundle with PyYAML's C parser took 3-4 s off; PULUMI_PARALLEL_DIFF, which moves
+Diff but not Check off that loop, took nothing. A no-change up slower than REGRESSION of the first fails outright:
+that is a regression, not the known gap.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """The lab on a real Kubernetes control plane under the real engine (issue #17).
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok run in a network namespace of the tier's own
-(tests/cluster/controlplane.py); the engine, the kubernetes provider, kubectl, the lab's CLI and program and the real
-upstream charts are real; what stands in for what is listed in tests/cluster/standins.py. What this shows: the
-releases install into a real API server in order and end `deployed`, the CRDs are served and the lab's objects pass
-their schemas, CEL rules and admission policy, every Deployment and DaemonSet becomes ready (kwok plays the
-kubelets), a second up changes nothing, the mesh mode switches in place, destroy runs the stored delete. What it
-cannot: the data plane (no container runs), so the verification fails here, and must say so.
+(tests/cluster/controlplane.py); the engine, the kubernetes provider, kubectl, the lab's CLI and program are real, and
+the charts are rebuilt from upstream sources (../shared/upstream/charts/MANIFEST.md says how they differ from the
+published packages); what stands in for what is listed in tests/cluster/standins.py. What this shows: the releases
+install into a real API server in order and end `deployed`, the CRDs are served and the lab's objects pass their
+schemas and CEL rules (no admission webhook judges them: istiod does not run), every Deployment and DaemonSet becomes
+ready (kwok plays the kubelets), a second up changes nothing, the mesh mode switches in place, destroy runs the
+stored delete and deletes none of the state's objects itself. What it cannot: the data plane (no container runs), so
+the verification fails here, and must say so.
 
     tools/cluster/build.sh && venv/bin/python -m pytest -m cluster
 
@@ -168,8 +170,10 @@ def test_with_fail_on_verification_error_false_the_up_completes_and_the_report_n
     assert report["passed"] is False, report
     assert "failed:" in report["summary"], report
     report_file = json.loads(open(f"{lab.project}/.lab/reports/{STACK}.json", encoding="utf-8").read())
-    failed = [r["name"] for r in report_file["results"] if not r["passed"]]
-    assert failed and all(name in report["summary"] for name in failed), (failed, report["summary"])
+    failed = [r for r in report_file["results"] if not r["passed"]]
+    assert failed and all(r["name"] in report["summary"] for r in failed), (failed, report["summary"])
+    # Each failed check says, in words, what it saw instead of what a working mesh shows.
+    assert all(r["observed"].strip() and r["expected"].strip() for r in failed), failed
 
 
 def test_a_second_look_finds_no_changes(lab, plane):
@@ -251,8 +255,25 @@ def test_the_mesh_mode_switches_in_place(lab, plane, mode):
     assert _preview_ops(lab) == {}, "something stays pending after the switch"
 
 
+def _state_objects(lab) -> dict[str, str]:
+    """Every Kubernetes object the stack's state holds (not the Helm releases, whose objects Helm records), keyed as
+    dump_api_objects keys them, with its uid."""
+    objects = {}
+    for resource in _state(lab):
+        out = resource.get("outputs") or {}
+        meta = out.get("metadata") or {}
+        if resource["type"].startswith("kubernetes:") and resource["type"] != RELEASE and meta.get("uid"):
+            group = out["apiVersion"].rpartition("/")[0] or "core"
+            objects[f"{group}/{out['kind']} {meta.get('namespace', '')}/{meta['name']}"] = meta["uid"]
+    return objects
+
+
 def test_destroy_runs_the_stored_delete_and_leaves_the_objects_to_the_cluster_s_deletion(lab, plane):
+    from tests.cluster.cluster import dump_api_objects
+
     namespaces_before = {n["metadata"]["name"] for n in plane.get_json("namespaces")["items"]}
+    recorded = _state_objects(lab)
+    assert len(recorded) > 30, recorded
 
     result = lab.lab_sh("destroy", STACK)
 
@@ -263,5 +284,9 @@ def test_destroy_runs_the_stored_delete_and_leaves_the_objects_to_the_cluster_s_
     # no object one by one through the API server before the cluster went.
     assert plane.get_json("nodes")["items"] == []
     assert {n["metadata"]["name"] for n in plane.get_json("namespaces")["items"]} == namespaces_before
+    # Not one object of the state was deleted (or deleted and made again) through the API server.
+    after = dump_api_objects(plane)
+    assert {key: uid for key, uid in recorded.items()
+            if (after.get(key) or {}).get("metadata", {}).get("uid") != uid} == {}
     assert set(_helm_releases(plane).values()) == {"deployed"}
     assert [r for r in _state(lab) if r["type"] != "pulumi:pulumi:Stack"] == []
