@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lab.bootstrap import Runner, run_captured
+from lab.catalog import LAB_SCRIPT
 
 UID = "kubeSystemUid"
 PREVIOUS_RECORD_ENV = "PULUMI_COMMAND_STDOUT"  # pulumi-command hands a Command's stored stdout to its update
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if recorded is not None and recorded.uid != identity.uid:
         print(f"Context {args.context} now reaches another cluster ({identity.describe()}) than the one this stack "
               f"was brought up on ({recorded.describe()}): point the stack's kubeContext and kubeconfig (or your "
-              f"KUBECONFIG) back at that cluster, or run `./lab.sh destroy` for this stack before bringing it up "
+              f"KUBECONFIG) back at that cluster, or run `{LAB_SCRIPT} destroy` for this stack before bringing it up "
               f"elsewhere.", file=sys.stderr)
         return 1
     print(json.dumps((recorded or identity).as_record(), sort_keys=True))

@@ -8,18 +8,21 @@ them first, anything missing fails instead of skipping.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from lab import catalog
 from tests.cluster.controlplane import ControlPlane
+from tests.cluster.standins import GatewayProgrammer
 from tests.engine.engine import EngineLab, ROOT, refused_port
 from tests.harness import warm_cache
 
@@ -163,7 +166,8 @@ class ClusterLab(EngineLab):
             yaml.safe_dump(data, handle, sort_keys=False)
 
 
-__all__ = ["ClusterLab", "build_cluster", "network_namespaces_work", "upstream_charts", "refused_port"]
+__all__ = ["ClusterLab", "build_cluster", "dump_api_objects", "dump_difference", "network_namespaces_work",
+           "refused_port", "register_nodes", "split_kubeconfig", "started_plane", "upstream_charts"]
 
 
 # --- Issue 17's tests 5 and 7: an existing cluster, a dump of its objects, a control plane per stack ---------------
@@ -253,30 +257,24 @@ def split_kubeconfig(plane: ControlPlane, folder: str, context: str, others: tup
     return os.pathsep.join([first, second]), b64(key)
 
 
+@contextlib.contextmanager
 def started_plane(cluster_dir: str):
-    """A control plane with the Gateway stand-in, as the `plane` fixture makes one, for a test that needs one per
-    parameter (the benchmark: one per stack, since both stacks' Istio would share one API server otherwise)."""
-    import contextlib
-    import tempfile
-
-    from tests.cluster.standins import GatewayProgrammer
-
-    @contextlib.contextmanager
-    def running():
-        network_namespaces_work()
-        work = tempfile.mkdtemp(prefix="lab-cluster-")
-        control = ControlPlane(os.path.join(cluster_dir, "bin"), os.path.join(work, "plane"))
-        control.scratch = work
-        programmer = None
-        try:
-            control.start()
-            programmer = GatewayProgrammer(control.kubectl).start()
-            control.programmer = programmer
-            yield control
-        finally:
-            if programmer is not None:
-                programmer.stop()
-            control.stop()
-            shutil.rmtree(work, ignore_errors=True)
-
-    return running()
+    """A running control plane with the Gateway stand-in; stopped, its namespace and files gone, on the way out (also
+    after a failed test or Ctrl-C, and PR_SET_PDEATHSIG ends the processes if the test process itself is killed).
+    The `plane` fixture holds one per module; the benchmark one per stack, since both stacks' Istio would otherwise
+    share one API server."""
+    network_namespaces_work()
+    work = tempfile.mkdtemp(prefix="lab-cluster-")
+    control = ControlPlane(os.path.join(cluster_dir, "bin"), os.path.join(work, "plane"))
+    control.scratch = work  # the lab's files live beside it and go with it
+    programmer = None
+    try:
+        control.start()
+        programmer = GatewayProgrammer(control.kubectl).start()
+        control.programmer = programmer
+        yield control
+    finally:
+        if programmer is not None:
+            programmer.stop()
+        control.stop()
+        shutil.rmtree(work, ignore_errors=True)

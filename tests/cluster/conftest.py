@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import pytest
 
-from tests.cluster.cluster import ClusterLab, build_cluster, network_namespaces_work, upstream_charts
-from tests.cluster.controlplane import ControlPlane
-from tests.cluster.standins import GatewayProgrammer
+from tests.cluster.cluster import ClusterLab, build_cluster, started_plane, upstream_charts
 from tests.engine.engine import build_engine
 
 
@@ -25,26 +22,9 @@ def charts():
 
 @pytest.fixture(scope="module")
 def plane(cluster_dir, charts):
-    """A running control plane with the Gateway stand-in; stopped, its namespace and files gone, on the way out
-    (also after a failed test or Ctrl-C: pytest runs fixture finalizers then, and PR_SET_PDEATHSIG ends the
-    processes if the test process itself is killed)."""
-    network_namespaces_work()
-    work = tempfile.mkdtemp(prefix="lab-cluster-")
-    control = ControlPlane(os.path.join(cluster_dir, "bin"), os.path.join(work, "plane"))
-    control.scratch = work  # the lab's files live beside it and go with it
-    programmer = None
-    try:
-        control.start()
-        programmer = GatewayProgrammer(control.kubectl).start()
-        control.programmer = programmer
+    """A running control plane with the Gateway stand-in, gone with its files at the end of the module."""
+    with started_plane(cluster_dir) as control:
         yield control
-    finally:
-        if programmer is not None:
-            programmer.stop()
-        control.stop()
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

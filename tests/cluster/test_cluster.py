@@ -24,6 +24,7 @@ import sys
 import pytest
 
 from lab import catalog
+from tests.cluster.cluster import dump_api_objects
 
 pytestmark = pytest.mark.cluster
 
@@ -269,8 +270,6 @@ def _state_objects(lab) -> dict[str, str]:
 
 
 def test_destroy_runs_the_stored_delete_and_leaves_the_objects_to_the_cluster_s_deletion(lab, plane):
-    from tests.cluster.cluster import dump_api_objects
-
     namespaces_before = {n["metadata"]["name"] for n in plane.get_json("namespaces")["items"]}
     recorded = _state_objects(lab)
     assert len(recorded) > 30, recorded

@@ -83,10 +83,13 @@ def test_preflight_passes_on_the_cluster_as_it_is(lab, cluster):
     assert result.stdout.strip().splitlines()[-1] == "Preflight passed."
 
 
-def _gateway_api_crds(charts) -> str:
+def _gateway_api_crd_documents(charts) -> list[dict]:
     bundle = charts / f"gateway-api-{catalog.GATEWAY_API_VERSION}-standard-install.yaml"
-    documents = [d for d in yaml.safe_load_all(bundle.read_text()) if d and d["kind"] == "CustomResourceDefinition"]
-    return yaml.safe_dump_all(documents)
+    return [d for d in yaml.safe_load_all(bundle.read_text()) if d and d["kind"] == "CustomResourceDefinition"]
+
+
+def _gateway_api_crds(charts) -> str:
+    return yaml.safe_dump_all(_gateway_api_crd_documents(charts))
 
 
 def _served_lists(plane, charts, timeout_s: float = 120) -> None:
@@ -94,8 +97,7 @@ def _served_lists(plane, charts, timeout_s: float = 120) -> None:
     stays Terminating ("could not list instances: storage is (re)initializing", seen here: the API server's CRD
     finalizer failed once and did not come back to it within minutes), so the tests delete only CRDs whose storage
     answers."""
-    crds = [d for d in yaml.safe_load_all(_gateway_api_crds(charts)) if d]
-    types = [f"{d['spec']['names']['plural']}.{d['spec']['group']}" for d in crds]
+    types = [f"{d['spec']['names']['plural']}.{d['spec']['group']}" for d in _gateway_api_crd_documents(charts)]
     plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{name}" for name in types])
     deadline = time.monotonic() + timeout_s
     for name in types:
